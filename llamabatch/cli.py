@@ -1,0 +1,197 @@
+"""The `llamabatch` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llamabatch import __version__
+from llamabatch.errors import UsageError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llamabatch",
+        description="Async batch and evaluation runner for LLM chat APIs.",
+    )
+    parser.add_argument("--version", action="version", version=f"llamabatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="send a prompt set to every configured model, write Parquet results",
+        description="Send every prompt to every model in CONFIG and write one Parquet row "
+        "per (model, prompt, sample). Re-running resumes: rows already ok are skipped. "
+        "Exit codes: 0 all rows ok, 3 some rows failed, 2 bad config or input (nothing "
+        "sent), 130 interrupted (finished rows are saved).",
+    )
+    run.add_argument("config", type=Path, help="run config (TOML or YAML)")
+    run.add_argument("--limit", type=int, metavar="N", help="only the first N prompts")
+    run.add_argument("--models", metavar="A,B", help="only these models (by name)")
+    run.add_argument("-o", "--output", type=Path, metavar="DIR", help="results directory")
+    run.add_argument(
+        "--no-resume", action="store_true", help="start fresh instead of skipping finished rows"
+    )
+    run.add_argument(
+        "--force", action="store_true", help="with --no-resume: replace existing results"
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a prompt set and report every invalid row",
+        description="Read a prompt set (JSONL, Parquet or CSV) and report invalid rows "
+        "with file and line. Exit 0 when valid, 2 otherwise.",
+    )
+    validate.add_argument("prompts", type=Path, help="prompt file")
+    validate.set_defaults(handler=_validate)
+
+    sim = commands.add_parser(
+        "sim",
+        help="serve the built-in simulated LLM (OpenAI chat-completions format)",
+        description="Serve simulated models at http://HOST:PORT/v1 until interrupted. "
+        "Model ids containing maverick, scout, 70b or 8b get Llama-like speed profiles; "
+        "the options below set the profile of every other model.",
+    )
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    sim.add_argument("--ttft-s", type=float, default=0.2, help="time to first token")
+    sim.add_argument("--tokens-per-s", type=float, default=80.0, help="decode speed")
+    sim.add_argument("--output-tokens", type=int, default=120, help="mean reply length")
+    sim.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 503")
+    sim.add_argument("--rate-limit-rate", type=float, default=0.0, help="fraction answered 429")
+    sim.add_argument("--disconnect-rate", type=float, default=0.0, help="fraction cut mid-stream")
+    sim.add_argument("--rpm-limit", type=float, help="server-side requests-per-minute limit")
+    sim.add_argument("--api-key", help="require this bearer key")
+    sim.add_argument("--seed", type=int, default=0, help="changes every generated text")
+    sim.set_defaults(handler=_sim)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    warnings.showwarning = _show_warning
+    try:
+        code: int = args.handler(args)
+    except UsageError as exc:
+        print(f"llamabatch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    print(f"llamabatch: warning: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from llamabatch.progress import ProgressBar
+    from llamabatch.runner import run
+    from llamabatch.summary import format_table, summarize
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    progress = ProgressBar(disable=args.quiet)
+    try:
+        result = run(
+            args.config,
+            observer=progress,
+            resume=not args.no_resume,
+            force=args.force,
+            output=args.output,
+            limit=args.limit,
+            models=models,
+        )
+    except KeyboardInterrupt:
+        progress.close()
+        print(
+            "\nllamabatch: interrupted; finished rows are saved. Resume with: "
+            + _resume_command(args),
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    progress.close()
+    if not args.quiet:
+        print(format_table(summarize(result.dataframe(), result.models)))
+        print(f"\nresults: {result.output}  (run {result.run_id})")
+        if result.error_count:
+            kinds = ", ".join(f"{k}: {v}" for k, v in sorted(result.errors.items()))
+            print(f"{result.error_count} row(s) failed ({kinds}); run again to retry them")
+    return result.exit_code
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    parts = ["llamabatch", "run", str(args.config)]
+    if args.output:
+        parts += ["--output", str(args.output)]
+    if args.limit:
+        parts += ["--limit", str(args.limit)]
+    if args.models:
+        parts += ["--models", args.models]
+    return " ".join(parts)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from llamabatch.prompts import PromptSet
+
+    prompts = PromptSet(args.prompts)
+    report = prompts.scan()
+    for message in report.errors:
+        print(message, file=sys.stderr)
+    hidden = report.error_count - len(report.errors)
+    if hidden:
+        print(f"... and {hidden} more", file=sys.stderr)
+    status = "valid" if not report.error_count else f"{report.error_count} invalid"
+    print(f"{args.prompts}: {report.rows} rows, {report.valid} valid, {status}")
+    return 0 if not report.error_count else EXIT_USAGE
+
+
+def _sim(args: argparse.Namespace) -> int:
+    import anyio
+
+    from llamabatch.sim import SimProfile, SimServer
+
+    default = SimProfile(
+        ttft_s=args.ttft_s,
+        tokens_per_s=args.tokens_per_s,
+        output_tokens=args.output_tokens,
+        error_rate=args.error_rate,
+        rate_limit_rate=args.rate_limit_rate,
+        disconnect_rate=args.disconnect_rate,
+    )
+
+    async def serve() -> None:
+        server = SimServer(
+            default=default,
+            seed=args.seed,
+            rpm_limit=args.rpm_limit,
+            api_key=args.api_key,
+            host=args.host,
+            port=args.port,
+        )
+        async with server:
+            print(f"llamabatch sim serving {server.base_url}  (Ctrl-C to stop)", flush=True)
+            await anyio.sleep_forever()
+
+    try:
+        anyio.run(serve)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

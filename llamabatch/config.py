@@ -1,0 +1,365 @@
+"""Run configuration: load TOML/YAML, interpolate ${VAR}, validate once, freeze."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from llamabatch.errors import ConfigError
+
+DEFAULT_CONCURRENCY: Final = 64
+DEFAULT_TIMEOUT_S: Final = 120.0
+DEFAULT_MAX_RETRIES: Final = 6
+DEFAULT_BACKOFF_BASE_S: Final = 0.5
+DEFAULT_BACKOFF_MAX_S: Final = 30.0
+DEFAULT_MAX_RETRY_AFTER_S: Final = 120.0
+DEFAULT_OUTPUT_ROOT: Final = "results"
+
+PROVIDERS: Final = ("openai", "sim")
+_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SECRET_HEADER_RE: Final = re.compile(r"(?i)auth|key|token|secret")
+REDACTED: Final = "<redacted>"
+_VAR_RE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """One model to send every prompt to."""
+
+    name: str
+    provider: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    concurrency: int | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    stream: bool = True
+    params: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    sim: Mapping[str, Any] = field(default_factory=dict)
+
+    def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The key to send, from `api_key_env` (or inline); None when the model needs none."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_env is None:
+            return None
+        env = os.environ if environ is None else environ
+        key = env.get(self.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"model {self.name!r}: environment variable {self.api_key_env} is not set "
+                f"(api_key_env); export it or remove api_key_env"
+            )
+        return key
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Limits, timeouts and retry policy of the engine."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_base_s: float = DEFAULT_BACKOFF_BASE_S
+    backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
+    max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """A whole run: what to read, where to write, which models, how hard to push."""
+
+    name: str
+    input: Path
+    output: Path
+    models: tuple[ModelConfig, ...]
+    repeats: int = 1
+    limit: int | None = None
+    skip_invalid: bool = False
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The config as plain data, without secrets, for the manifest."""
+        data = dataclasses.asdict(self)
+        for model in data["models"]:
+            if model.pop("api_key", None) is not None:
+                model["api_key"] = REDACTED
+            model["headers"] = {
+                k: REDACTED if _SECRET_HEADER_RE.search(k) else v
+                for k, v in model["headers"].items()
+            }
+        snapshot: dict[str, Any] = _plain(data)
+        return snapshot
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every API key or secret header value this run may send, for redaction."""
+        found: list[str] = []
+        for model in self.models:
+            try:
+                key = model.resolve_api_key()
+            except ConfigError:
+                key = None
+            if key:
+                found.append(key)
+            found.extend(v for k, v in model.headers.items() if _SECRET_HEADER_RE.search(k))
+        return tuple(found)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def load_config(
+    path: str | Path,
+    *,
+    output: str | Path | None = None,
+    limit: int | None = None,
+    models: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Read, interpolate and validate a config file; CLI-style overrides win."""
+    path = Path(path)
+    raw = _read(path)
+    env = os.environ if environ is None else environ
+    data = _interpolate(raw, env, path, "")
+    config = _build(data, path)
+    return apply_overrides(config, output=output, limit=limit, models=models)
+
+
+def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> RunConfig:
+    """Validate an in-memory config (same rules as a file, ${VAR} interpolated)."""
+    path = Path(source)
+    return _build(_interpolate(dict(data), os.environ, path, ""), path)
+
+
+def apply_overrides(
+    config: RunConfig,
+    *,
+    output: str | Path | None = None,
+    limit: int | None = None,
+    models: Sequence[str] | None = None,
+) -> RunConfig:
+    """Return `config` with command-line overrides applied."""
+    changes: dict[str, Any] = {}
+    if output is not None:
+        changes["output"] = Path(output)
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError(f"--limit must be a positive number, got {limit}")
+        changes["limit"] = limit
+    if models:
+        known = {m.name: m for m in config.models}
+        unknown = [name for name in models if name not in known]
+        if unknown:
+            raise ConfigError(
+                f"--models: no model named {', '.join(unknown)} in {config.source}; "
+                f"known: {', '.join(known)}"
+            )
+        changes["models"] = tuple(known[name] for name in models)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        else:
+            data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a table of settings at the top level")
+    return data
+
+
+def _interpolate(value: Any, env: Mapping[str, str], path: Path, where: str) -> Any:
+    if isinstance(value, str):
+
+        def repl(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(f"{path}: {where or 'value'} uses ${{{name}}}, which is not set")
+            return env[name]
+
+        return _VAR_RE.sub(repl, value)
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, env, path, f"{where}.{k}" if where else str(k))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, env, path, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+class _Section:
+    """Typed access to one table of the config, with errors naming file and key."""
+
+    def __init__(self, data: Any, path: Path, where: str) -> None:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: [{where}] must be a table")
+        self.data = dict(data)
+        self.path = path
+        self.where = where
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {self.where}.{key} {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        value = self.data.pop(key, None)
+        if value is None:
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.error(key, f"must be {names}, got {value!r}")
+        return value
+
+    def positive(self, key: str, kind: type, default: Any = None, *, zero: bool = False) -> Any:
+        value = self.get(key, kind, default)
+        if value is not None and (value < 0 or (value == 0 and not zero)):
+            raise self.error(key, f"must be {'>= 0' if zero else '> 0'}, got {value}")
+        return value
+
+    def finish(self) -> None:
+        if self.data:
+            keys = ", ".join(sorted(self.data))
+            raise ConfigError(f"{self.path}: unknown setting in [{self.where}]: {keys}")
+
+
+def _build(data: dict[str, Any], path: Path) -> RunConfig:
+    top = _Section(data, path, "config")
+    run = _Section(top.data.pop("run", None), path, "run")
+    engine = _build_engine(_Section(top.data.pop("engine", None), path, "engine"))
+    defaults = _Section(top.data.pop("defaults", None), path, "defaults").data
+    raw_models = top.data.pop("models", None)
+    top.finish()
+
+    name = run.get("name", str, path.stem)
+    input_path = run.get("input", str)
+    if input_path is None:
+        raise ConfigError(f"{path}: run.input is required (the prompt set to read)")
+    output = run.get("output", str, f"{DEFAULT_OUTPUT_ROOT}/{name}")
+    repeats = run.positive("repeats", int, 1)
+    limit = run.positive("limit", int)
+    skip_invalid = run.get("skip_invalid", bool, False)
+    run.finish()
+
+    if not isinstance(raw_models, list) or not raw_models:
+        raise ConfigError(f"{path}: at least one [[models]] table is required")
+    models = tuple(_build_model(m, path, i) for i, m in enumerate(raw_models))
+    seen: set[str] = set()
+    for model in models:
+        if model.name in seen:
+            raise ConfigError(f"{path}: two models are named {model.name!r}; names must differ")
+        seen.add(model.name)
+    return RunConfig(
+        name=name,
+        input=Path(input_path),
+        output=Path(output),
+        models=models,
+        repeats=repeats,
+        limit=limit,
+        skip_invalid=skip_invalid,
+        engine=engine,
+        defaults=defaults,
+        source=path,
+    )
+
+
+def _build_engine(sec: _Section) -> EngineConfig:
+    config = EngineConfig(
+        concurrency=sec.positive("concurrency", int, DEFAULT_CONCURRENCY),
+        timeout_s=sec.positive("timeout_s", float, DEFAULT_TIMEOUT_S),
+        max_retries=sec.positive("max_retries", int, DEFAULT_MAX_RETRIES, zero=True),
+        backoff_base_s=sec.positive("backoff_base_s", float, DEFAULT_BACKOFF_BASE_S, zero=True),
+        backoff_max_s=sec.positive("backoff_max_s", float, DEFAULT_BACKOFF_MAX_S, zero=True),
+        max_retry_after_s=sec.positive(
+            "max_retry_after_s", float, DEFAULT_MAX_RETRY_AFTER_S, zero=True
+        ),
+    )
+    sec.finish()
+    return config
+
+
+def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
+    sec = _Section(data, path, f"models[{index}]")
+    name = sec.get("name", str)
+    if name is None:
+        raise sec.error("name", "is required (the label used in results)")
+    if not _NAME_RE.match(name):
+        raise sec.error("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
+    sec.where = f"models[{index}] ({name})"
+    provider = sec.get("provider", str, "openai")
+    if provider not in PROVIDERS:
+        raise sec.error("provider", f"must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    model_id = sec.get("model", str, name)
+    base_url = sec.get("base_url", str)
+    if base_url is None and provider != "sim":
+        raise sec.error("base_url", f"is required for provider {provider!r}")
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise sec.error("base_url", f"must start with http:// or https://, got {base_url!r}")
+    api_key = sec.get("api_key", str)
+    if api_key is not None:
+        warnings.warn(
+            f"{path}: models[{index}] ({name}) has an inline api_key; "
+            "prefer api_key_env so the key stays out of files",
+            stacklevel=2,
+        )
+    model = ModelConfig(
+        name=name,
+        provider=provider,
+        model=model_id,
+        base_url=base_url.rstrip("/") if base_url else None,
+        api_key_env=sec.get("api_key_env", str),
+        api_key=api_key,
+        concurrency=sec.positive("concurrency", int),
+        rpm=sec.positive("rpm", float),
+        tpm=sec.positive("tpm", float),
+        stream=sec.get("stream", bool, True),
+        params=sec.get("params", dict, {}),
+        headers=_headers(sec),
+        sim=sec.get("sim", dict, {}),
+    )
+    sec.finish()
+    return model
+
+
+def _headers(sec: _Section) -> dict[str, str]:
+    headers = sec.get("headers", dict, {})
+    for key, value in headers.items():
+        if not isinstance(value, str):
+            raise sec.error(f"headers.{key}", f"must be a string, got {value!r}")
+    return dict(headers)

@@ -1,0 +1,72 @@
+"""The exception tree of llamabatch.
+
+    LlamabatchError
+    ├── UsageError            bad config, prompt set or command line: exit 2, nothing sent
+    │   ├── ConfigError
+    │   └── PromptError
+    └── RequestError          one request attempt failed; becomes a row with status "error"
+
+Third-party exceptions (aiohttp, sockets) are translated into `RequestError` in
+`transport.py` and nowhere else. Whether a `RequestError` is retried is decided
+by the wire format (`providers/`), which sets `retryable`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+ERROR_TYPES: Final = frozenset(
+    {
+        "rate_limit",
+        "server",
+        "timeout",
+        "connection",
+        "auth",
+        "invalid_request",
+        "not_found",
+        "protocol",
+        "cancelled",
+    }
+)
+
+
+class LlamabatchError(Exception):
+    """Base class of every error llamabatch raises on purpose."""
+
+
+class UsageError(LlamabatchError):
+    """The user's input cannot be used as given; the message says what to change."""
+
+
+class ConfigError(UsageError):
+    """A run config is invalid."""
+
+
+class PromptError(UsageError):
+    """A prompt set is invalid."""
+
+
+class RequestError(LlamabatchError):
+    """One attempt at one request failed."""
+
+    def __init__(
+        self,
+        error_type: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        retryable: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        assert error_type in ERROR_TYPES, error_type
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.http_status = http_status
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestError({self.error_type!r}, {self.message!r}, http_status={self.http_status})"
+        )

@@ -1,0 +1,60 @@
+"""A tqdm progress bar that follows engine events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from tqdm import tqdm
+
+from llamabatch.errors import RequestError
+
+POSTFIX_INTERVAL_S = 0.5
+
+
+class ProgressBar:
+    """Live counts: ok, errors, retries and output tokens per second."""
+
+    def __init__(self, *, disable: bool = False) -> None:
+        self.disable = disable
+        self.bar: tqdm[Any] | None = None
+        self.ok = 0
+        self.errors = 0
+        self.retries = 0
+        self.tokens = 0
+        self._start = time.monotonic()
+        self._shown = 0.0
+
+    def on_start(self, pending: int) -> None:
+        self.bar = tqdm(total=pending, unit="req", dynamic_ncols=True, disable=self.disable)
+
+    def on_row(self, row: Mapping[str, Any]) -> None:
+        if row["status"] == "ok":
+            self.ok += 1
+            self.tokens += row["completion_tokens"] or 0
+        else:
+            self.errors += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        self._postfix()
+
+    def on_retry(self, model: str, error: RequestError, delay_s: float) -> None:
+        self.retries += 1
+        self._postfix()
+
+    def _postfix(self) -> None:
+        now = time.monotonic()
+        if self.bar is None or now - self._shown < POSTFIX_INTERVAL_S:
+            return
+        self._shown = now
+        rate = self.tokens / max(1e-9, now - self._start)
+        self.bar.set_postfix(
+            ok=self.ok, err=self.errors, retries=self.retries, tok_s=f"{rate:.0f}", refresh=False
+        )
+
+    def close(self) -> None:
+        self._shown = 0.0
+        self._postfix()
+        if self.bar is not None:
+            self.bar.close()

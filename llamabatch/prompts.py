@@ -1,0 +1,349 @@
+"""Prompt sets: stream rows from JSONL, Parquet or CSV; validate them; derive stable ids."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+
+from llamabatch.errors import PromptError
+
+FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+RESERVED: Final = frozenset({"id", "messages", "prompt", "system", "params", "expected"})
+BATCH_ROWS: Final = 1024
+MAX_REPORTED_ERRORS: Final = 20
+_NUMBER_PARAMS: Final = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_INT_PARAMS: Final = ("max_tokens", "max_completion_tokens", "seed", "n", "top_k")
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """One validated row of a prompt set."""
+
+    id: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    expected: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    content_hash: str = ""
+
+
+@dataclass(kw_only=True)
+class ScanReport:
+    """What a full validation pass found."""
+
+    path: Path
+    rows: int = 0
+    valid: int = 0
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+    skipped_rows: set[int] = field(default_factory=set)
+    extra_types: dict[str, pa.DataType] = field(default_factory=dict)
+
+    def add_error(self, message: str, row: int) -> None:
+        self.error_count += 1
+        self.skipped_rows.add(row)
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append(message)
+
+    def raise_if_invalid(self) -> None:
+        """Raise one PromptError naming the first problem (and how many more)."""
+        if not self.error_count:
+            return
+        more = self.error_count - 1
+        suffix = f" (and {more} more problem{'s' if more != 1 else ''};" if more else " ("
+        raise PromptError(
+            f"{self.errors[0]}{suffix} run `llamabatch validate {self.path}` to list them, "
+            "or set run.skip_invalid = true to skip invalid rows)"
+        )
+
+
+class PromptSet:
+    """A prompt file read as a stream; `scan()` validates it whole, iteration yields prompts."""
+
+    def __init__(self, path: str | Path, *, limit: int | None = None) -> None:
+        self.path = Path(path)
+        fmt = FORMATS.get(self.path.suffix.lower())
+        if fmt is None:
+            raise PromptError(
+                f"{self.path}: unknown prompt file type {self.path.suffix!r}; "
+                "use .jsonl, .parquet or .csv"
+            )
+        if not self.path.is_file():
+            raise PromptError(f"{self.path}: prompt file not found")
+        self.format = fmt
+        self.limit = limit
+        self.report: ScanReport | None = None
+
+    def scan(self) -> ScanReport:
+        """Validate every row (without keeping them) and infer carried-through column types."""
+        report = ScanReport(path=self.path)
+        seen: dict[str, int] = {}
+        inferred: dict[str, set[str]] = {}
+        for row_no, where, row in self._rows():
+            report.rows += 1
+            try:
+                prompt = _parse(row, where)
+            except PromptError as exc:
+                report.add_error(str(exc), row_no)
+                continue
+            first = seen.get(prompt.id)
+            if first is not None:
+                report.add_error(
+                    f"{where}: duplicate id {prompt.id!r} (first seen at row {first})", row_no
+                )
+                continue
+            seen[prompt.id] = row_no
+            report.valid += 1
+            for name, value in prompt.extra.items():
+                inferred.setdefault(name, set()).add(_kind(value))
+        report.extra_types = self._extra_types(inferred)
+        self.report = report
+        return report
+
+    def __iter__(self) -> Iterator[Prompt]:
+        """Yield valid prompts in file order (invalid rows skipped), up to `limit`."""
+        skipped = self.report.skipped_rows if self.report else set()
+        emitted = 0
+        for row_no, where, row in self._rows():
+            if self.limit is not None and emitted >= self.limit:
+                return
+            if row_no in skipped:
+                continue
+            yield _parse(row, where)
+            emitted += 1
+
+    def batches(self, size: int = BATCH_ROWS) -> Iterator[list[Prompt]]:
+        """Yield prompts in lists of up to `size`, for reading in a worker thread."""
+        batch: list[Prompt] = []
+        for prompt in self:
+            batch.append(prompt)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def count(self) -> int:
+        """Number of prompts iteration will yield (needs `scan()` first)."""
+        assert self.report is not None, "scan() first"
+        return self.report.valid if self.limit is None else min(self.limit, self.report.valid)
+
+    def _rows(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        if self.format == "jsonl":
+            yield from self._jsonl_rows()
+        else:
+            yield from self._arrow_rows()
+
+    def _jsonl_rows(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        with self.path.open("rb") as fh:
+            for line_no, line in enumerate(fh, start=1):
+                where = f"{self.path}:{line_no}"
+                if not line.strip():
+                    continue
+                try:
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    row = _Invalid(f"{where}: invalid JSON ({exc.args[0]})")
+                if not isinstance(row, dict):
+                    row = _Invalid(f"{where}: expected a JSON object, got {type(row).__name__}")
+                yield line_no, where, row
+
+    def _arrow_rows(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        row_no = 0
+        header = 1 if self.format == "csv" else 0
+        for batch in self._arrow_batches():
+            for row in batch.to_pylist():
+                row_no += 1
+                where = f"{self.path}: row {row_no}" + (
+                    f" (line {row_no + header})" if header else ""
+                )
+                if self.format == "csv":
+                    row = _decode_csv_json(row)
+                yield row_no, where, row
+
+    def _arrow_batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            if self.format == "parquet":
+                import pyarrow.parquet as pq
+
+                yield from pq.ParquetFile(self.path).iter_batches(batch_size=BATCH_ROWS)
+            else:
+                import pyarrow.csv as pacsv
+
+                opts = pacsv.ConvertOptions(strings_can_be_null=True)
+                yield from pacsv.open_csv(self.path, convert_options=opts)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise PromptError(f"{self.path}: cannot read {self.format}: {exc}") from None
+
+    def _extra_types(self, inferred: dict[str, set[str]]) -> dict[str, pa.DataType]:
+        schema: pa.Schema | None = None
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            schema = pq.read_schema(self.path)
+        types: dict[str, pa.DataType] = {}
+        for name, kinds in inferred.items():
+            kinds.discard("null")
+            if schema is not None and name in schema.names:
+                arrow_type = schema.field(name).type
+                if _is_primitive(arrow_type):
+                    types[name] = arrow_type
+                    continue
+            types[name] = _arrow_type(kinds)
+        return types
+
+
+class _Invalid(dict[str, Any]):
+    """A row that could not even be decoded; parsing it raises its message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+
+def _parse(row: dict[str, Any], where: str) -> Prompt:
+    if isinstance(row, _Invalid):
+        raise PromptError(row.message)
+    messages = _messages(row, where)
+    params = row.get("params")
+    if params is None:
+        params = {}
+    elif not isinstance(params, dict):
+        raise PromptError(f"{where}: 'params' must be an object, got {type(params).__name__}")
+    _check_params(params, where)
+    expected = row.get("expected")
+    if expected is not None and not isinstance(expected, str):
+        expected = orjson.dumps(expected).decode()
+    content_hash = _content_hash(messages, params)
+    prompt_id = row.get("id")
+    if prompt_id is None:
+        prompt_id = content_hash
+    elif isinstance(prompt_id, int) and not isinstance(prompt_id, bool):
+        prompt_id = str(prompt_id)
+    elif not isinstance(prompt_id, str) or not prompt_id:
+        raise PromptError(f"{where}: 'id' must be a non-empty string, got {prompt_id!r}")
+    extra = {k: v for k, v in row.items() if k not in RESERVED}
+    return Prompt(
+        id=prompt_id,
+        messages=messages,
+        params=params,
+        expected=expected,
+        extra=extra,
+        content_hash=content_hash,
+    )
+
+
+def _messages(row: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+    messages = row.get("messages")
+    prompt = row.get("prompt")
+    system = row.get("system")
+    if messages is not None and prompt is not None:
+        raise PromptError(f"{where}: has both 'messages' and 'prompt'; give exactly one")
+    if messages is None and prompt is None:
+        raise PromptError(f"{where}: needs 'messages' (a list) or 'prompt' (a string)")
+    if prompt is not None:
+        if not isinstance(prompt, str) or not prompt:
+            raise PromptError(f"{where}: 'prompt' must be a non-empty string")
+        if system is not None and not isinstance(system, str):
+            raise PromptError(f"{where}: 'system' must be a string")
+        head = [{"role": "system", "content": system}] if system else []
+        return [*head, {"role": "user", "content": prompt}]
+    if system is not None:
+        raise PromptError(f"{where}: 'system' goes with 'prompt'; put it in 'messages' instead")
+    if not isinstance(messages, list) or not messages:
+        raise PromptError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise PromptError(f"{where}: messages[{i}] must be an object with role and content")
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise PromptError(f"{where}: messages[{i}].role must be a non-empty string")
+        content = message.get("content")
+        if not isinstance(content, str | list) and not (content is None and role == "assistant"):
+            raise PromptError(f"{where}: messages[{i}].content must be a string or a list of parts")
+    # Parquet structs come back with every key; drop the nulls they add.
+    return [{k: v for k, v in m.items() if v is not None} for m in messages]
+
+
+def _check_params(params: Mapping[str, Any], where: str) -> None:
+    for key in _NUMBER_PARAMS:
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise PromptError(f"{where}: params.{key} must be a number, got {value!r}")
+    for key in _INT_PARAMS:
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise PromptError(f"{where}: params.{key} must be an integer, got {value!r}")
+    max_tokens = params.get("max_tokens")
+    if max_tokens is not None and max_tokens < 1:
+        raise PromptError(f"{where}: params.max_tokens must be >= 1, got {max_tokens}")
+    stop = params.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise PromptError(f"{where}: params.stop must be a string or a list of strings")
+
+
+def _content_hash(messages: list[dict[str, Any]], params: Mapping[str, Any]) -> str:
+    canonical = orjson.dumps({"messages": messages, "params": params}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=8).hexdigest()
+
+
+def _decode_csv_json(row: dict[str, Any]) -> dict[str, Any]:
+    """CSV cells are text: decode JSON-looking messages/params cells."""
+    for key in ("messages", "params"):
+        value = row.get(key)
+        if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                row[key] = orjson.loads(value)
+    return row
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return "json"
+
+
+def _arrow_type(kinds: set[str]) -> pa.DataType:
+    if kinds == {"bool"}:
+        return pa.bool_()
+    if kinds == {"int"}:
+        return pa.int64()
+    if kinds and kinds <= {"int", "float"}:
+        return pa.float64()
+    return pa.string()
+
+
+def _is_primitive(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_boolean(arrow_type)
+        or pa.types.is_integer(arrow_type)
+        or pa.types.is_floating(arrow_type)
+        or pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+    )
+
+
+def carried_value(value: Any, arrow_type: pa.DataType) -> Any:
+    """A prompt's extra value as stored in its result column."""
+    if value is None:
+        return None
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    return value

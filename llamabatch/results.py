@@ -1,0 +1,317 @@
+"""Result rows: the schema, a crash-safe writer, resume state and the manifest.
+
+Layout of an output directory:
+
+    part-<run_id>-<seq>.parquet      result rows (what pandas.read_parquet reads)
+    _journal/<run_id>-<seq>.jsonl    rows not yet in a part, one JSON line each
+    _journal/<run_id>.schema         the Arrow schema those rows belong to
+    _manifest.json                   config snapshot, versions, times, counts
+
+Each row is appended to the journal with one write() before it is counted, so
+a killed process loses nothing; every `rows_per_part` rows the journal segment
+is rotated and written out as a part in a worker thread, after which the
+segment is deleted. Opening a directory finishes whatever a crash left half
+done and keeps exactly one row per (model, prompt_id, sample): the newest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+KEY: Final = ("model", "prompt_id", "sample")
+JOURNAL_DIR: Final = "_journal"
+MANIFEST: Final = "_manifest.json"
+PART_GLOB: Final = "part-*.parquet"
+ROWS_PER_PART: Final = 5000
+
+_TS = pa.timestamp("us", tz="UTC")
+FIXED_FIELDS: Final = (
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("model", pa.string(), nullable=False),
+    pa.field("provider", pa.string(), nullable=False),
+    pa.field("model_id", pa.string(), nullable=False),
+    pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("sample", pa.int32(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("error_type", pa.string()),
+    pa.field("error_message", pa.string()),
+    pa.field("http_status", pa.int32()),
+    pa.field("attempts", pa.int32(), nullable=False),
+    pa.field("output_text", pa.string()),
+    pa.field("finish_reason", pa.string()),
+    pa.field("prompt_tokens", pa.int64()),
+    pa.field("completion_tokens", pa.int64()),
+    pa.field("total_tokens", pa.int64()),
+    pa.field("usage_source", pa.string(), nullable=False),
+    pa.field("queue_s", pa.float64(), nullable=False),
+    pa.field("ttft_s", pa.float64()),
+    pa.field("latency_s", pa.float64(), nullable=False),
+    pa.field("decode_tps", pa.float64()),
+    pa.field("itl_mean_s", pa.float64()),
+    pa.field("started_at", _TS, nullable=False),
+    pa.field("finished_at", _TS, nullable=False),
+    pa.field("request_params", pa.string(), nullable=False),
+    pa.field("expected", pa.string()),
+)
+COLUMNS: Final = tuple(f.name for f in FIXED_FIELDS)
+
+
+def result_schema(extra_types: Mapping[str, pa.DataType] | None = None) -> pa.Schema:
+    """The fixed columns followed by the prompt set's carried-through columns."""
+    extras = [pa.field(name, t) for name, t in (extra_types or {}).items() if name not in COLUMNS]
+    return pa.schema([*FIXED_FIELDS, *extras])
+
+
+def part_files(output: Path) -> list[Path]:
+    return sorted(output.glob(PART_GLOB))
+
+
+class DoneIndex:
+    """Which (model, prompt_id, sample) already have an `ok` row."""
+
+    def __init__(self) -> None:
+        self._ok: dict[str, set[tuple[str, int]]] = {}
+        self.errors = 0
+
+    def add(self, model: str, prompt_id: str, sample: int) -> None:
+        self._ok.setdefault(model, set()).add((prompt_id, sample))
+
+    def is_done(self, model: str, prompt_id: str, sample: int) -> bool:
+        done = self._ok.get(model)
+        return done is not None and (prompt_id, sample) in done
+
+    def count(self, model: str | None = None) -> int:
+        if model is not None:
+            return len(self._ok.get(model, ()))
+        return sum(len(s) for s in self._ok.values())
+
+
+class ResultWriter:
+    """Journal each row on arrival; write Parquet parts off the event loop."""
+
+    def __init__(
+        self, output: Path, schema: pa.Schema, run_id: str, *, rows_per_part: int = ROWS_PER_PART
+    ) -> None:
+        self.output = output
+        self.schema = schema
+        self.run_id = run_id
+        self.rows_per_part = rows_per_part
+        self._journal = output / JOURNAL_DIR
+        self._seq = 0
+        self._rows: list[dict[str, Any]] = []
+        self._fd: int | None = None
+
+    def open(self) -> DoneIndex:
+        """Repair what a previous run left, start a journal, and return what is done."""
+        self._journal.mkdir(parents=True, exist_ok=True)
+        recover(self.output)
+        (self._journal / f"{self.run_id}.schema").write_bytes(self.schema.serialize().to_pybytes())
+        self._open_segment()
+        return load_done(self.output)
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Make `row` durable against a process kill (one write to the journal)."""
+        assert self._fd is not None, "open() first"
+        os.write(self._fd, orjson.dumps(row) + b"\n")
+        self._rows.append(row)
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def rotate(self) -> tuple[int, list[dict[str, Any]]] | None:
+        """Close the current segment and start the next; return the closed rows to write."""
+        if not self._rows:
+            return None
+        seq, rows = self._seq, self._rows
+        self._close_segment()
+        self._seq += 1
+        self._rows = []
+        self._open_segment()
+        return seq, rows
+
+    def write_part(self, seq: int, rows: list[dict[str, Any]]) -> None:
+        """Write rows as a Parquet part, then drop their journal segment (blocking)."""
+        _write_part(self.output, self.run_id, seq, rows, self.schema)
+        _segment_path(self.output, self.run_id, seq).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Write every remaining row and leave exactly one row per key (blocking)."""
+        closed = self.rotate()
+        if closed is not None:
+            self.write_part(*closed)
+        self._close_segment()
+        _segment_path(self.output, self.run_id, self._seq).unlink(missing_ok=True)
+        (self._journal / f"{self.run_id}.schema").unlink(missing_ok=True)
+        dedupe(self.output)
+
+    def _open_segment(self) -> None:
+        path = _segment_path(self.output, self.run_id, self._seq)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _close_segment(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _segment_path(output: Path, run_id: str, seq: int) -> Path:
+    return output / JOURNAL_DIR / f"{run_id}-{seq:06d}.jsonl"
+
+
+def _part_path(output: Path, run_id: str, seq: int) -> Path:
+    return output / f"part-{run_id}-{seq:06d}.parquet"
+
+
+def _write_part(
+    output: Path, run_id: str, seq: int, rows: list[dict[str, Any]], schema: pa.Schema
+) -> None:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    _atomic_write_table(table, _part_path(output, run_id, seq))
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def recover(output: Path) -> int:
+    """Turn journal segments a killed run left behind into parts; returns rows recovered."""
+    journal = output / JOURNAL_DIR
+    if not journal.is_dir():
+        return 0
+    for tmp in output.glob(".part-*.tmp"):
+        tmp.unlink()
+    recovered = 0
+    for segment in sorted(journal.glob("*.jsonl")):
+        run_id, _, seq_text = segment.stem.rpartition("-")
+        part = _part_path(output, run_id, int(seq_text))
+        if not part.exists():
+            rows = list(_journal_rows(segment))
+            if rows:
+                schema_file = journal / f"{run_id}.schema"
+                schema = pa.ipc.read_schema(pa.py_buffer(schema_file.read_bytes()))
+                _write_part(output, run_id, int(seq_text), rows, schema)
+                recovered += len(rows)
+        segment.unlink()
+    for schema_file in journal.glob("*.schema"):
+        schema_file.unlink()
+    if recovered:
+        dedupe(output)
+    return recovered
+
+
+def _journal_rows(segment: Path) -> Iterator[dict[str, Any]]:
+    with segment.open("rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                return  # torn final write of a killed process: that row was never counted
+            yield orjson.loads(line)
+
+
+def _key_table(files: list[Path], columns: Iterable[str]) -> pa.Table | None:
+    tables = []
+    for i, path in enumerate(files):
+        table = pq.read_table(path, columns=list(columns))
+        tables.append(
+            table.append_column("_file", pa.array([i] * table.num_rows, pa.int32())).append_column(
+                "_row", pa.array(range(table.num_rows), pa.int64())
+            )
+        )
+    return pa.concat_tables(tables) if tables else None
+
+
+def dedupe(output: Path) -> int:
+    """Keep only the newest row per (model, prompt_id, sample); returns rows dropped."""
+    files = part_files(output)
+    keys = _key_table(files, [*KEY, "finished_at"])
+    if keys is None:
+        return 0
+    counts = keys.group_by(list(KEY)).aggregate([("_row", "count")])
+    dup_keys = counts.filter(pc.greater(counts["_row_count"], 1))
+    if dup_keys.num_rows == 0:
+        return 0
+    dups = keys.join(dup_keys.select(list(KEY)), keys=list(KEY), join_type="inner").to_pylist()
+    newest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in dups:
+        key = tuple(row[k] for k in KEY)
+        best = newest.get(key)
+        if best is None or (row["finished_at"], row["_file"]) > (
+            best["finished_at"],
+            best["_file"],
+        ):
+            newest[key] = row
+    drop: dict[int, set[int]] = {}
+    for row in dups:
+        if newest[tuple(row[k] for k in KEY)] is not row:
+            drop.setdefault(row["_file"], set()).add(row["_row"])
+    for file_index, rows in drop.items():
+        path = files[file_index]
+        table = pq.read_table(path)
+        mask = pa.array([i not in rows for i in range(table.num_rows)])
+        kept = table.filter(mask)
+        if kept.num_rows:
+            _atomic_write_table(kept, path)
+        else:
+            path.unlink()
+    return sum(len(rows) for rows in drop.values())
+
+
+def load_done(output: Path) -> DoneIndex:
+    """The keys whose stored row is `ok` (errored rows are sent again)."""
+    index = DoneIndex()
+    for path in part_files(output):
+        table = pq.read_table(path, columns=[*KEY, "status"])
+        for model, prompt_id, sample, status in zip(
+            *(table[c].to_pylist() for c in (*KEY, "status")), strict=True
+        ):
+            if status == "ok":
+                index.add(model, prompt_id, sample)
+            else:
+                index.errors += 1
+    return index
+
+
+def read_manifest(output: Path) -> dict[str, Any] | None:
+    path = output / MANIFEST
+    if not path.exists():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def write_manifest(output: Path, manifest: Mapping[str, Any]) -> None:
+    """Replace the manifest atomically."""
+    path = output / MANIFEST
+    tmp = output / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    import aiohttp
+    import anyio
+
+    from llamabatch import __version__
+
+    return {
+        "llamabatch": __version__,
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "anyio": getattr(anyio, "__version__", "unknown"),
+        "pyarrow": pa.__version__,
+    }

@@ -1,0 +1,105 @@
+"""Incremental framing of streamed responses: Server-Sent Events and NDJSON.
+
+Decoders take raw bytes as they arrive (any split, one byte at a time
+included) and return the payloads of the events completed by that chunk. They
+never use a line-length limit, so a single event of several megabytes is fine.
+"""
+
+from __future__ import annotations
+
+
+class LineSplitter:
+    """Split a byte stream into lines ended by LF, CRLF or CR, across any chunking."""
+
+    __slots__ = ("_parts", "_skip_lf")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._skip_lf = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Complete lines (without terminators) ended within `chunk`."""
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+        if b"\r" in chunk:
+            # A CR at the very end may be half of a CRLF split across reads.
+            self._skip_lf = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" not in chunk:
+            if chunk:
+                self._parts.append(chunk)
+            return []
+        if self._parts:
+            self._parts.append(chunk)
+            chunk = b"".join(self._parts)
+            self._parts = []
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            self._parts.append(tail)
+        return lines
+
+    def close(self) -> bytes:
+        """The unterminated last line, if any."""
+        tail = b"".join(self._parts)
+        self._parts = []
+        return tail
+
+
+class SSEDecoder:
+    """Server-Sent Events: yields the (joined) `data` of each event.
+
+    Comment lines (`: keep-alive`) and other fields are ignored. A bare line
+    that starts with `{` (some servers write a JSON error without `data:`)
+    is yielded as a payload of its own so the wire format can inspect it.
+    """
+
+    __slots__ = ("_data", "_lines")
+
+    def __init__(self) -> None:
+        self._lines = LineSplitter()
+        self._data: bytes | None = None
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        for line in self._lines.feed(chunk):
+            self._line(line, out)
+        return out
+
+    def close(self) -> list[bytes]:
+        """Flush at end of stream: an event not followed by a blank line is still yielded."""
+        out: list[bytes] = []
+        tail = self._lines.close()
+        if tail:
+            self._line(tail, out)
+        self._line(b"", out)
+        return out
+
+    def _line(self, line: bytes, out: list[bytes]) -> None:
+        if not line:
+            if self._data:
+                out.append(self._data)
+            self._data = None
+        elif line.startswith(b"data:"):
+            value = line[6:] if line[5:6] == b" " else line[5:]
+            self._data = value if self._data is None else self._data + b"\n" + value
+        elif line[:1] == b"{":
+            out.append(line)
+
+
+class NDJSONDecoder:
+    """Newline-delimited JSON: yields each non-blank line."""
+
+    __slots__ = ("_lines",)
+
+    def __init__(self) -> None:
+        self._lines = LineSplitter()
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        return [line for line in self._lines.feed(chunk) if line.strip()]
+
+    def close(self) -> list[bytes]:
+        tail = self._lines.close()
+        return [tail] if tail.strip() else []

@@ -1,0 +1,84 @@
+"""The short per-model table printed at the end of a run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+
+def summarize(df: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per model: counts, TTFT and latency percentiles, output tokens per second."""
+    if models:
+        df = df[df["model"].isin(models)]
+    rows = []
+    for model, group in df.groupby("model", sort=False):
+        ok = group[group["status"] == "ok"]
+        span = (group["finished_at"].max() - group["started_at"].min()).total_seconds()
+        tokens = ok["completion_tokens"].sum()
+        rows.append(
+            {
+                "model": model,
+                "rows": len(group),
+                "ok": len(ok),
+                "errors": len(group) - len(ok),
+                "ttft_p50_s": ok["ttft_s"].quantile(0.5),
+                "ttft_p90_s": ok["ttft_s"].quantile(0.9),
+                "latency_p50_s": ok["latency_s"].quantile(0.5),
+                "latency_p90_s": ok["latency_s"].quantile(0.9),
+                "decode_tok_s_p50": ok["decode_tps"].quantile(0.5),
+                "output_tok_s": tokens / span if span > 0 else float("nan"),
+            }
+        )
+    table = pd.DataFrame(rows)
+    if models and not table.empty:
+        order = {name: i for i, name in enumerate(models)}
+        table = table.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
+    return table
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """A plain fixed-width rendering (no extra dependencies)."""
+    if table.empty:
+        return "(no rows)"
+    headers = {
+        "model": "model",
+        "rows": "rows",
+        "ok": "ok",
+        "errors": "errors",
+        "ttft_p50_s": "TTFT p50",
+        "ttft_p90_s": "TTFT p90",
+        "latency_p50_s": "latency p50",
+        "latency_p90_s": "latency p90",
+        "decode_tok_s_p50": "decode tok/s p50",
+        "output_tok_s": "output tok/s",
+    }
+    cells = [[headers[c] for c in table.columns]]
+    for record in table.to_dict("records"):
+        cells.append([_cell(c, record[c]) for c in table.columns])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append(
+            "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+_SECONDS = frozenset({"ttft_p50_s", "ttft_p90_s", "latency_p50_s", "latency_p90_s"})
+
+
+def _cell(column: str, value: object) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if column in _SECONDS:
+            return f"{value:.3f}s"
+        return f"{value:.1f}"
+    return str(value)

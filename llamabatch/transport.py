@@ -1,0 +1,134 @@
+"""The one module that does HTTP: send a request, feed its bytes to the wire format.
+
+Every aiohttp and socket exception is translated into `RequestError` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import TracebackType
+
+import aiohttp
+import anyio
+
+from llamabatch.errors import RequestError
+from llamabatch.providers.base import HttpRequest, Provider, Response
+
+log = logging.getLogger(__name__)
+MAX_ERROR_BODY = 64 * 1024
+READ_BUFSIZE = 256 * 1024
+
+
+class Transport:
+    """A pooled HTTP client shared by every model of a run."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Transport:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None),
+            read_bufsize=READ_BUFSIZE,
+            auto_decompress=True,
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(
+        self, request: HttpRequest, provider: Provider, resp: Response, timeout_s: float
+    ) -> None:
+        """Send `request`, filling `resp` (with monotonic start and end times).
+
+        `timeout_s` bounds the whole attempt, from connect to the last byte.
+        """
+        assert self._session is not None, "use `async with Transport()`"
+        resp.started_t = time.perf_counter()
+        try:
+            with anyio.fail_after(timeout_s):
+                await self._exchange(self._session, request, provider, resp)
+        except TimeoutError:
+            raise RequestError(
+                "timeout",
+                f"no complete response within {timeout_s:g} s",
+                http_status=resp.http_status,
+                retryable=True,
+            ) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise RequestError(
+                "connection",
+                f"connection broke mid-response: {_reason(exc)}",
+                http_status=resp.http_status,
+                retryable=True,
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RequestError(
+                "connection", f"{type(exc).__name__}: {_reason(exc)}", retryable=True
+            ) from None
+        finally:
+            resp.ended_t = time.perf_counter()
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        request: HttpRequest,
+        provider: Provider,
+        resp: Response,
+    ) -> None:
+        async with session.post(request.url, data=request.body, headers=request.headers) as r:
+            resp.http_status = r.status
+            if r.history:
+                log.info("%s redirected to %s", request.url, r.url)
+            if not 200 <= r.status < 300:
+                body = await _read_capped(r.content, MAX_ERROR_BODY)
+                raise provider.error_for_status(r.status, r.headers, body)
+            if not request.stream:
+                provider.parse_body(await r.read(), resp, time.perf_counter())
+                return
+            decoder = provider.decoder()
+            handle = provider.handle_event
+            async for chunk in r.content.iter_any():
+                t = time.perf_counter()
+                for payload in decoder.feed(chunk):
+                    handle(payload, resp, t)
+                if resp.done:
+                    return
+            t = time.perf_counter()
+            for payload in decoder.close():
+                handle(payload, resp, t)
+        if not provider.is_complete(resp):
+            raise RequestError(
+                "protocol",
+                "stream ended before the response was complete (truncated)",
+                http_status=resp.http_status,
+                retryable=True,
+            )
+
+
+async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Up to `limit` bytes of a body (error pages can be large; the head says enough)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:200]
