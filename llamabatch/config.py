@@ -22,6 +22,7 @@ DEFAULT_MAX_RETRIES: Final = 6
 DEFAULT_BACKOFF_BASE_S: Final = 0.5
 DEFAULT_BACKOFF_MAX_S: Final = 30.0
 DEFAULT_MAX_RETRY_AFTER_S: Final = 120.0
+DEFAULT_GRACE_S: Final = 10.0
 DEFAULT_OUTPUT_ROOT: Final = "results"
 
 PROVIDERS: Final = ("openai", "sim")
@@ -75,6 +76,7 @@ class EngineConfig:
     backoff_base_s: float = DEFAULT_BACKOFF_BASE_S
     backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
     max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
+    grace_s: float = DEFAULT_GRACE_S
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,6 +311,7 @@ def _build_engine(sec: _Section) -> EngineConfig:
         max_retry_after_s=sec.positive(
             "max_retry_after_s", float, DEFAULT_MAX_RETRY_AFTER_S, zero=True
         ),
+        grace_s=sec.positive("grace_s", float, DEFAULT_GRACE_S, zero=True),
     )
     sec.finish()
     return config

@@ -1,10 +1,30 @@
-"""Client-side rate limits: token buckets for requests and tokens per minute."""
+"""Per-model admission: client-side RPM/TPM buckets, server-advertised budgets, AIMD on 429s."""
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Mapping
 
 import anyio
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+RATE_LIMIT_PAUSE_S = 1.0  # lane pause after a 429 that names no Retry-After
+DECREASE_COOLDOWN_S = 1.0  # one multiplicative cut per burst of 429s
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a rate-limit reset value: `1s`, `6m0s`, `12ms`, `1h2m3.5s` or a bare number."""
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _DURATION_RE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
 
 
 class TokenBucket:
@@ -47,3 +67,119 @@ class TokenBucket:
         """Give back an over-estimate (or charge an under-estimate, when negative)."""
         self._refill()
         self._level = min(self.capacity, self._level + amount)
+
+
+class _Budget:
+    """What the server says is left until its window resets (x-ratelimit-* headers)."""
+
+    __slots__ = ("remaining", "reset_at")
+
+    def __init__(self) -> None:
+        self.remaining: float | None = None
+        self.reset_at = 0.0
+
+    def update(self, remaining: str | None, reset: str | None, now: float) -> None:
+        if remaining is None:
+            return
+        try:
+            value = float(remaining)
+        except ValueError:
+            return
+        seconds = parse_duration(reset) if reset is not None else None
+        self.remaining = value
+        self.reset_at = now + (seconds if seconds is not None else 1.0)
+
+    def wait_s(self, amount: float, now: float) -> float:
+        """Seconds to wait before spending `amount`; spends it when no wait is needed."""
+        if self.remaining is None:
+            return 0.0
+        if now >= self.reset_at:
+            self.remaining = None
+            return 0.0
+        if self.remaining < amount:
+            return self.reset_at - now
+        self.remaining -= amount
+        return 0.0
+
+
+class Admission:
+    """Decides when a model may send its next request.
+
+    Client-side `rpm`/`tpm` buckets; the server's `x-ratelimit-remaining-*` /
+    `x-ratelimit-reset-*` budgets when it sends them; and AIMD on 429s: each
+    burst of 429s halves the model's concurrency and pauses the model for the
+    Retry-After, and every success grows it back by 1/limit, up to the
+    configured cap. Time spent here is queue time, never latency.
+    """
+
+    def __init__(self, *, concurrency: int, rpm: float | None, tpm: float | None) -> None:
+        self.max_concurrency = concurrency
+        self.limiter = anyio.CapacityLimiter(concurrency)
+        self.rpm = TokenBucket.per_minute(rpm, burst_s=0) if rpm else None
+        self.tpm = TokenBucket.per_minute(tpm) if tpm else None
+        self.paused_until = 0.0
+        self.rate_limited = 0
+        self._requests = _Budget()
+        self._tokens = _Budget()
+        self._growth = 0.0
+        self._last_cut = -DECREASE_COOLDOWN_S
+
+    @property
+    def concurrency(self) -> int:
+        return int(self.limiter.total_tokens)
+
+    async def wait(self, tokens: float) -> None:
+        """Wait for every limit, then charge one request and `tokens` to the buckets."""
+        while True:
+            now = time.monotonic()
+            delay = max(
+                self.paused_until - now,
+                self._requests.wait_s(1.0, now),
+                self._tokens.wait_s(tokens, now),
+            )
+            if delay <= 0:
+                break
+            await anyio.sleep(delay)
+        if self.rpm is not None:
+            await self.rpm.acquire()
+        if self.tpm is not None:
+            await self.tpm.acquire(tokens)
+
+    def observe_headers(self, headers: Mapping[str, str]) -> None:
+        now = time.monotonic()
+        self._requests.update(
+            headers.get("x-ratelimit-remaining-requests"),
+            headers.get("x-ratelimit-reset-requests"),
+            now,
+        )
+        self._tokens.update(
+            headers.get("x-ratelimit-remaining-tokens"),
+            headers.get("x-ratelimit-reset-tokens"),
+            now,
+        )
+
+    def on_rate_limited(self, retry_after_s: float | None) -> None:
+        """Multiplicative decrease, and pause the model until the server's Retry-After."""
+        now = time.monotonic()
+        self.rate_limited += 1
+        pause = retry_after_s if retry_after_s is not None else RATE_LIMIT_PAUSE_S
+        self.paused_until = max(self.paused_until, now + pause)
+        if now - self._last_cut >= DECREASE_COOLDOWN_S:
+            self._last_cut = now
+            self.limiter.total_tokens = max(1, self.concurrency // 2)
+            self._growth = 0.0
+
+    def on_success(self, total_tokens: int | None, estimate: float) -> None:
+        """Additive increase; correct the TPM charge with the real usage."""
+        if self.tpm is not None and total_tokens is not None:
+            self.tpm.refund(estimate - total_tokens)
+        if self.concurrency < self.max_concurrency:
+            self._growth += 1.0 / self.concurrency
+            if self._growth >= 1.0:
+                self._growth = 0.0
+                self.limiter.total_tokens = self.concurrency + 1
+
+    def on_failure(self, estimate: float) -> None:
+        """A failed attempt used no tokens worth charging."""
+        if self.tpm is not None:
+            self.tpm.refund(estimate)

@@ -16,9 +16,11 @@ done and keeps exactly one row per (model, prompt_id, sample): the newest.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -27,6 +29,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from llamabatch.errors import UsageError
 
 KEY: Final = ("model", "prompt_id", "sample")
 JOURNAL_DIR: Final = "_journal"
@@ -41,6 +45,7 @@ FIXED_FIELDS: Final = (
     pa.field("provider", pa.string(), nullable=False),
     pa.field("model_id", pa.string(), nullable=False),
     pa.field("prompt_id", pa.string(), nullable=False),
+    pa.field("prompt_hash", pa.string()),
     pa.field("sample", pa.int32(), nullable=False),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error_type", pa.string()),
@@ -76,54 +81,54 @@ def part_files(output: Path) -> list[Path]:
     return sorted(output.glob(PART_GLOB))
 
 
-class DoneIndex:
-    """Which (model, prompt_id, sample) already have an `ok` row."""
-
-    def __init__(self) -> None:
-        self._ok: dict[str, set[tuple[str, int]]] = {}
-        self.errors = 0
-
-    def add(self, model: str, prompt_id: str, sample: int) -> None:
-        self._ok.setdefault(model, set()).add((prompt_id, sample))
-
-    def is_done(self, model: str, prompt_id: str, sample: int) -> bool:
-        done = self._ok.get(model)
-        return done is not None and (prompt_id, sample) in done
-
-    def count(self, model: str | None = None) -> int:
-        if model is not None:
-            return len(self._ok.get(model, ()))
-        return sum(len(s) for s in self._ok.values())
-
-
 class ResultWriter:
     """Journal each row on arrival; write Parquet parts off the event loop."""
 
-    def __init__(
-        self, output: Path, schema: pa.Schema, run_id: str, *, rows_per_part: int = ROWS_PER_PART
-    ) -> None:
+    def __init__(self, output: Path, run_id: str, *, rows_per_part: int = ROWS_PER_PART) -> None:
         self.output = output
-        self.schema = schema
+        self.schema = result_schema()
         self.run_id = run_id
         self.rows_per_part = rows_per_part
         self._journal = output / JOURNAL_DIR
         self._seq = 0
         self._rows: list[dict[str, Any]] = []
         self._fd: int | None = None
+        self._fd_lock = threading.Lock()
+        self._lock_fd: int | None = None
 
-    def open(self) -> DoneIndex:
-        """Repair what a previous run left, start a journal, and return what is done."""
+    def open(self) -> None:
+        """Take the directory's lock, repair what a previous run left, start a journal."""
         self._journal.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self._journal / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise UsageError(
+                f"{self.output} is in use by another llamabatch run; wait for it or pick "
+                "another --output"
+            ) from None
         recover(self.output)
-        (self._journal / f"{self.run_id}.schema").write_bytes(self.schema.serialize().to_pybytes())
+
+    def start(self, schema: pa.Schema) -> None:
+        """Begin journalling rows of `schema` (after `open`)."""
+        self.schema = schema
+        (self._journal / f"{self.run_id}.schema").write_bytes(schema.serialize().to_pybytes())
         self._open_segment()
-        return load_done(self.output)
 
     def write(self, row: dict[str, Any]) -> None:
         """Make `row` durable against a process kill (one write to the journal)."""
-        assert self._fd is not None, "open() first"
-        os.write(self._fd, orjson.dumps(row) + b"\n")
+        with self._fd_lock:
+            assert self._fd is not None, "open() first"
+            os.write(self._fd, orjson.dumps(row) + b"\n")
         self._rows.append(row)
+
+    def sync(self) -> None:
+        """fsync the journal (bounds what a machine crash can lose; blocking)."""
+        with self._fd_lock:
+            if self._fd is not None:
+                os.fsync(self._fd)
 
     @property
     def pending(self) -> int:
@@ -154,16 +159,20 @@ class ResultWriter:
         _segment_path(self.output, self.run_id, self._seq).unlink(missing_ok=True)
         (self._journal / f"{self.run_id}.schema").unlink(missing_ok=True)
         dedupe(self.output)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
 
     def _open_segment(self) -> None:
         path = _segment_path(self.output, self.run_id, self._seq)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        with self._fd_lock:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def _close_segment(self) -> None:
-        if self._fd is not None:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = None
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def _segment_path(output: Path, run_id: str, seq: int) -> Path:
@@ -187,6 +196,11 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def recover(output: Path) -> int:
@@ -269,21 +283,6 @@ def dedupe(output: Path) -> int:
         else:
             path.unlink()
     return sum(len(rows) for rows in drop.values())
-
-
-def load_done(output: Path) -> DoneIndex:
-    """The keys whose stored row is `ok` (errored rows are sent again)."""
-    index = DoneIndex()
-    for path in part_files(output):
-        table = pq.read_table(path, columns=[*KEY, "status"])
-        for model, prompt_id, sample, status in zip(
-            *(table[c].to_pylist() for c in (*KEY, "status")), strict=True
-        ):
-            if status == "ok":
-                index.add(model, prompt_id, sample)
-            else:
-                index.errors += 1
-    return index
 
 
 def read_manifest(output: Path) -> dict[str, Any] | None:

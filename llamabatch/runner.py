@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import secrets
 import shutil
+import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +21,7 @@ import anyio
 from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.engine import Engine, Lane, Observer
 from llamabatch.errors import RequestError, UsageError
-from llamabatch.prompts import Prompt, PromptSet, carried_value
+from llamabatch.prompts import PromptSet, ScanReport
 from llamabatch.redact import Redactor
 from llamabatch.results import (
     COLUMNS,
@@ -32,13 +34,19 @@ from llamabatch.results import (
     versions,
     write_manifest,
 )
+from llamabatch.resume import DoneIndex, PromptDrift, incompatibilities, load_done
+from llamabatch.rows import RowBuilder
 from llamabatch.sim import SimProfile, SimServer, builtin_profile
 from llamabatch.transport import Transport
 
 if TYPE_CHECKING:
     import pandas as pd
 
-FLUSH_INTERVAL_S = 10.0
+log = logging.getLogger(__name__)
+
+FLUSH_POLL_S = 0.25
+FLUSH_INTERVAL_S = 10.0  # a part at least this often while rows arrive
+SYNC_INTERVAL_S = 1.0  # what a power loss can cost; a killed process loses nothing
 EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 3, 2, 130
 
 
@@ -101,11 +109,19 @@ def run(
     observer: Observer | None = None,
     resume: bool = True,
     force: bool = False,
+    handle_signals: bool = False,
     **overrides: Any,
 ) -> RunResult:
     """Run a config to completion (blocking); overrides: output, limit, models."""
     return anyio.run(
-        lambda: arun(config, observer=observer, resume=resume, force=force, **overrides)
+        lambda: arun(
+            config,
+            observer=observer,
+            resume=resume,
+            force=force,
+            handle_signals=handle_signals,
+            **overrides,
+        )
     )
 
 
@@ -115,60 +131,55 @@ async def arun(
     observer: Observer | None = None,
     resume: bool = True,
     force: bool = False,
+    handle_signals: bool = False,
     **overrides: Any,
 ) -> RunResult:
-    """Like `run`, for code already inside an event loop."""
+    """Like `run`, for code already inside an event loop.
+
+    With `handle_signals`, the first SIGINT/SIGTERM stops admitting work and
+    gives in-flight requests `engine.grace_s` to finish; a second cancels them.
+    """
     if isinstance(config, RunConfig):
         config = apply_overrides(config, **overrides)
     else:
         config = load_config(config, **overrides)
     prompts = PromptSet(config.input, limit=config.limit)
-    report = await anyio.to_thread.run_sync(prompts.scan)
-    if not config.skip_invalid:
-        report.raise_if_invalid()
-    clashes = sorted(set(report.extra_types) & set(COLUMNS))
-    if clashes:
-        raise UsageError(
-            f"{config.input}: column(s) {', '.join(clashes)} clash with result columns; rename them"
-        )
-    api_keys = {m.name: m.resolve_api_key() for m in config.models}
+    for model in config.models:
+        model.resolve_api_key()  # a missing key fails here, before anything is touched
+    report = await _scan(config, prompts)
     _prepare_output(config.output, resume=resume, force=force)
-
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-    schema = result_schema(report.extra_types)
-    writer = ResultWriter(config.output, schema, run_id)
-    done = await anyio.to_thread.run_sync(writer.open)
+    writer = ResultWriter(config.output, run_id)
+    await anyio.to_thread.run_sync(writer.open)
+    try:
+        done = await anyio.to_thread.run_sync(load_done, config.output)
+        await _check_resumable(config, prompts, done, force=force)
+        writer.start(result_schema(report.extra_types))
+    except BaseException:
+        await anyio.to_thread.run_sync(writer.close)
+        raise
     manifest = _manifest(config, run_id, report.valid, report.error_count)
     write_manifest(config.output, manifest)
-
     tally = _Tally(observer)
     per_model = prompts.count() * config.repeats
     tally.on_start(sum(max(0, per_model - done.count(m.name)) for m in config.models))
-    interrupted = False
+    redactor = Redactor(config.secrets())
+    status = "failed"
     try:
-        async with Transport() as transport, _simulators(config) as config:
-            lanes = [Lane.build(m, config, api_keys[m.name]) for m in config.models]
-            engine = Engine(
-                config=config,
-                lanes=lanes,
-                transport=transport,
-                sink=writer,
-                make_row=_row_factory(report.extra_types),
-                redact=Redactor(config.secrets()),
-                observer=tally,
+        with _redacted_logs(redactor):
+            interrupted = await _drive(
+                config, run_id, prompts, done, writer, tally, redactor, handle_signals
             )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_flush_periodically, writer)
-                await engine.run(run_id, prompts, done)
-                tg.cancel_scope.cancel()
-    except BaseException:
-        interrupted = True
+        status = "interrupted" if interrupted else "finished"
+    except BaseException as exc:
+        cancelled = isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class())
+        status = "interrupted" if cancelled else "failed"
         raise
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(writer.close)
             manifest.update(
-                status="interrupted" if interrupted else "finished",
+                status=status,
                 finished_at=_now_iso(),
                 counts={"ok": tally.ok, "error": dict(tally.errors), "already_done": done.count()},
             )
@@ -179,8 +190,106 @@ async def arun(
         ok=tally.ok,
         errors=dict(tally.errors),
         already_done=done.count(),
+        interrupted=status == "interrupted",
         models=tuple(m.name for m in config.models),
     )
+
+
+async def _scan(config: RunConfig, prompts: PromptSet) -> ScanReport:
+    """Validate the whole prompt set before anything is sent or written."""
+    report = await anyio.to_thread.run_sync(prompts.scan)
+    if not config.skip_invalid:
+        report.raise_if_invalid()
+    clashes = sorted(set(report.extra_types) & set(COLUMNS))
+    if clashes:
+        raise UsageError(
+            f"{config.input}: column(s) {', '.join(clashes)} clash with result columns; rename them"
+        )
+    return report
+
+
+async def _check_resumable(
+    config: RunConfig, prompts: PromptSet, done: DoneIndex, *, force: bool
+) -> None:
+    """Refuse to mix new rows with existing ones they cannot be compared with."""
+    drift = PromptDrift(done)
+    if done.prompt_hashes is not None:
+        await anyio.to_thread.run_sync(drift.check_all, prompts)
+    problems = incompatibilities(config.snapshot(), read_manifest(config.output), done, drift)
+    if problems and not force:
+        raise UsageError(
+            f"{config.output} holds rows that are not comparable with this config "
+            f"({'; '.join(problems)}): use another --output, --no-resume --force to start "
+            "over, or --force to keep the old rows and continue"
+        )
+    for problem in problems:
+        log.warning("continuing despite --force: %s", problem)
+
+
+async def _drive(
+    config: RunConfig,
+    run_id: str,
+    prompts: PromptSet,
+    done: DoneIndex,
+    writer: ResultWriter,
+    tally: _Tally,
+    redactor: Redactor,
+    handle_signals: bool,
+) -> bool:
+    """Run the engine with its helpers (simulator, flusher, signal watcher); True if stopped."""
+    async with Transport() as transport, _simulators(config) as config:
+        lanes = [Lane.build(m, config, m.resolve_api_key()) for m in config.models]
+        rows = RowBuilder(run_id, _extra_types(writer), redactor)
+        engine = Engine(
+            config=config, lanes=lanes, transport=transport, sink=writer, rows=rows, observer=tally
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_flush_periodically, writer)
+            with anyio.CancelScope() as engine_scope:
+                if handle_signals:
+                    tg.start_soon(_watch_signals, engine, engine_scope, config.engine.grace_s)
+                await engine.run(prompts, done)
+            tg.cancel_scope.cancel()
+        return engine.stopping.is_set()
+
+
+async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace_s: float) -> None:
+    """First SIGINT/SIGTERM: stop admitting, cancel in-flight after a grace; second: cancel now."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if engine.stopping.is_set():
+                scope.cancel()
+                return
+            engine.stop()
+            scope.deadline = anyio.current_time() + grace_s
+            log.warning(
+                "interrupted: no new requests; waiting up to %g s for %s in flight "
+                "(interrupt again to cancel them now)",
+                grace_s,
+                "the requests",
+            )
+
+
+def _extra_types(writer: ResultWriter) -> dict[str, Any]:
+    fixed = set(COLUMNS)
+    return {f.name: f.type for f in writer.schema if f.name not in fixed}
+
+
+@contextmanager
+def _redacted_logs(redactor: Redactor) -> Iterator[None]:
+    """Keep secrets out of every llamabatch log record for the duration of a run."""
+
+    def scrub(record: logging.LogRecord) -> bool:
+        record.msg = redactor(record.getMessage())
+        record.args = ()
+        return True
+
+    logger = logging.getLogger("llamabatch")
+    logger.addFilter(scrub)
+    try:
+        yield
+    finally:
+        logger.removeFilter(scrub)
 
 
 def _prepare_output(output: Path, *, resume: bool, force: bool) -> None:
@@ -216,36 +325,26 @@ async def _simulators(config: RunConfig) -> AsyncIterator[RunConfig]:
 
 
 async def _flush_periodically(writer: ResultWriter) -> None:
-    """Move journalled rows into Parquet parts, off the event loop."""
-    last = time.monotonic()
+    """Move journalled rows into Parquet parts and fsync the journal, off the event loop."""
+    last_part = last_sync = time.monotonic()
     while True:
-        await anyio.sleep(0.25)
+        await anyio.sleep(FLUSH_POLL_S)
         now = time.monotonic()
-        if writer.pending >= writer.rows_per_part or (
-            writer.pending and now - last >= FLUSH_INTERVAL_S
-        ):
-            closed = writer.rotate()
-            if closed is not None:
-                with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            if writer.pending >= writer.rows_per_part or (
+                writer.pending and now - last_part >= FLUSH_INTERVAL_S
+            ):
+                closed = writer.rotate()
+                if closed is not None:
                     await anyio.to_thread.run_sync(writer.write_part, *closed)
-            last = now
-
-
-def _row_factory(extra_types: Mapping[str, Any]) -> Any:
-    blank = dict.fromkeys(COLUMNS)
-    extras = list(extra_types.items())
-
-    def make_row(prompt: Prompt) -> dict[str, Any]:
-        row = blank.copy()
-        row["expected"] = prompt.expected
-        for name, arrow_type in extras:
-            row[name] = carried_value(prompt.extra.get(name), arrow_type)
-        return row
-
-    return make_row
+                last_part = now
+            if now - last_sync >= SYNC_INTERVAL_S:
+                await anyio.to_thread.run_sync(writer.sync)
+                last_sync = now
 
 
 def _manifest(config: RunConfig, run_id: str, valid: int, invalid: int) -> dict[str, Any]:
+    snapshot = config.snapshot()
     previous = read_manifest(config.output)
     history = []
     if previous:
@@ -259,7 +358,7 @@ def _manifest(config: RunConfig, run_id: str, valid: int, invalid: int) -> dict[
         "started_at": _now_iso(),
         "finished_at": None,
         "input": {"path": str(config.input), "valid_rows": valid, "invalid_rows": invalid},
-        "config": config.snapshot(),
+        "config": snapshot,
         "versions": versions(),
         "counts": {},
         "previous_runs": history,

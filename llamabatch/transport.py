@@ -88,6 +88,7 @@ class Transport:
     ) -> None:
         async with session.post(request.url, data=request.body, headers=request.headers) as r:
             resp.http_status = r.status
+            resp.headers = r.headers
             if r.history:
                 log.info("%s redirected to %s", request.url, r.url)
             if not 200 <= r.status < 300:

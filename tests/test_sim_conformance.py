@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import openai
 import pytest
 
@@ -9,16 +12,20 @@ from llamabatch import SimProfile, SimServer
 from tests.helpers import FAST
 
 pytestmark = pytest.mark.anyio
-MESSAGES = [{"role": "user", "content": "Say something about llamas."}]
+MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Say something about llamas."}]
 
 
-def client(sim: SimServer, **kwargs: object) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=sim.base_url, api_key="sk-test", **kwargs)  # type: ignore[arg-type]
+@asynccontextmanager
+async def client(
+    sim: SimServer, key: str = "sk-test", **kw: object
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=sim.base_url, api_key=key, **kw) as c:  # type: ignore[arg-type]
+        yield c
 
 
 async def test_streaming_with_usage_through_the_sdk() -> None:
-    async with SimServer(default=FAST) as sim:
-        stream = await client(sim).chat.completions.create(
+    async with SimServer(default=FAST) as sim, client(sim) as c:
+        stream = await c.chat.completions.create(
             model="any-model",
             messages=MESSAGES,  # type: ignore[arg-type]
             stream=True,
@@ -38,41 +45,33 @@ async def test_streaming_with_usage_through_the_sdk() -> None:
 
 
 async def test_non_streaming_and_length_limit_through_the_sdk() -> None:
-    async with SimServer(default=SimProfile(output_tokens=500, ttft_s=0, tokens_per_s=0)) as sim:
-        reply = await client(sim).chat.completions.create(
-            model="m",
-            messages=MESSAGES,
-            max_tokens=7,  # type: ignore[arg-type]
-        )
+    profile = SimProfile(output_tokens=500, ttft_s=0, tokens_per_s=0)
+    async with SimServer(default=profile) as sim, client(sim) as c:
+        reply = await c.chat.completions.create(model="m", messages=MESSAGES, max_tokens=7)  # type: ignore[arg-type]
     assert reply.choices[0].finish_reason == "length"
     assert reply.usage is not None and reply.usage.completion_tokens == 7
     assert len((reply.choices[0].message.content or "").split()) == 7
 
 
 async def test_same_prompt_and_seed_give_the_same_text() -> None:
-    async with SimServer(default=FAST) as sim:
-        c = client(sim)
-        texts = [
-            (await c.chat.completions.create(model="m", messages=MESSAGES))
-            .choices[0]
-            .message.content  # type: ignore[arg-type]
-            for _ in range(2)
-        ]
+    async with SimServer(default=FAST) as sim, client(sim) as c:
+        first = await c.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        again = await c.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
         other = await c.chat.completions.create(
             model="m", messages=[{"role": "user", "content": "Something else"}]
         )
-    assert texts[0] == texts[1] != other.choices[0].message.content
+    text = first.choices[0].message.content
+    assert text == again.choices[0].message.content != other.choices[0].message.content
 
 
 async def test_models_list_and_errors_through_the_sdk() -> None:
     async with SimServer(default=FAST, api_key="sk-right") as sim:
-        good = openai.AsyncOpenAI(base_url=sim.base_url, api_key="sk-right")
-        ids = [m.id async for m in good.models.list()]
-        assert "maverick" in ids
-        with pytest.raises(openai.AuthenticationError):
-            await client(sim).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
-        sim.script.append("429")
-        with pytest.raises(openai.RateLimitError):
-            await openai.AsyncOpenAI(
-                base_url=sim.base_url, api_key="sk-right", max_retries=0
-            ).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        async with client(sim, "sk-right", max_retries=0) as good:
+            ids = [m.id async for m in good.models.list()]
+            assert "maverick" in ids
+            sim.script.append("429")
+            with pytest.raises(openai.RateLimitError):
+                await good.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        async with client(sim, "sk-wrong") as bad:
+            with pytest.raises(openai.AuthenticationError):
+                await bad.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]

@@ -47,6 +47,7 @@ class Response:
         "ended_t",
         "finish_reason",
         "first_token_t",
+        "headers",
         "http_status",
         "last_token_t",
         "prompt_tokens",
@@ -69,6 +70,7 @@ class Response:
         self.token_chunks = 0
         self.done = False
         self.http_status: int | None = None
+        self.headers: Mapping[str, str] | None = None
         self.started_t = 0.0
         self.ended_t = 0.0
 

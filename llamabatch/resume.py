@@ -1,0 +1,206 @@
+"""Resume state: which rows an output directory already holds, and whether they still fit."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from llamabatch.results import KEY, part_files
+
+
+def key_hash(model: str, prompt_id: str, sample: int) -> int:
+    """A 64-bit hash of a row's key: compact enough to hold millions in memory."""
+    raw = f"{model}\x1f{prompt_id}\x1f{sample}".encode()
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
+
+
+def id_hash(prompt_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "little")
+
+
+class DoneIndex:
+    """What an output directory already holds: the keys with an `ok` row, and more.
+
+    Keys are kept as sorted 64-bit hashes (8 bytes a row), so resuming over
+    millions of rows stays cheap.
+    """
+
+    def __init__(
+        self,
+        ok_keys: np.ndarray[Any, np.dtype[np.uint64]] | None = None,
+        *,
+        ok_by_model: Mapping[str, int] | None = None,
+        errors: int = 0,
+        identities: Mapping[str, set[tuple[str, str]]] | None = None,
+        prompt_hashes: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None,
+    ) -> None:
+        self._ok = np.sort(ok_keys) if ok_keys is not None else np.empty(0, np.uint64)
+        self.ok_by_model = dict(ok_by_model or {})
+        self.errors = errors
+        self.identities = dict(identities or {})
+        self.prompt_hashes = prompt_hashes
+
+    def count(self, model: str | None = None) -> int:
+        if model is not None:
+            return self.ok_by_model.get(model, 0)
+        return len(self._ok)
+
+    def is_done(self, model: str, prompt_id: str, sample: int) -> bool:
+        return bool(self._contains(np.array([key_hash(model, prompt_id, sample)], np.uint64))[0])
+
+    def pending(self, model: str, prompts: list[Any], repeats: int) -> Iterator[tuple[Any, int]]:
+        """The (prompt, sample) pairs of a batch that have no `ok` row yet."""
+        pairs = [(p, s) for p in prompts for s in range(repeats)]
+        if not len(self._ok):
+            yield from pairs
+            return
+        hashes = np.fromiter(
+            (key_hash(model, p.id, s) for p, s in pairs), dtype=np.uint64, count=len(pairs)
+        )
+        for pair, done in zip(pairs, self._contains(hashes), strict=True):
+            if not done:
+                yield pair
+
+    def _contains(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        if not len(self._ok):
+            return np.zeros(len(hashes), bool)
+        at = np.searchsorted(self._ok, hashes).clip(max=len(self._ok) - 1)
+        return np.asarray(self._ok[at] == hashes)
+
+
+def load_done(output: Path) -> DoneIndex:
+    """Index the rows already in `output` (errored rows are not done: they are sent again)."""
+    ok_keys: list[np.ndarray[Any, Any]] = []
+    ok_by_model: Counter[str] = Counter()
+    identities: dict[str, set[tuple[str, str]]] = {}
+    id_parts: list[np.ndarray[Any, Any]] = []
+    content_parts: list[np.ndarray[Any, Any]] = []
+    errors = 0
+    for path in part_files(output):
+        names = set(pq.read_schema(path).names)
+        columns = [*KEY, "status", "provider", "model_id"]
+        columns += ["prompt_hash"] if "prompt_hash" in names else []
+        table = pq.read_table(path, columns=columns)
+        ok = table.filter(pc.equal(table["status"], "ok"))
+        errors += table.num_rows - ok.num_rows
+        models, ids, samples = (ok[c].to_pylist() for c in KEY)
+        ok_keys.append(
+            np.fromiter(
+                (key_hash(m, p, s) for m, p, s in zip(models, ids, samples, strict=True)),
+                dtype=np.uint64,
+                count=ok.num_rows,
+            )
+        )
+        ok_by_model.update(models)
+        for row in table.group_by(["model", "provider", "model_id"]).aggregate([]).to_pylist():
+            identities.setdefault(row["model"], set()).add((row["provider"], row["model_id"]))
+        if "prompt_hash" in names:
+            pairs = table.group_by(["prompt_id", "prompt_hash"]).aggregate([])
+            n = pairs.num_rows
+            ids_list, contents_list = (
+                pairs["prompt_id"].to_pylist(),
+                pairs["prompt_hash"].to_pylist(),
+            )
+            id_parts.append(np.fromiter(map(id_hash, ids_list), np.uint64, n))
+            content_parts.append(np.fromiter((int(h, 16) for h in contents_list), np.uint64, n))
+    prompt_hashes = None
+    if id_parts:
+        all_ids, all_contents = np.concatenate(id_parts), np.concatenate(content_parts)
+        order = np.argsort(all_ids, kind="stable")
+        prompt_hashes = (all_ids[order], all_contents[order])
+    return DoneIndex(
+        np.concatenate(ok_keys) if ok_keys else None,
+        ok_by_model=ok_by_model,
+        errors=errors,
+        identities=identities,
+        prompt_hashes=prompt_hashes,
+    )
+
+
+MAX_LISTED = 5
+
+
+class PromptDrift:
+    """Collects prompts whose content changed under an id that already has rows."""
+
+    def __init__(self, done: DoneIndex) -> None:
+        self.done = done
+        self.count = 0
+        self.examples: list[str] = []
+
+    def check_all(self, prompts: Iterable[Any]) -> None:
+        for prompt in prompts:
+            self(prompt)
+
+    def __call__(self, prompt: Any) -> None:
+        hashes = self.done.prompt_hashes
+        if hashes is None:
+            return
+        ids, contents = hashes
+        at = int(np.searchsorted(ids, id_hash(prompt.id)))
+        if (
+            at < len(ids)
+            and ids[at] == id_hash(prompt.id)
+            and contents[at] != int(prompt.content_hash, 16)
+        ):
+            self.count += 1
+            if len(self.examples) < MAX_LISTED:
+                self.examples.append(prompt.id)
+
+
+def fingerprint(defaults: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+    """What must stay the same for a model's old rows to be comparable with new ones."""
+    return {
+        "provider": model["provider"],
+        "model": model["model"],
+        "stream": model.get("stream", True),
+        "params": {**defaults, **model.get("params", {})},
+    }
+
+
+def incompatibilities(
+    snapshot: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    done: DoneIndex,
+    drift: PromptDrift,
+) -> list[str]:
+    """Reasons the existing rows cannot be mixed with this config's (empty when they can)."""
+    problems = []
+    old_models = {}
+    if previous is not None:
+        old_config = previous.get("config", {})
+        old_models = {
+            m["name"]: fingerprint(old_config.get("defaults", {}), m)
+            for m in old_config.get("models", [])
+        }
+    for model in snapshot["models"]:
+        name = model["name"]
+        has_rows = name in done.identities
+        for provider, model_id in sorted(done.identities.get(name, ())):
+            if (provider, model_id) != (model["provider"], model["model"]):
+                now = f"{model['provider']}:{model['model']}"
+                problems.append(f"model {name!r} was {provider}:{model_id}, now {now}")
+        new = fingerprint(snapshot.get("defaults", {}), model)
+        old = old_models.get(name)
+        if has_rows and old is not None and old["params"] != new["params"]:
+            problems.append(
+                f"model {name!r} request parameters changed: {old['params']} -> {new['params']}"
+            )
+        if has_rows and old is not None and old["stream"] != new["stream"]:
+            problems.append(f"model {name!r} stream changed to {new['stream']}")
+    if drift.count:
+        listed = ", ".join(drift.examples)
+        more = (
+            f" and {drift.count - len(drift.examples)} more"
+            if drift.count > len(drift.examples)
+            else ""
+        )
+        problems.append(f"prompt content changed under existing ids: {listed}{more}")
+    return problems
