@@ -111,19 +111,21 @@ def _run(args: argparse.Namespace) -> int:
             observer=progress,
             resume=not args.no_resume,
             force=args.force,
+            handle_signals=True,
             output=args.output,
             limit=args.limit,
             models=models,
         )
     except KeyboardInterrupt:
-        progress.close()
+        result = None
+    progress.close()
+    if result is None or result.interrupted:
         print(
-            "\nllamabatch: interrupted; finished rows are saved. Resume with: "
+            "llamabatch: interrupted; finished rows are saved. Resume with: "
             + _resume_command(args),
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    progress.close()
     if not args.quiet:
         print(format_table(summarize(result.dataframe(), result.models)))
         print(f"\nresults: {result.output}  (run {result.run_id})")

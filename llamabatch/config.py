@@ -23,6 +23,9 @@ DEFAULT_BACKOFF_BASE_S: Final = 0.5
 DEFAULT_BACKOFF_MAX_S: Final = 30.0
 DEFAULT_MAX_RETRY_AFTER_S: Final = 120.0
 DEFAULT_GRACE_S: Final = 10.0
+DEFAULT_BREAKER_THRESHOLD: Final = 8
+DEFAULT_BREAKER_COOLDOWN_S: Final = 2.0
+DEFAULT_BREAKER_MAX_OPEN_S: Final = 300.0
 DEFAULT_OUTPUT_ROOT: Final = "results"
 
 PROVIDERS: Final = ("openai", "sim")
@@ -77,6 +80,9 @@ class EngineConfig:
     backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
     max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
     grace_s: float = DEFAULT_GRACE_S
+    breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD
+    breaker_cooldown_s: float = DEFAULT_BREAKER_COOLDOWN_S
+    breaker_max_open_s: float = DEFAULT_BREAKER_MAX_OPEN_S
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -312,6 +318,13 @@ def _build_engine(sec: _Section) -> EngineConfig:
             "max_retry_after_s", float, DEFAULT_MAX_RETRY_AFTER_S, zero=True
         ),
         grace_s=sec.positive("grace_s", float, DEFAULT_GRACE_S, zero=True),
+        breaker_threshold=sec.positive("breaker_threshold", int, DEFAULT_BREAKER_THRESHOLD),
+        breaker_cooldown_s=sec.positive(
+            "breaker_cooldown_s", float, DEFAULT_BREAKER_COOLDOWN_S, zero=True
+        ),
+        breaker_max_open_s=sec.positive(
+            "breaker_max_open_s", float, DEFAULT_BREAKER_MAX_OPEN_S, zero=True
+        ),
     )
     sec.finish()
     return config

@@ -70,7 +70,11 @@ class Lane:
             params={**config.defaults, **model.params},
             workers=workers,
             admission=Admission(concurrency=workers, rpm=model.rpm, tpm=model.tpm),
-            breaker=CircuitBreaker(),
+            breaker=CircuitBreaker(
+                threshold=config.engine.breaker_threshold,
+                cooldown_s=config.engine.breaker_cooldown_s,
+                max_open_s=config.engine.breaker_max_open_s,
+            ),
         )
 
 
@@ -152,7 +156,7 @@ class Engine:
                 job.queue_s += time.perf_counter() - waited_from
                 self._finish(job, Response(), outage)
                 return
-            await lane.admission.wait(job.token_estimate)
+            ticket = await lane.admission.wait(job.token_estimate)
             async with lane.admission.limiter, self.limiter:
                 job.queue_s += time.perf_counter() - waited_from
                 job.attempts += 1
@@ -164,7 +168,7 @@ class Engine:
                 except anyio.get_cancelled_exc_class():
                     self._finish(job, resp, RequestError("cancelled", "run interrupted in flight"))
                     raise
-                self._observe(lane, job, resp, error, probe)
+                self._observe(lane, job, resp, error, probe, ticket)
                 delay = None if error is None else self._retry_delay(job, error)
                 if delay is None:
                     self._finish(job, resp, error)
@@ -189,12 +193,17 @@ class Engine:
         return None
 
     def _observe(
-        self, lane: Lane, job: Job, resp: Response, error: RequestError | None, probe: bool
+        self,
+        lane: Lane,
+        job: Job,
+        resp: Response,
+        error: RequestError | None,
+        probe: bool,
+        ticket: int,
     ) -> None:
         """Feed the outcome to the model's admission control and breaker."""
         admission = lane.admission
-        if resp.headers is not None:
-            admission.observe_headers(resp.headers)
+        admission.observe_headers(resp.headers or {}, ticket)
         lane.breaker.record(error, probe=probe)
         if error is None:
             admission.on_success(resp.total_tokens, job.token_estimate)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from collections.abc import Mapping
 
 import anyio
@@ -12,6 +13,10 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 RATE_LIMIT_PAUSE_S = 1.0  # lane pause after a 429 that names no Retry-After
 DECREASE_COOLDOWN_S = 1.0  # one multiplicative cut per burst of 429s
+LEARN_WINDOW_S = 10.0  # successes counted when learning a rate from 429s
+LEARN_BACKOFF = 0.9  # pace at this fraction of the rate that succeeded
+LEARN_GROWTH = 1.002  # each success raises a learned rate by 0.2 %
+PROBE_WAIT_S = 2.0  # after a budget resets, others wait this long for the probe's headers
 
 
 def parse_duration(text: str) -> float | None:
@@ -63,6 +68,10 @@ class TokenBucket:
                 self._refill()
             self._level -= amount
 
+    def set_rate(self, rate_per_s: float) -> None:
+        self._refill()
+        self.rate_per_s = rate_per_s
+
     def refund(self, amount: float) -> None:
         """Give back an over-estimate (or charge an under-estimate, when negative)."""
         self._refill()
@@ -72,30 +81,41 @@ class TokenBucket:
 class _Budget:
     """What the server says is left until its window resets (x-ratelimit-* headers)."""
 
-    __slots__ = ("remaining", "reset_at")
+    __slots__ = ("remaining", "reset_at", "seen")
 
     def __init__(self) -> None:
         self.remaining: float | None = None
         self.reset_at = 0.0
+        self.seen = -1
 
-    def update(self, remaining: str | None, reset: str | None, now: float) -> None:
-        if remaining is None:
-            return
+    def update(
+        self, remaining: str | None, reset: str | None, now: float, ticket: int, spent_since: float
+    ) -> bool:
+        """Take the server's figure as of request `ticket`, less what was sent after it."""
+        if remaining is None or ticket < self.seen:
+            return False  # an older response arriving late says less than we know
         try:
             value = float(remaining)
         except ValueError:
-            return
+            return False
         seconds = parse_duration(reset) if reset is not None else None
-        self.remaining = value
+        self.seen = ticket
+        self.remaining = value - spent_since
         self.reset_at = now + (seconds if seconds is not None else 1.0)
+        return True
 
     def wait_s(self, amount: float, now: float) -> float:
-        """Seconds to wait before spending `amount`; spends it when no wait is needed."""
+        """Seconds to wait before spending `amount`; spends it when no wait is needed.
+
+        Past the reset time the budget is unknown: one request goes out as a
+        probe and its response headers say what is left, so a sliding-window
+        limit is not met by every waiting worker at once.
+        """
         if self.remaining is None:
             return 0.0
         if now >= self.reset_at:
-            self.remaining = None
-            return 0.0
+            self.remaining = amount
+            self.reset_at = now + PROBE_WAIT_S
         if self.remaining < amount:
             return self.reset_at - now
         self.remaining -= amount
@@ -123,13 +143,19 @@ class Admission:
         self._tokens = _Budget()
         self._growth = 0.0
         self._last_cut = -DECREASE_COOLDOWN_S
+        self._changed = anyio.Event()
+        self._sent = 0
+        self._tokens_sent = 0.0
+        self._ticket_tokens: dict[int, float] = {}
+        self.learned: TokenBucket | None = None
+        self._successes: deque[float] = deque()
 
     @property
     def concurrency(self) -> int:
         return int(self.limiter.total_tokens)
 
-    async def wait(self, tokens: float) -> None:
-        """Wait for every limit, then charge one request and `tokens` to the buckets."""
+    async def wait(self, tokens: float) -> int:
+        """Wait for every limit, charge one request and `tokens`; returns the request's ticket."""
         while True:
             now = time.monotonic()
             delay = max(
@@ -139,24 +165,41 @@ class Admission:
             )
             if delay <= 0:
                 break
-            await anyio.sleep(delay)
+            changed = self._changed
+            with anyio.move_on_after(delay):
+                await changed.wait()  # fresh headers may lift the wait early
         if self.rpm is not None:
             await self.rpm.acquire()
         if self.tpm is not None:
             await self.tpm.acquire(tokens)
+        if self.learned is not None:
+            await self.learned.acquire()
+        self._sent += 1
+        self._tokens_sent += tokens
+        self._ticket_tokens[self._sent] = self._tokens_sent
+        return self._sent
 
-    def observe_headers(self, headers: Mapping[str, str]) -> None:
+    def observe_headers(self, headers: Mapping[str, str], ticket: int) -> None:
+        """Learn the server's budgets from the response to request `ticket`."""
         now = time.monotonic()
-        self._requests.update(
+        tokens_then = self._ticket_tokens.pop(ticket, self._tokens_sent)
+        changed = self._requests.update(
             headers.get("x-ratelimit-remaining-requests"),
             headers.get("x-ratelimit-reset-requests"),
             now,
+            ticket,
+            self._sent - ticket,
         )
-        self._tokens.update(
+        changed |= self._tokens.update(
             headers.get("x-ratelimit-remaining-tokens"),
             headers.get("x-ratelimit-reset-tokens"),
             now,
+            ticket,
+            self._tokens_sent - tokens_then,
         )
+        if changed:
+            self._changed.set()
+            self._changed = anyio.Event()
 
     def on_rate_limited(self, retry_after_s: float | None) -> None:
         """Multiplicative decrease, and pause the model until the server's Retry-After."""
@@ -168,11 +211,28 @@ class Admission:
             self._last_cut = now
             self.limiter.total_tokens = max(1, self.concurrency // 2)
             self._growth = 0.0
+            if self._requests.remaining is None:
+                self._learn_rate(now)
+
+    def _learn_rate(self, now: float) -> None:
+        """With no budget headers to go by, pace at just under the rate that succeeded."""
+        while self._successes and now - self._successes[0] > LEARN_WINDOW_S:
+            self._successes.popleft()
+        if len(self._successes) < 2:
+            return
+        rate = LEARN_BACKOFF * len(self._successes) / max(1e-3, now - self._successes[0])
+        if self.learned is None:
+            self.learned = TokenBucket(rate, 1.0)
+        else:
+            self.learned.set_rate(min(rate, self.learned.rate_per_s))
 
     def on_success(self, total_tokens: int | None, estimate: float) -> None:
         """Additive increase; correct the TPM charge with the real usage."""
         if self.tpm is not None and total_tokens is not None:
             self.tpm.refund(estimate - total_tokens)
+        self._successes.append(time.monotonic())
+        if self.learned is not None:
+            self.learned.set_rate(self.learned.rate_per_s * LEARN_GROWTH)
         if self.concurrency < self.max_concurrency:
             self._growth += 1.0 / self.concurrency
             if self._growth >= 1.0:

@@ -9,6 +9,7 @@ a server-side RPM limit, scripted faults for tests).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import random
@@ -94,6 +95,8 @@ class SimServer:
         default: SimProfile | None = None,
         seed: int = 0,
         rpm_limit: float | None = None,
+        rpm_window_s: float = 60.0,
+        rate_headers: bool = True,
         api_key: str | None = None,
         host: str = DEFAULT_HOST,
         port: int = 0,
@@ -102,6 +105,9 @@ class SimServer:
         self.default = default
         self.seed = seed
         self.rpm_limit = rpm_limit
+        self.rpm_window_s = rpm_window_s
+        self.rate_headers = rate_headers
+        self._waiters: list[tuple[int, asyncio.Event]] = []
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -151,6 +157,14 @@ class SimServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    async def wait_for_requests(self, n: int) -> None:
+        """Return once the server has received `n` chat requests (for tests)."""
+        if self.stats.requests >= n:
+            return
+        event = asyncio.Event()
+        self._waiters.append((n, event))
+        await event.wait()
+
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
@@ -171,6 +185,9 @@ class SimServer:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         stats = self.stats
         stats.requests += 1
+        for n, event in self._waiters:
+            if stats.requests >= n:
+                event.set()
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         model = "?"
@@ -209,7 +226,7 @@ class SimServer:
         if body.get("stream"):
             return await self._stream(request, body, plan, model, disconnect=False)
         await asyncio.sleep(plan.ttft_s + plan.decode_s)
-        return web.json_response(plan.completion(model))
+        return web.json_response(plan.completion(model), headers=self._budget_headers())
 
     def _random_fault(self, profile: SimProfile) -> str:
         roll = self._rng.random()
@@ -224,22 +241,42 @@ class SimServer:
         return "ok"
 
     def _rpm_check(self) -> web.Response | None:
+        """A sliding-window request limit, advertised in OpenAI-style x-ratelimit-* headers."""
         if self.rpm_limit is None:
             return None
         now = time.monotonic()
         window = self._admitted
-        while window and now - window[0] >= 60.0:
+        while window and now - window[0] >= self.rpm_window_s:
             window.popleft()
-        if len(window) >= self.rpm_limit:
-            retry_after = 60.0 - (now - window[0])
+        limit = int(self.rpm_limit)
+        if len(window) >= limit:
+            reset = self.rpm_window_s - (now - window[0])
+            headers = self._rate_headers(0, reset)
+            headers["Retry-After"] = f"{reset:.3f}"
             return _error(
                 429,
                 "rate limit exceeded (requests per minute)",
                 "rate_limit_exceeded",
-                headers={"Retry-After": f"{retry_after:.3f}"},
+                headers=headers,
             )
         window.append(now)
         return None
+
+    def _rate_headers(self, remaining: int, reset_s: float) -> dict[str, str]:
+        if not self.rate_headers:
+            return {}
+        return {
+            "x-ratelimit-limit-requests": str(int(self.rpm_limit or 0)),
+            "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": f"{reset_s:.3f}s",
+        }
+
+    def _budget_headers(self) -> dict[str, str]:
+        if self.rpm_limit is None:
+            return {}
+        window = self._admitted
+        reset = self.rpm_window_s - (time.monotonic() - window[0]) if window else 0.0
+        return self._rate_headers(max(0, int(self.rpm_limit) - len(window)), reset)
 
     async def _fault(
         self,
@@ -264,6 +301,19 @@ class SimServer:
             return _error(
                 401, f"invalid credentials: Authorization: {auth}", "authentication_error"
             )
+        if action == "redirect":
+            raise web.HTTPTemporaryRedirect(location="/v1/chat/completions?redirected=1")
+        if action == "trickle":
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            for byte in _sse(_chunk(model, {"content": "slow"})):
+                await response.write(bytes([byte]))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._closing.wait()
+                if self._closing.is_set():
+                    break
+            return response
         if action == "hang":
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
@@ -296,7 +346,11 @@ class SimServer:
         disconnect: bool,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                **self._budget_headers(),
+            }
         )
         await response.prepare(request)
         start = time.monotonic()
