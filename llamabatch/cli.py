@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
@@ -42,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-resume", action="store_true", help="start fresh instead of skipping finished rows"
     )
     run.add_argument(
-        "--force", action="store_true", help="with --no-resume: replace existing results"
+        "--keep-errors",
+        action="store_true",
+        help="on resume, do not resend rows that ended in error (default: resend them)",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --no-resume: replace existing results; otherwise: resume even if the "
+        "config changed in a way that makes old rows incomparable",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     run.set_defaults(handler=_run)
@@ -112,6 +121,7 @@ def _run(args: argparse.Namespace) -> int:
             resume=not args.no_resume,
             force=args.force,
             handle_signals=True,
+            keep_errors=args.keep_errors,
             output=args.output,
             limit=args.limit,
             models=models,
@@ -143,7 +153,9 @@ def _resume_command(args: argparse.Namespace) -> str:
         parts += ["--limit", str(args.limit)]
     if args.models:
         parts += ["--models", args.models]
-    return " ".join(parts)
+    if args.keep_errors:
+        parts.append("--keep-errors")
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _validate(args: argparse.Namespace) -> int:

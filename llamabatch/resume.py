@@ -75,8 +75,8 @@ class DoneIndex:
         return np.asarray(self._ok[at] == hashes)
 
 
-def load_done(output: Path) -> DoneIndex:
-    """Index the rows already in `output` (errored rows are not done: they are sent again)."""
+def load_done(output: Path, *, keep_errors: bool = False) -> DoneIndex:
+    """Index the rows already in `output`; errored rows count as done only with `keep_errors`."""
     ok_keys: list[np.ndarray[Any, Any]] = []
     ok_by_model: Counter[str] = Counter()
     identities: dict[str, set[tuple[str, str]]] = {}
@@ -90,6 +90,8 @@ def load_done(output: Path) -> DoneIndex:
         table = pq.read_table(path, columns=columns)
         ok = table.filter(pc.equal(table["status"], "ok"))
         errors += table.num_rows - ok.num_rows
+        if keep_errors:
+            ok = table
         models, ids, samples = (ok[c].to_pylist() for c in KEY)
         ok_keys.append(
             np.fromiter(
@@ -102,7 +104,8 @@ def load_done(output: Path) -> DoneIndex:
         for row in table.group_by(["model", "provider", "model_id"]).aggregate([]).to_pylist():
             identities.setdefault(row["model"], set()).add((row["provider"], row["model_id"]))
         if "prompt_hash" in names:
-            pairs = table.group_by(["prompt_id", "prompt_hash"]).aggregate([])
+            known = table.filter(pc.is_valid(table["prompt_hash"]))
+            pairs = known.group_by(["prompt_id", "prompt_hash"]).aggregate([])
             n = pairs.num_rows
             ids_list, contents_list = (
                 pairs["prompt_id"].to_pylist(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import secrets
 import shutil
@@ -110,6 +111,7 @@ def run(
     resume: bool = True,
     force: bool = False,
     handle_signals: bool = False,
+    keep_errors: bool = False,
     **overrides: Any,
 ) -> RunResult:
     """Run a config to completion (blocking); overrides: output, limit, models."""
@@ -120,6 +122,7 @@ def run(
             resume=resume,
             force=force,
             handle_signals=handle_signals,
+            keep_errors=keep_errors,
             **overrides,
         )
     )
@@ -132,11 +135,13 @@ async def arun(
     resume: bool = True,
     force: bool = False,
     handle_signals: bool = False,
+    keep_errors: bool = False,
     **overrides: Any,
 ) -> RunResult:
     """Like `run`, for code already inside an event loop.
 
-    With `handle_signals`, the first SIGINT/SIGTERM stops admitting work and
+    Rows that ended in error are sent again unless `keep_errors`. With
+    `handle_signals`, the first SIGINT/SIGTERM stops admitting work and
     gives in-flight requests `engine.grace_s` to finish; a second cancels them.
     """
     if isinstance(config, RunConfig):
@@ -152,7 +157,9 @@ async def arun(
     writer = ResultWriter(config.output, run_id)
     await anyio.to_thread.run_sync(writer.open)
     try:
-        done = await anyio.to_thread.run_sync(load_done, config.output)
+        done = await anyio.to_thread.run_sync(
+            functools.partial(load_done, config.output, keep_errors=keep_errors)
+        )
         await _check_resumable(config, prompts, done, force=force)
         writer.start(result_schema(report.extra_types))
     except BaseException:
