@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from llamabatch import SimServer, UsageError, arun
-from llamabatch.resume import load_done
 from llamabatch.results import JOURNAL_DIR, ResultWriter, part_files, recover, result_schema
+from llamabatch.resume import load_done
 from tests.helpers import FAST, prompt_rows, sim_config, write_jsonl
 
 pytestmark = pytest.mark.anyio
