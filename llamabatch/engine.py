@@ -216,7 +216,7 @@ class Engine:
 
     def _fill_ok(self, row: dict[str, Any], job: _Job, resp: Response) -> None:
         text = resp.text
-        usage_source = "server"
+        usage_source = resp.usage_source or "server"
         prompt_tokens, completion_tokens = resp.prompt_tokens, resp.completion_tokens
         if completion_tokens is None:
             usage_source = "estimated"
@@ -237,6 +237,7 @@ class Engine:
             total_tokens=total,
             usage_source=usage_source,
             **timings(resp, completion_tokens),
+            **resp.extra_columns(),
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import openai
 import pytest
 
@@ -12,8 +14,21 @@ pytestmark = pytest.mark.anyio
 MESSAGES = [{"role": "user", "content": "Say something about llamas."}]
 
 
-def client(sim: SimServer, **kwargs: object) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=sim.base_url, api_key="sk-test", **kwargs)  # type: ignore[arg-type]
+_OPEN: list[openai.AsyncOpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients() -> AsyncIterator[None]:
+    # An SDK client left to the garbage collector closes its pool in a later test's loop.
+    yield
+    while _OPEN:
+        await _OPEN.pop().close()
+
+
+def client(sim: SimServer, api_key: str = "sk-test", **kwargs: object) -> openai.AsyncOpenAI:
+    made = openai.AsyncOpenAI(base_url=sim.base_url, api_key=api_key, **kwargs)  # type: ignore[arg-type]
+    _OPEN.append(made)
+    return made
 
 
 async def test_streaming_with_usage_through_the_sdk() -> None:
@@ -66,13 +81,13 @@ async def test_same_prompt_and_seed_give_the_same_text() -> None:
 
 async def test_models_list_and_errors_through_the_sdk() -> None:
     async with SimServer(default=FAST, api_key="sk-right") as sim:
-        good = openai.AsyncOpenAI(base_url=sim.base_url, api_key="sk-right")
+        good = client(sim, api_key="sk-right")
         ids = [m.id async for m in good.models.list()]
         assert "maverick" in ids
         with pytest.raises(openai.AuthenticationError):
             await client(sim).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
         sim.script.append("429")
         with pytest.raises(openai.RateLimitError):
-            await openai.AsyncOpenAI(
-                base_url=sim.base_url, api_key="sk-right", max_retries=0
-            ).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+            await client(sim, api_key="sk-right", max_retries=0).chat.completions.create(
+                model="m", messages=MESSAGES
+            )  # type: ignore[arg-type]
