@@ -24,7 +24,7 @@ DEFAULT_BACKOFF_MAX_S: Final = 30.0
 DEFAULT_MAX_RETRY_AFTER_S: Final = 120.0
 DEFAULT_OUTPUT_ROOT: Final = "results"
 
-PROVIDERS: Final = ("openai", "sim")
+PROVIDERS: Final = ("openai", "llama", "ollama", "sim")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SECRET_HEADER_RE: Final = re.compile(r"(?i)auth|key|token|secret")
 REDACTED: Final = "<redacted>"
