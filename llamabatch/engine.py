@@ -27,6 +27,7 @@ from llamabatch.providers import Provider, Response, provider_for
 from llamabatch.ratelimit import TokenBucket
 from llamabatch.results import DoneIndex
 from llamabatch.retry import RetryPolicy
+from llamabatch.tokenizers import TokenCounter
 from llamabatch.transport import Transport
 
 DEFAULT_MAX_TOKENS_ESTIMATE = 256
@@ -59,6 +60,7 @@ class Lane:
     rpm: TokenBucket | None = None
     tpm: TokenBucket | None = None
     row_template: dict[str, Any] = field(default_factory=dict)
+    counter: TokenCounter | None = None
 
     @classmethod
     def build(cls, model: ModelConfig, config: RunConfig, api_key: str | None) -> Lane:
@@ -77,6 +79,7 @@ class Lane:
                 "provider": model.provider,
                 "model_id": model.model,
             },
+            counter=TokenCounter.for_model(model, api_key),
         )
 
 
@@ -164,6 +167,8 @@ class Engine:
                     await self.transport.send(
                         request, lane.provider, resp, self.config.engine.timeout_s
                     )
+                    if lane.counter is not None and resp.completion_tokens is None:
+                        await lane.counter.fill(self.transport, resp, prompt.messages)
                 except RequestError as exc:
                     error = exc
                 except anyio.get_cancelled_exc_class():
