@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 import shutil
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +30,7 @@ from llamabatch.results import (
     versions,
     write_manifest,
 )
-from llamabatch.sim import SimProfile, SimServer, builtin_profile
+from llamabatch.servers import local_servers
 from llamabatch.transport import Transport
 
 if TYPE_CHECKING:
@@ -146,7 +144,7 @@ async def arun(
     tally.on_start(sum(max(0, per_model - done.count(m.name)) for m in config.models))
     interrupted = False
     try:
-        async with Transport() as transport, _simulators(config) as config:
+        async with Transport() as transport, local_servers(config) as config:
             lanes = [Lane.build(m, config, api_keys[m.name]) for m in config.models]
             engine = Engine(
                 config=config,
@@ -197,22 +195,6 @@ def _prepare_output(output: Path, *, resume: bool, force: bool) -> None:
         path.unlink()
     shutil.rmtree(output / JOURNAL_DIR, ignore_errors=True)
     (output / MANIFEST).unlink(missing_ok=True)
-
-
-@asynccontextmanager
-async def _simulators(config: RunConfig) -> AsyncIterator[RunConfig]:
-    """Start one in-process simulator for every `sim` model without a base_url."""
-    local = [m for m in config.models if m.provider == "sim" and m.base_url is None]
-    if not local:
-        yield config
-        return
-    profiles = {m.model: SimProfile.from_mapping(m.sim, builtin_profile(m.model)) for m in local}
-    async with SimServer(profiles=profiles) as sim:
-        models = tuple(
-            dataclasses.replace(m, base_url=sim.base_url) if m in local else m
-            for m in config.models
-        )
-        yield dataclasses.replace(config, models=models)
 
 
 async def _flush_periodically(writer: ResultWriter) -> None:
