@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = commands.add_parser(
         "sim",
-        help="serve the built-in simulated LLM (OpenAI chat-completions format)",
-        description="Serve simulated models at http://HOST:PORT/v1 until interrupted. "
+        help="serve the built-in simulated LLM (OpenAI, Llama API and Ollama formats)",
+        description="Serve simulated models at http://HOST:PORT/v1 until interrupted "
+        "(the native Llama API at /llama/v1, Ollama's API at the root). "
         "Model ids containing maverick, scout, 70b or 8b get Llama-like speed profiles; "
         "the options below set the profile of every other model.",
     )
