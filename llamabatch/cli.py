@@ -56,18 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("prompts", type=Path, help="prompt file")
     validate.set_defaults(handler=_validate)
 
-    check = commands.add_parser(
-        "check",
-        help="check that every configured endpoint answers, before a long run",
-        description="For every model in CONFIG: list the server's models (reachable? key "
-        "accepted? model listed?) and send one chat request for a single token (its TTFT). "
-        "Servers the config starts (simulator, local model) are started for the check. "
-        "Exit 0 when every model answered, 1 otherwise, 2 for a bad config.",
-    )
-    check.add_argument("config", type=Path, help="run config (TOML or YAML)")
-    check.add_argument("--models", metavar="A,B", help="only these models (by name)")
-    check.add_argument("--timeout-s", type=float, default=30.0, help="per request (default: 30)")
-    check.set_defaults(handler=_check)
+    _add_check(commands)
 
     sim = commands.add_parser(
         "sim",
@@ -90,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0, help="changes every generated text")
     sim.set_defaults(handler=_sim)
     return parser
+
+
+def _add_check(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="check that every configured endpoint answers, before a long run",
+        description="For every model in CONFIG: list the server's models (reachable? key "
+        "accepted? model listed?) and send one chat request for a single token (its TTFT). "
+        "Servers the config starts (simulator, local model) are started for the check. "
+        "Exit 0 when every model answered, 1 otherwise, 2 for a bad config.",
+    )
+    check.add_argument("config", type=Path, help="run config (TOML or YAML)")
+    check.add_argument("--models", metavar="A,B", help="only these models (by name)")
+    check.add_argument("--timeout-s", type=float, default=30.0, help="per request (default: 30)")
+    check.set_defaults(handler=_check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import yaml
 
 from llamabatch.endpoints import (
     MANAGED_SERVER,
+    Preset,
     ServerSpec,
     check_tokenize,
     max_tokens_problem,
@@ -339,18 +340,8 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         raise sec.error("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
     sec.where = f"models[{index}] ({name})"
     server = server_spec(sec.get("server", dict), sec.error)
-    preset = preset_for(sec.get("preset", str), sec.error)
-    if server is not None:
-        preset = MANAGED_SERVER  # the base URL comes from the server once it is up
-    provider = sec.get("provider", str, preset.provider)
-    if provider not in PROVIDERS:
-        raise sec.error("provider", f"must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    preset, provider, base_url = _endpoint(sec, server)
     model_id = sec.get("model", str, name)
-    base_url = sec.get("base_url", str, preset.base_url)
-    if server is not None and (base_url is not None or provider != "openai"):
-        raise sec.error("server", "starts its own OpenAI-compatible server: drop base_url/provider")
-    if base_url is None and provider != "sim" and server is None:
-        raise sec.error("base_url", f"is required for provider {provider!r} (or set a preset)")
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise sec.error("base_url", f"must start with http:// or https://, got {base_url!r}")
     api_key = sec.get("api_key", str)
@@ -381,6 +372,22 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
     )
     sec.finish()
     return model
+
+
+def _endpoint(sec: _Section, server: ServerSpec | None) -> tuple[Preset, str, str | None]:
+    """The model's preset, wire format and base URL (explicit settings win over the preset)."""
+    preset = preset_for(sec.get("preset", str), sec.error)
+    if server is not None:
+        preset = MANAGED_SERVER  # the base URL comes from the server once it is up
+    provider = sec.get("provider", str, preset.provider)
+    if provider not in PROVIDERS:
+        raise sec.error("provider", f"must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    base_url = sec.get("base_url", str, preset.base_url)
+    if server is not None and (base_url is not None or provider != "openai"):
+        raise sec.error("server", "starts its own OpenAI-compatible server: drop base_url/provider")
+    if base_url is None and provider != "sim" and server is None:
+        raise sec.error("base_url", f"is required for provider {provider!r} (or set a preset)")
+    return preset, provider, base_url
 
 
 def _headers(sec: _Section) -> dict[str, str]:
