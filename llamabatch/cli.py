@@ -65,10 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("prompts", type=Path, help="prompt file")
     validate.set_defaults(handler=_validate)
 
+    _add_check(commands)
+
     sim = commands.add_parser(
         "sim",
-        help="serve the built-in simulated LLM (OpenAI chat-completions format)",
-        description="Serve simulated models at http://HOST:PORT/v1 until interrupted. "
+        help="serve the built-in simulated LLM (OpenAI, Llama API and Ollama formats)",
+        description="Serve simulated models at http://HOST:PORT/v1 until interrupted "
+        "(the native Llama API at /llama/v1, Ollama's API at the root). "
         "Model ids containing maverick, scout, 70b or 8b get Llama-like speed profiles; "
         "the options below set the profile of every other model.",
     )
@@ -85,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0, help="changes every generated text")
     sim.set_defaults(handler=_sim)
     return parser
+
+
+def _add_check(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="check that every configured endpoint answers, before a long run",
+        description="For every model in CONFIG: list the server's models (reachable? key "
+        "accepted? model listed?) and send one chat request for a single token (its TTFT). "
+        "Servers the config starts (simulator, local model) are started for the check. "
+        "Exit 0 when every model answered, 1 otherwise, 2 for a bad config.",
+    )
+    check.add_argument("config", type=Path, help="run config (TOML or YAML)")
+    check.add_argument("--models", metavar="A,B", help="only these models (by name)")
+    check.add_argument("--timeout-s", type=float, default=30.0, help="per request (default: 30)")
+    check.set_defaults(handler=_check)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -171,6 +189,16 @@ def _validate(args: argparse.Namespace) -> int:
     status = "valid" if not report.error_count else f"{report.error_count} invalid"
     print(f"{args.prompts}: {report.rows} rows, {report.valid} valid, {status}")
     return 0 if not report.error_count else EXIT_USAGE
+
+
+def _check(args: argparse.Namespace) -> int:
+    from llamabatch.check import format_results, run_check
+    from llamabatch.config import load_config
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    results = run_check(load_config(args.config, models=models), timeout_s=args.timeout_s)
+    print(format_results(results))
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _sim(args: argparse.Namespace) -> int:

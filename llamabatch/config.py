@@ -14,6 +14,15 @@ from typing import Any, Final
 
 import yaml
 
+from llamabatch.endpoints import (
+    MANAGED_SERVER,
+    Preset,
+    ServerSpec,
+    check_tokenize,
+    max_tokens_problem,
+    preset_for,
+    server_spec,
+)
 from llamabatch.errors import ConfigError
 
 DEFAULT_CONCURRENCY: Final = 64
@@ -28,7 +37,7 @@ DEFAULT_BREAKER_COOLDOWN_S: Final = 2.0
 DEFAULT_BREAKER_MAX_OPEN_S: Final = 300.0
 DEFAULT_OUTPUT_ROOT: Final = "results"
 
-PROVIDERS: Final = ("openai", "sim")
+PROVIDERS: Final = ("openai", "llama", "ollama", "sim")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SECRET_HEADER_RE: Final = re.compile(r"(?i)auth|key|token|secret")
 REDACTED: Final = "<redacted>"
@@ -52,6 +61,9 @@ class ModelConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
     sim: Mapping[str, Any] = field(default_factory=dict)
+    tokenize: str | None = None
+    context_tokens: int | None = None
+    server: ServerSpec | None = None
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to send, from `api_key_env` (or inline); None when the model needs none."""
@@ -289,10 +301,15 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         raise ConfigError(f"{path}: at least one [[models]] table is required")
     models = tuple(_build_model(m, path, i) for i, m in enumerate(raw_models))
     seen: set[str] = set()
-    for model in models:
+    for index, model in enumerate(models):
         if model.name in seen:
             raise ConfigError(f"{path}: two models are named {model.name!r}; names must differ")
         seen.add(model.name)
+        problem = max_tokens_problem(
+            model.model, {**defaults, **model.params}, model.context_tokens
+        )
+        if problem:
+            raise ConfigError(f"{path}: models[{index}] ({model.name}): {problem}")
     return RunConfig(
         name=name,
         input=Path(input_path),
@@ -338,13 +355,9 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
     if not _NAME_RE.match(name):
         raise sec.error("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
     sec.where = f"models[{index}] ({name})"
-    provider = sec.get("provider", str, "openai")
-    if provider not in PROVIDERS:
-        raise sec.error("provider", f"must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    server = server_spec(sec.get("server", dict), sec.error)
+    preset, provider, base_url = _endpoint(sec, server)
     model_id = sec.get("model", str, name)
-    base_url = sec.get("base_url", str)
-    if base_url is None and provider != "sim":
-        raise sec.error("base_url", f"is required for provider {provider!r}")
     if base_url is not None and not base_url.startswith(("http://", "https://")):
         raise sec.error("base_url", f"must start with http:// or https://, got {base_url!r}")
     api_key = sec.get("api_key", str)
@@ -359,7 +372,8 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         provider=provider,
         model=model_id,
         base_url=base_url.rstrip("/") if base_url else None,
-        api_key_env=sec.get("api_key_env", str),
+        # An explicit empty api_key_env turns off a preset's key.
+        api_key_env=sec.get("api_key_env", str, preset.api_key_env) or None,
         api_key=api_key,
         concurrency=sec.positive("concurrency", int),
         rpm=sec.positive("rpm", float),
@@ -368,9 +382,28 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         params=sec.get("params", dict, {}),
         headers=_headers(sec),
         sim=sec.get("sim", dict, {}),
+        tokenize=check_tokenize(sec.get("tokenize", str, preset.tokenize), sec.error),
+        context_tokens=sec.positive("context_tokens", int),
+        server=server,
     )
     sec.finish()
     return model
+
+
+def _endpoint(sec: _Section, server: ServerSpec | None) -> tuple[Preset, str, str | None]:
+    """The model's preset, wire format and base URL (explicit settings win over the preset)."""
+    preset = preset_for(sec.get("preset", str), sec.error)
+    if server is not None:
+        preset = MANAGED_SERVER  # the base URL comes from the server once it is up
+    provider = sec.get("provider", str, preset.provider)
+    if provider not in PROVIDERS:
+        raise sec.error("provider", f"must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    base_url = sec.get("base_url", str, preset.base_url)
+    if server is not None and (base_url is not None or provider != "openai"):
+        raise sec.error("server", "starts its own OpenAI-compatible server: drop base_url/provider")
+    if base_url is None and provider != "sim" and server is None:
+        raise sec.error("base_url", f"is required for provider {provider!r} (or set a preset)")
+    return preset, provider, base_url
 
 
 def _headers(sec: _Section) -> dict[str, str]:

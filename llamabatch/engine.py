@@ -29,6 +29,7 @@ from llamabatch.ratelimit import Admission
 from llamabatch.resume import DoneIndex
 from llamabatch.retry import RetryPolicy
 from llamabatch.rows import Job, RowBuilder
+from llamabatch.tokenizers import TokenCounter
 from llamabatch.transport import Transport
 
 DEFAULT_MAX_TOKENS_ESTIMATE = 256
@@ -59,6 +60,7 @@ class Lane:
     workers: int
     admission: Admission
     breaker: CircuitBreaker
+    counter: TokenCounter | None = None
 
     @classmethod
     def build(cls, model: ModelConfig, config: RunConfig, api_key: str | None) -> Lane:
@@ -75,6 +77,7 @@ class Lane:
                 cooldown_s=config.engine.breaker_cooldown_s,
                 max_open_s=config.engine.breaker_max_open_s,
             ),
+            counter=TokenCounter.for_model(model, api_key),
         )
 
 
@@ -164,7 +167,7 @@ class Engine:
                     job.started_wall = time.time()
                 resp = Response()
                 try:
-                    error = await self._attempt(lane, request, resp)
+                    error = await self._attempt(lane, request, resp, prompt)
                 except anyio.get_cancelled_exc_class():
                     self._finish(job, resp, RequestError("cancelled", "run interrupted in flight"))
                     raise
@@ -184,12 +187,14 @@ class Engine:
                 return
 
     async def _attempt(
-        self, lane: Lane, request: HttpRequest, resp: Response
+        self, lane: Lane, request: HttpRequest, resp: Response, prompt: Prompt
     ) -> RequestError | None:
         try:
             await self.transport.send(request, lane.provider, resp, self.config.engine.timeout_s)
         except RequestError as exc:
             return exc
+        if lane.counter is not None and resp.completion_tokens is None:
+            await lane.counter.fill(self.transport, resp, prompt.messages)
         return None
 
     def _observe(

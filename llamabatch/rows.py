@@ -83,7 +83,7 @@ class RowBuilder:
 
 def _fill_ok(row: dict[str, Any], prompt: Prompt, resp: Response) -> None:
     text = resp.text
-    usage_source = "server"
+    usage_source = resp.usage_source or "server"
     prompt_tokens, completion_tokens = resp.prompt_tokens, resp.completion_tokens
     if completion_tokens is None:
         usage_source = "estimated"
@@ -102,4 +102,5 @@ def _fill_ok(row: dict[str, Any], prompt: Prompt, resp: Response) -> None:
         total_tokens=total,
         usage_source=usage_source,
         **timings(resp, completion_tokens),
+        **resp.extra_columns(),
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import secrets
@@ -10,8 +9,8 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +36,7 @@ from llamabatch.results import (
 )
 from llamabatch.resume import DoneIndex, PromptDrift, incompatibilities, load_done
 from llamabatch.rows import RowBuilder
-from llamabatch.sim import SimProfile, SimServer, builtin_profile
+from llamabatch.servers import local_servers
 from llamabatch.transport import Transport
 
 if TYPE_CHECKING:
@@ -244,7 +243,7 @@ async def _drive(
     handle_signals: bool,
 ) -> bool:
     """Run the engine with its helpers (simulator, flusher, signal watcher); True if stopped."""
-    async with Transport() as transport, _simulators(config) as config:
+    async with Transport() as transport, local_servers(config) as config:
         lanes = [Lane.build(m, config, m.resolve_api_key()) for m in config.models]
         rows = RowBuilder(run_id, _extra_types(writer), redactor)
         engine = Engine(
@@ -313,22 +312,6 @@ def _prepare_output(output: Path, *, resume: bool, force: bool) -> None:
         path.unlink()
     shutil.rmtree(output / JOURNAL_DIR, ignore_errors=True)
     (output / MANIFEST).unlink(missing_ok=True)
-
-
-@asynccontextmanager
-async def _simulators(config: RunConfig) -> AsyncIterator[RunConfig]:
-    """Start one in-process simulator for every `sim` model without a base_url."""
-    local = [m for m in config.models if m.provider == "sim" and m.base_url is None]
-    if not local:
-        yield config
-        return
-    profiles = {m.model: SimProfile.from_mapping(m.sim, builtin_profile(m.model)) for m in local}
-    async with SimServer(profiles=profiles) as sim:
-        models = tuple(
-            dataclasses.replace(m, base_url=sim.base_url) if m in local else m
-            for m in config.models
-        )
-        yield dataclasses.replace(config, models=models)
 
 
 async def _flush_periodically(writer: ResultWriter) -> None:

@@ -1,35 +1,38 @@
-"""A simulated LLM server speaking the OpenAI chat-completions wire format.
+"""A simulated LLM server speaking the OpenAI, Llama API and Ollama wire formats.
 
 It is a real aiohttp server on a loopback port: deterministic text derived
 from the prompt and a seed, per-model TTFT / tokens-per-second / length
 profiles, and fault knobs (429 with Retry-After, 5xx, mid-stream disconnects,
-a server-side RPM limit, scripted faults for tests).
+a server-side RPM limit, scripted faults for tests). Paths:
+
+    /v1/chat/completions, /v1/models              OpenAI-compatible
+    /llama/v1/chat/completions, /llama/v1/models  Meta's native Llama API
+    /api/chat, /api/tags                          Ollama
+    /tokenize, /extras/tokenize/count             llama.cpp / vLLM, llama-cpp-python
+
+`simformats.py` writes the bytes of each format.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import math
 import random
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from llamabatch.simformats import LLAMA, OLLAMA, OPENAI, Plan, SimFormat, count_tokens, make_plan
+
 DEFAULT_HOST = "127.0.0.1"
 SHUTDOWN_TIMEOUT_S = 2.0
-_TEXT = (
-    "the model answers with a short and careful reply about llamas latency tokens and "
-    "batching while the server streams each piece as soon as it is ready for the client "
-    "to measure time to first token throughput and the whole response under load"
-)
-_WORDS = _TEXT.split()
+LLAMA_PREFIX = "/llama/v1"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +47,7 @@ class SimProfile:
     rate_limit_rate: float = 0.0
     disconnect_rate: float = 0.0
     retry_after_s: float | None = 1.0
+    stream_usage: bool = True  # False: streams carry no token counts (like llama-cpp-python)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: SimProfile | None = None) -> SimProfile:
@@ -83,6 +87,7 @@ class SimStats:
     max_in_flight_by_model: Counter[str] = field(default_factory=Counter)
     in_flight_by_model: Counter[str] = field(default_factory=Counter)
     authorization: set[str] = field(default_factory=set)
+    tokenize_requests: int = 0
 
 
 class SimServer:
@@ -120,7 +125,18 @@ class SimServer:
 
     @property
     def base_url(self) -> str:
+        """The OpenAI-compatible base (`provider = "openai"`)."""
         return f"http://{self.host}:{self.port}/v1"
+
+    @property
+    def llama_base_url(self) -> str:
+        """The native Llama API base (`provider = "llama"`)."""
+        return f"http://{self.host}:{self.port}{LLAMA_PREFIX}"
+
+    @property
+    def root_url(self) -> str:
+        """The server root: Ollama's base (`provider = "ollama"`)."""
+        return f"http://{self.host}:{self.port}"
 
     def profile(self, model: str) -> SimProfile:
         if model in self.profiles:
@@ -129,9 +145,16 @@ class SimServer:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_get("/health", self._health)
+        add_post, add_get = app.router.add_post, app.router.add_get
+        add_post("/v1/chat/completions", partial(self._chat, fmt=OPENAI))
+        add_post(f"{LLAMA_PREFIX}/chat/completions", partial(self._chat, fmt=LLAMA))
+        add_post("/api/chat", partial(self._chat, fmt=OLLAMA))
+        add_get("/v1/models", self._models)
+        add_get(f"{LLAMA_PREFIX}/models", self._models)
+        add_get("/api/tags", self._tags)
+        add_post("/tokenize", self._tokenize)
+        add_post("/extras/tokenize/count", self._tokenize_count)
+        add_get("/health", self._health)
         return app
 
     async def start(self) -> None:
@@ -175,14 +198,36 @@ class SimServer:
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "sim"} for n in names]
         return web.json_response({"object": "list", "data": data})
 
-    def _check_key(self, request: web.Request) -> web.Response | None:
+    async def _tags(self, request: web.Request) -> web.Response:
+        names = sorted(set(self.profiles) | set(BUILTIN_PROFILES))
+        return web.json_response({"models": [{"name": n, "model": n} for n in names]})
+
+    async def _tokenize(self, request: web.Request) -> web.Response:
+        """llama.cpp (`content`) and vLLM (`prompt` or `messages`) tokenizers."""
+        body = await request.json(loads=orjson.loads)
+        self.stats.tokenize_requests += 1
+        if "content" in body:
+            return web.json_response({"tokens": list(range(count_tokens(body["content"])))})
+        text = body.get("prompt")
+        if text is None:
+            text = " ".join(str(m.get("content", "")) + " x x x x" for m in body["messages"])
+        n = count_tokens(text)
+        return web.json_response({"count": n, "max_model_len": 8192, "tokens": list(range(n))})
+
+    async def _tokenize_count(self, request: web.Request) -> web.Response:
+        """llama-cpp-python's counter, which (like the real one) counts a BOS token too."""
+        body = await request.json(loads=orjson.loads)
+        self.stats.tokenize_requests += 1
+        return web.json_response({"count": 1 + count_tokens(body["input"])})
+
+    def _check_key(self, request: web.Request, fmt: SimFormat = OPENAI) -> web.Response | None:
         auth = request.headers.get("Authorization", "")
         self.stats.authorization.add(auth)
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
-            return _error(401, "invalid api key", "authentication_error")
+            return _error(401, "invalid api key", "authentication_error", fmt=fmt)
         return None
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _chat(self, request: web.Request, *, fmt: SimFormat) -> web.StreamResponse:
         stats = self.stats
         stats.requests += 1
         for n, event in self._waiters:
@@ -199,9 +244,11 @@ class SimServer:
             stats.max_in_flight_by_model[model] = max(
                 stats.max_in_flight_by_model[model], stats.in_flight_by_model[model]
             )
-            response = await self._answer(request, body, model)
+            response = await self._answer(request, body, model, fmt)
         except ValueError:
-            response = _error(400, "request body is not valid JSON", "invalid_request_error")
+            response = _error(
+                400, "request body is not valid JSON", "invalid_request_error", fmt=fmt
+            )
         finally:
             stats.in_flight -= 1
             if model != "?":
@@ -210,23 +257,26 @@ class SimServer:
         return response
 
     async def _answer(
-        self, request: web.Request, body: dict[str, Any], model: str
+        self, request: web.Request, body: dict[str, Any], model: str, fmt: SimFormat
     ) -> web.StreamResponse:
-        if (denied := self._check_key(request)) is not None:
+        if (denied := self._check_key(request, fmt)) is not None:
             return denied
         if not isinstance(body.get("messages"), list) or not body["messages"]:
-            return _error(400, "'messages' must be a non-empty list", "invalid_request_error")
+            return _error(
+                400, "'messages' must be a non-empty list", "invalid_request_error", fmt=fmt
+            )
         profile = self.profile(model)
         action = self.script.popleft() if self.script else self._random_fault(profile)
         if action != "ok":
-            return await self._fault(request, action, profile, body, model)
-        if (limited := self._rpm_check()) is not None:
+            return await self._fault(request, action, profile, body, model, fmt)
+        if (limited := self._rpm_check(fmt)) is not None:
             return limited
-        plan = _plan(body, profile, self.seed)
-        if body.get("stream"):
-            return await self._stream(request, body, plan, model, disconnect=False)
+        plan = make_plan(body, profile, self.seed, fmt.max_tokens(body))
+        # Ollama streams unless told not to; the other formats only when asked.
+        if body.get("stream", fmt is OLLAMA):
+            return await self._stream(request, body, plan, model, fmt, profile)
         await asyncio.sleep(plan.ttft_s + plan.decode_s)
-        return web.json_response(plan.completion(model), headers=self._budget_headers())
+        return web.json_response(fmt.completion(model, plan), headers=self._budget_headers())
 
     def _random_fault(self, profile: SimProfile) -> str:
         roll = self._rng.random()
@@ -240,7 +290,7 @@ class SimServer:
             roll -= rate
         return "ok"
 
-    def _rpm_check(self) -> web.Response | None:
+    def _rpm_check(self, fmt: SimFormat) -> web.Response | None:
         """A sliding-window request limit, advertised in OpenAI-style x-ratelimit-* headers."""
         if self.rpm_limit is None:
             return None
@@ -258,6 +308,7 @@ class SimServer:
                 "rate limit exceeded (requests per minute)",
                 "rate_limit_exceeded",
                 headers=headers,
+                fmt=fmt,
             )
         window.append(now)
         return None
@@ -285,28 +336,28 @@ class SimServer:
         profile: SimProfile,
         body: dict[str, Any],
         model: str,
+        fmt: SimFormat,
     ) -> web.StreamResponse:
         if action == "429":
             headers = {}
             if profile.retry_after_s is not None:
                 headers["Retry-After"] = f"{profile.retry_after_s:g}"
-            return _error(429, "rate limit exceeded", "rate_limit_exceeded", headers=headers)
+            return _error(429, "rate limit exceeded", "rate_limit_exceeded", headers, fmt=fmt)
         if action.isdigit():
-            return _error(int(action), f"simulated error {action}", "server_error")
+            return _error(int(action), f"simulated error {action}", "server_error", fmt=fmt)
         if action == "html502":
             page = "<html><head><title>502 Bad Gateway</title></head><body>" + "x" * 5000
             return web.Response(status=502, text=page, content_type="text/html")
         if action == "echo-auth":
             auth = request.headers.get("Authorization", "")
-            return _error(
-                401, f"invalid credentials: Authorization: {auth}", "authentication_error"
-            )
+            message = f"invalid credentials: Authorization: {auth}"
+            return _error(401, message, "authentication_error", fmt=fmt)
         if action == "redirect":
-            raise web.HTTPTemporaryRedirect(location="/v1/chat/completions?redirected=1")
+            raise web.HTTPTemporaryRedirect(location=f"{request.path}?redirected=1")
         if action == "trickle":
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            response = web.StreamResponse(headers={"Content-Type": fmt.content_type})
             await response.prepare(request)
-            for byte in _sse(_chunk(model, {"content": "slow"})):
+            for byte in fmt.delta(model, "slow"):
                 await response.write(bytes([byte]))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(1.0):
@@ -315,23 +366,18 @@ class SimServer:
                     break
             return response
         if action == "hang":
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            response = web.StreamResponse(headers={"Content-Type": fmt.content_type})
             await response.prepare(request)
             await self._closing.wait()
             return response
         if action == "disconnect":
-            plan = _plan(body, profile, self.seed)
-            return await self._stream(request, body, plan, model, disconnect=True)
+            plan = make_plan(body, profile, self.seed, fmt.max_tokens(body))
+            return await self._stream(request, body, plan, model, fmt, profile, disconnect=True)
         if action in ("error-event", "malformed"):
-            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            response = web.StreamResponse(headers={"Content-Type": fmt.content_type})
             await response.prepare(request)
-            await response.write(_sse(_chunk(model, {"role": "assistant", "content": "partial"})))
-            if action == "error-event":
-                await response.write(
-                    _sse({"error": {"message": "overloaded", "type": "server_error", "code": 503}})
-                )
-            else:
-                await response.write(b'data: {"choices": [{"delta": {"content": "x"\n\n')
+            await response.write(fmt.opening(model) + fmt.delta(model, "partial"))
+            await response.write(fmt.error_event() if action == "error-event" else fmt.malformed())
             await response.write_eof()
             return response
         raise ValueError(f"unknown simulator action {action!r}")
@@ -340,21 +386,24 @@ class SimServer:
         self,
         request: web.Request,
         body: dict[str, Any],
-        plan: _Plan,
+        plan: Plan,
         model: str,
+        fmt: SimFormat,
+        profile: SimProfile,
         *,
-        disconnect: bool,
+        disconnect: bool = False,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
-                "Content-Type": "text/event-stream",
+                "Content-Type": fmt.content_type,
                 "Cache-Control": "no-cache",
                 **self._budget_headers(),
             }
         )
         await response.prepare(request)
         start = time.monotonic()
-        await response.write(_sse(_chunk(model, {"role": "assistant", "content": ""})))
+        if opening := fmt.opening(model):
+            await response.write(opening)
         per_token = plan.decode_s / max(1, len(plan.tokens) - 1)
         i = 0
         while i < len(plan.tokens):
@@ -366,108 +415,26 @@ class SimServer:
             j = i + 1
             while j < len(plan.tokens) and start + plan.ttft_s + j * per_token <= time.monotonic():
                 j += 1
-            await response.write(_sse(_chunk(model, {"content": "".join(plan.tokens[i:j])})))
+            await response.write(fmt.delta(model, "".join(plan.tokens[i:j])))
             i = j
             if disconnect and i >= len(plan.tokens) // 2:
                 assert request.transport is not None
                 request.transport.close()
                 return response
-        await response.write(_sse(_chunk(model, {}, finish_reason=plan.finish_reason)))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await response.write(
-                _sse({**_chunk(model, None), "choices": [], "usage": plan.usage()})
-            )
-        await response.write(b"data: [DONE]\n\n")
+        await response.write(fmt.closing(model, plan, body, profile.stream_usage))
         await response.write_eof()
         return response
 
 
-@dataclass(frozen=True)
-class _Plan:
-    tokens: list[str]
-    prompt_tokens: int
-    finish_reason: str
-    ttft_s: float
-    decode_s: float
-
-    def usage(self) -> dict[str, int]:
-        n = len(self.tokens)
-        return {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": n,
-            "total_tokens": self.prompt_tokens + n,
-        }
-
-    def completion(self, model: str) -> dict[str, Any]:
-        return {
-            "id": "chatcmpl-sim",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": "".join(self.tokens)},
-                    "finish_reason": self.finish_reason,
-                }
-            ],
-            "usage": self.usage(),
-        }
-
-
-def _plan(body: dict[str, Any], profile: SimProfile, seed: int) -> _Plan:
-    """Decide the reply: same prompt, model and seed give the same text."""
-    messages = body.get("messages") or []
-    key = orjson.dumps(
-        [body.get("model"), messages, body.get("seed"), seed], option=orjson.OPT_SORT_KEYS
-    )
-    if body.get("temperature") and body.get("seed") is None:
-        key += random.randbytes(8)
-    rng = random.Random(hashlib.blake2b(key, digest_size=8).digest())
-    mean = max(1, profile.output_tokens)
-    length = max(1, round(rng.lognormvariate(math.log(mean), 0.35)))
-    max_tokens = body.get("max_tokens") or body.get("max_completion_tokens")
-    finish = "stop"
-    if isinstance(max_tokens, int) and length >= max_tokens:
-        length, finish = max_tokens, "length"
-    words = [rng.choice(_WORDS) for _ in range(length)]
-    tokens = [words[0].capitalize()] + [" " + w for w in words[1:]]
-    prompt_tokens = sum(
-        len(str(m.get("content", "")).split()) + 4 for m in messages if isinstance(m, dict)
-    )
-    jitter = 1.0 + rng.uniform(-profile.jitter, profile.jitter)
-    return _Plan(
-        tokens=tokens,
-        prompt_tokens=prompt_tokens,
-        finish_reason=finish,
-        ttft_s=profile.ttft_s * jitter,
-        decode_s=(length - 1) / profile.tokens_per_s * jitter if profile.tokens_per_s > 0 else 0.0,
-    )
-
-
-def _chunk(
-    model: str, delta: dict[str, Any] | None, finish_reason: str | None = None
-) -> dict[str, Any]:
-    choices = (
-        [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
-    )
-    return {
-        "id": "chatcmpl-sim",
-        "object": "chat.completion.chunk",
-        "created": 0,
-        "model": model,
-        "choices": choices,
-    }
-
-
-def _sse(event: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(event) + b"\n\n"
-
-
 def _error(
-    status: int, message: str, kind: str, *, headers: Mapping[str, str] | None = None
+    status: int,
+    message: str,
+    kind: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    fmt: SimFormat = OPENAI,
 ) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "code": status}}
+    body = fmt.error_body(status, message, kind)
     return web.json_response(
         body, status=status, headers=headers, dumps=lambda o: orjson.dumps(o).decode()
     )

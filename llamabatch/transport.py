@@ -17,6 +17,7 @@ from llamabatch.providers.base import HttpRequest, Provider, Response
 
 log = logging.getLogger(__name__)
 MAX_ERROR_BODY = 64 * 1024
+MAX_FETCH_BODY = 4 * 1024 * 1024
 READ_BUFSIZE = 256 * 1024
 
 
@@ -78,6 +79,24 @@ class Transport:
             ) from None
         finally:
             resp.ended_t = time.perf_counter()
+
+    async def fetch(self, request: HttpRequest, timeout_s: float) -> tuple[int, bytes]:
+        """One small request (a model list, a tokenizer): its status and (capped) body."""
+        assert self._session is not None, "use `async with Transport()`"
+        try:
+            with anyio.fail_after(timeout_s):
+                async with self._session.request(
+                    request.method, request.url, data=request.body or None, headers=request.headers
+                ) as r:
+                    if r.history:
+                        log.info("%s redirected to %s", request.url, r.url)
+                    return r.status, await _read_capped(r.content, MAX_FETCH_BODY)
+        except TimeoutError:
+            raise RequestError("timeout", f"no answer within {timeout_s:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RequestError(
+                "connection", f"{type(exc).__name__}: {_reason(exc)}", retryable=True
+            ) from None
 
     async def _exchange(
         self,

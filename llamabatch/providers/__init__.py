@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from llamabatch.providers.base import HttpRequest, Provider, Response
+from llamabatch.providers.llama import LlamaProvider
+from llamabatch.providers.ollama import OllamaProvider
 from llamabatch.providers.openai import OpenAIProvider
 
 _PROVIDERS: dict[str, Provider] = {
     "openai": OpenAIProvider(),
+    "llama": LlamaProvider(),
+    "ollama": OllamaProvider(),
     "sim": OpenAIProvider(),  # the simulator speaks the OpenAI format
 }
 

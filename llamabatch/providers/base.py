@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 import orjson
 
@@ -22,6 +22,20 @@ _TITLE_RE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG_RE = re.compile(rb"<[^>]+>")
 
 
+# End-of-turn markers some servers leave at the end of the text (Llama 3, Gemma, ChatML, ...).
+STOP_TOKENS: Final = (
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<eos>",
+    "</s>",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
     """A fully built request: what goes on the wire, nothing else."""
@@ -30,6 +44,7 @@ class HttpRequest:
     headers: Mapping[str, str]
     body: bytes
     stream: bool
+    method: str = "POST"
 
 
 class Decoder(Protocol):
@@ -42,6 +57,7 @@ class Response:
     """The state of one attempt's response, filled in as events arrive."""
 
     __slots__ = (
+        "_tool_keys",
         "completion_tokens",
         "done",
         "ended_t",
@@ -52,10 +68,15 @@ class Response:
         "last_token_t",
         "prompt_tokens",
         "reasoning_parts",
+        "server_decode_s",
+        "server_load_s",
+        "server_prompt_s",
         "started_t",
         "text_parts",
         "token_chunks",
+        "tool_calls",
         "total_tokens",
+        "usage_source",
     )
 
     def __init__(self) -> None:
@@ -73,6 +94,12 @@ class Response:
         self.headers: Mapping[str, str] | None = None
         self.started_t = 0.0
         self.ended_t = 0.0
+        self.tool_calls: list[dict[str, Any]] = []
+        self._tool_keys: dict[int | str, dict[str, Any]] = {}
+        self.server_prompt_s: float | None = None
+        self.server_decode_s: float | None = None
+        self.server_load_s: float | None = None
+        self.usage_source: str | None = None
 
     def mark(self, t: float) -> None:
         """Record that a chunk carrying generated output arrived at `t`."""
@@ -83,7 +110,42 @@ class Response:
 
     @property
     def text(self) -> str:
-        return "".join(self.text_parts)
+        """The answer, without end-of-turn markers a server left at its end."""
+        return strip_stop_tokens("".join(self.text_parts))
+
+    def add_tool_call(self, key: int | str | None, call_id: Any, name: Any, arguments: Any) -> None:
+        """Merge one tool-call piece; pieces with the same `key` (index or id) are one call.
+
+        A piece without a key continues the latest call. Arguments arrive as
+        string fragments (appended) or, from some servers, as a whole object.
+        """
+        call = self._tool_keys.get(key) if key is not None else None
+        if call is None and key is None and self.tool_calls:
+            call = self.tool_calls[-1]
+        if call is None:
+            call = {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            self.tool_calls.append(call)
+            if key is not None:
+                self._tool_keys[key] = call
+        function = call["function"]
+        if call_id and not call["id"]:
+            call["id"] = str(call_id)
+        if name and not function["name"]:
+            function["name"] = str(name)
+        if isinstance(arguments, str):
+            function["arguments"] += arguments
+        elif arguments is not None:
+            function["arguments"] = orjson.dumps(arguments).decode()
+
+    def extra_columns(self) -> dict[str, Any]:
+        """Result columns only some endpoints fill: reasoning, tool calls, server timings."""
+        return {
+            "reasoning_text": "".join(self.reasoning_parts) or None,
+            "tool_calls": orjson.dumps(self.tool_calls).decode() if self.tool_calls else None,
+            "server_prompt_s": self.server_prompt_s,
+            "server_decode_s": self.server_decode_s,
+            "server_load_s": self.server_load_s,
+        }
 
     def set_usage(self, prompt: Any, completion: Any, total: Any) -> None:
         self.prompt_tokens = _int_or_none(prompt)
@@ -97,6 +159,53 @@ def _int_or_none(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return int(value)
+
+
+def number_or_none(value: Any, scale: float = 1.0) -> float | None:
+    """`value * scale` for a JSON number, None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) * scale
+
+
+def strip_stop_tokens(text: str) -> str:
+    """Drop end-of-turn markers (`<|eot_id|>`, ...) that a server left at the end of `text`."""
+    stripped = True
+    while stripped and text:
+        stripped = False
+        for token in STOP_TOKENS:
+            if text.endswith(token):
+                text = text[: -len(token)]
+                stripped = True
+    return text
+
+
+def content_parts(content: Any) -> tuple[str, str]:
+    """(text, reasoning) of a message `content`: a string, `{type, text}`, or a list of chunks.
+
+    Mistral sends lists of `{"type": "text", "text": ...}` and
+    `{"type": "thinking", "thinking": [...]}` chunks; Meta's native API a
+    single `{"type": "text", "text": ...}` object.
+    """
+    if isinstance(content, str):
+        return content, ""
+    if isinstance(content, dict):
+        content = [content]
+    if not isinstance(content, list):
+        return "", ""
+    text: list[str] = []
+    reasoning: list[str] = []
+    for chunk in content:
+        if isinstance(chunk, str):
+            text.append(chunk)
+        elif isinstance(chunk, dict):
+            kind = chunk.get("type")
+            if kind in ("thinking", "reasoning"):
+                inner = chunk.get(kind)
+                reasoning.append(inner if isinstance(inner, str) else content_parts(inner)[0])
+            elif isinstance(chunk.get("text"), str):
+                text.append(chunk["text"])
+    return "".join(text), "".join(reasoning)
 
 
 class Provider(Protocol):
@@ -197,17 +306,21 @@ def _shorten(text: str) -> str:
     return text if len(text) <= MAX_ERROR_MESSAGE else text[: MAX_ERROR_MESSAGE - 1] + "…"
 
 
+# TGI's `error_type` for errors it reports as `{"error": "...", "error_type": ...}`.
+_TGI_ERROR_STATUS: Final = {"validation": 422, "overloaded": 429, "generation": 500}
+
+
 def stream_error(payload: Any) -> RequestError:
     """An `{"error": ...}` object met inside a 2xx stream."""
     error = payload.get("error")
     message = _json_message(payload) or "error event in stream"
-    status = None
+    status = _TGI_ERROR_STATUS.get(str(payload.get("error_type")))
+    # The status may sit in the error object or beside it (`{"detail": ..., "status": 400}`).
+    for source in (error, payload) if isinstance(error, dict) else (payload,):
+        status = _status_in(source) or status
+        if status is not None:
+            break
     if isinstance(error, dict):
-        for key in ("code", "status", "status_code"):
-            value = error.get(key)
-            if isinstance(value, int) and 400 <= value < 600:
-                status = value
-                break
         kind = str(error.get("type") or error.get("code") or "")
         if status is None and "rate" in kind.lower():
             status = 429
@@ -218,6 +331,14 @@ def stream_error(payload: Any) -> RequestError:
         f"error in stream (code {status}): {_shorten(message)}",
         retryable=is_retryable_status(status),
     )
+
+
+def _status_in(data: Mapping[str, Any]) -> int | None:
+    for key in ("code", "status", "status_code"):
+        value = data.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 400 <= value < 600:
+            return value
+    return None
 
 
 def decode_json(payload: bytes) -> Any:

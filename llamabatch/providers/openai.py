@@ -1,4 +1,11 @@
-"""OpenAI-compatible `/chat/completions` (Meta's compat endpoint, vLLM, llama.cpp, TGI, ...)."""
+"""OpenAI-compatible `/chat/completions` (Meta's compat endpoint, vLLM, llama.cpp, TGI, ...).
+
+Quirks of the servers that speak it, all handled here:
+reasoning in `reasoning_content` or `reasoning`; tool calls in pieces merged by
+index; Mistral's `content` as a list of chunks; TGI's plain-string errors;
+llama.cpp's `timings` on the last chunk; vLLM's usage on every chunk; Groq's
+usage under `x_groq`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,9 @@ from llamabatch.errors import RequestError
 from llamabatch.providers.base import (
     HttpRequest,
     Response,
+    content_parts,
     decode_json,
+    number_or_none,
     status_error,
     stream_error,
 )
@@ -64,25 +73,12 @@ class OpenAIProvider:
             raise stream_error(event)
         if choices:
             choice = choices[0]
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if content:
-                resp.text_parts.append(content)
-            if reasoning:
-                resp.reasoning_parts.append(reasoning)
-            if content or reasoning or delta.get("tool_calls"):
+            if _apply_message(choice.get("delta") or {}, resp):
                 resp.mark(t)
             finish = choice.get("finish_reason")
             if finish:
                 resp.finish_reason = finish
-        usage = event.get("usage")
-        if usage:
-            resp.set_usage(
-                usage.get("prompt_tokens"),
-                usage.get("completion_tokens"),
-                usage.get("total_tokens"),
-            )
+        _apply_usage(event, resp)
 
     def parse_body(self, body: bytes, resp: Response, t: float) -> None:
         data = decode_json(body)
@@ -93,19 +89,10 @@ class OpenAIProvider:
             if "error" in data:
                 raise stream_error(data)
             raise RequestError("protocol", "response has no choices", retryable=True)
-        message = choices[0].get("message") or {}
-        content = message.get("content")
-        reasoning = message.get("reasoning_content") or message.get("reasoning")
-        if content:
-            resp.text_parts.append(content)
-        if reasoning:
-            resp.reasoning_parts.append(reasoning)
+        _apply_message(choices[0].get("message") or {}, resp)
         resp.mark(t)
         resp.finish_reason = choices[0].get("finish_reason")
-        usage = data.get("usage") or {}
-        resp.set_usage(
-            usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
-        )
+        _apply_usage(data, resp)
         resp.done = True
 
     def is_complete(self, resp: Response) -> bool:
@@ -115,3 +102,47 @@ class OpenAIProvider:
         self, status: int, headers: Mapping[str, str], body: bytes
     ) -> RequestError:
         return status_error(status, headers, body)
+
+
+def _apply_message(message: Mapping[str, Any], resp: Response) -> bool:
+    """Add a delta's (or a whole message's) text, reasoning and tool calls; True if any."""
+    text, reasoning = content_parts(message.get("content"))
+    extra_reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(extra_reasoning, str):
+        reasoning += extra_reasoning
+    if text:
+        resp.text_parts.append(text)
+    if reasoning:
+        resp.reasoning_parts.append(reasoning)
+    calls = message.get("tool_calls")
+    if isinstance(calls, list):
+        for position, call in enumerate(calls):
+            if isinstance(call, dict):
+                _add_tool_call(call, position, resp)
+    return bool(text or reasoning or calls)
+
+
+def _add_tool_call(call: Mapping[str, Any], position: int, resp: Response) -> None:
+    function = call.get("function") or {}
+    index = call.get("index")
+    key: int | str = index if isinstance(index, int) else (call.get("id") or position)
+    resp.add_tool_call(key, call.get("id"), function.get("name"), function.get("arguments"))
+
+
+def _apply_usage(event: Mapping[str, Any], resp: Response) -> None:
+    """Usage (the last one seen wins: vLLM repeats it on every chunk), or llama.cpp timings."""
+    usage = event.get("usage") or (event.get("x_groq") or {}).get("usage")
+    if isinstance(usage, dict):
+        resp.set_usage(
+            usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
+        )
+    timings = event.get("timings")
+    if isinstance(timings, dict):
+        resp.server_prompt_s = number_or_none(timings.get("prompt_ms"), 1e-3)
+        resp.server_decode_s = number_or_none(timings.get("predicted_ms"), 1e-3)
+        if resp.completion_tokens is None and isinstance(timings.get("predicted_n"), int):
+            # llama.cpp counts prompt tokens served from its cache apart (`cache_n`).
+            prompt = timings.get("prompt_n")
+            if isinstance(prompt, int):
+                prompt += timings.get("cache_n") or 0
+            resp.set_usage(prompt, timings["predicted_n"], None)
