@@ -117,7 +117,8 @@ class ResultWriter:
         recover(self.output)
 
     def start(self, schema: pa.Schema) -> None:
-        """Begin journalling rows of `schema` (after `open`)."""
+        """Begin journalling rows of `schema`, widened to match the parts already here."""
+        schema = unify_parts(self.output, schema)
         self.schema = schema
         (self._journal / f"{self.run_id}.schema").write_bytes(schema.serialize().to_pybytes())
         self._open_segment()
@@ -232,6 +233,35 @@ def recover(output: Path) -> int:
     if recovered:
         dedupe(output)
     return recovered
+
+
+def unify_parts(output: Path, schema: pa.Schema) -> pa.Schema:
+    """One schema for every part: the union of `schema` and the existing parts' columns.
+
+    pyarrow reads a directory with the first part's schema, so a part written
+    before a column existed (a new scorer, a newer llamabatch) is rewritten with
+    that column as nulls; columns only old parts have stay, null in new rows.
+    """
+    files = part_files(output)
+    schemas = [pq.read_schema(f) for f in files]
+    try:
+        merged = pa.unify_schemas([schema, *schemas])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise UsageError(
+            f"{output}: existing results have a column of another type ({exc}); "
+            "use another --output or --no-resume --force"
+        ) from None
+    for path, old in zip(files, schemas, strict=True):
+        if not old.equals(merged):
+            table = pq.read_table(path)
+            columns = [
+                table[f.name].cast(f.type)
+                if f.name in table.column_names
+                else pa.nulls(table.num_rows, f.type)
+                for f in merged
+            ]
+            _atomic_write_table(pa.Table.from_arrays(columns, schema=merged), path)
+    return merged
 
 
 def _journal_rows(segment: Path) -> Iterator[dict[str, Any]]:

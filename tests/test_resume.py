@@ -158,3 +158,20 @@ def test_schema_extras_round_trip_through_the_journal(tmp_path: Path) -> None:
     recover(tmp_path)  # as if killed: journal -> part with the run's own schema
     df = pd.read_parquet(tmp_path)
     assert df[["topic", "level"]].values.tolist() == [["t", 3]]
+
+
+def test_new_columns_reach_old_parts_so_the_directory_reads_whole(tmp_path: Path) -> None:
+    old_schema = result_schema().remove(result_schema().get_field_index("prompt_hash"))
+    writer = ResultWriter(tmp_path, "a-old")
+    writer.open()
+    writer.start(old_schema)
+    writer.write({k: v for k, v in row("m", "p0").items() if k != "prompt_hash"})
+    writer.close()
+    writer = ResultWriter(tmp_path, "b-new")
+    writer.open()
+    writer.start(result_schema({"topic": pa.string()}))
+    writer.write({**row("m", "p1"), "prompt_hash": "abc", "topic": "t"})
+    writer.close()
+    df = pd.read_parquet(tmp_path).sort_values("prompt_id")
+    assert df["prompt_hash"].isna().tolist() == [True, False]
+    assert df["topic"].fillna("-").tolist() == ["-", "t"]
