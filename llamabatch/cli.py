@@ -83,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 503")
     sim.add_argument("--rate-limit-rate", type=float, default=0.0, help="fraction answered 429")
     sim.add_argument("--disconnect-rate", type=float, default=0.0, help="fraction cut mid-stream")
-    sim.add_argument("--rpm-limit", type=float, help="server-side requests-per-minute limit")
+    sim.add_argument("--rpm-limit", type=float, help="server-side request limit per window")
+    sim.add_argument(
+        "--rpm-window-s", type=float, default=60.0, help="the limit's sliding window (default 60)"
+    )
+    sim.add_argument("--jitter", type=float, default=0.15, help="relative spread of TTFT and speed")
     sim.add_argument("--api-key", help="require this bearer key")
     sim.add_argument("--seed", type=int, default=0, help="changes every generated text")
     sim.set_defaults(handler=_sim)
@@ -128,7 +132,6 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from llamabatch.progress import ProgressBar
     from llamabatch.runner import run
-    from llamabatch.summary import format_table, summarize
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     progress = ProgressBar(disable=args.quiet)
@@ -155,6 +158,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     if not args.quiet:
+        from llamabatch.summary import format_table, summarize
+
         print(format_table(summarize(result.dataframe(), result.models)))
         print(f"\nresults: {result.output}  (run {result.run_id})")
         if result.error_count:
@@ -213,6 +218,7 @@ def _sim(args: argparse.Namespace) -> int:
         error_rate=args.error_rate,
         rate_limit_rate=args.rate_limit_rate,
         disconnect_rate=args.disconnect_rate,
+        jitter=args.jitter,
     )
 
     async def serve() -> None:
@@ -220,6 +226,7 @@ def _sim(args: argparse.Namespace) -> int:
             default=default,
             seed=args.seed,
             rpm_limit=args.rpm_limit,
+            rpm_window_s=args.rpm_window_s,
             api_key=args.api_key,
             host=args.host,
             port=args.port,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
+import orjson
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from llamabatch.breaker import CircuitBreaker
@@ -61,15 +62,18 @@ class Lane:
     admission: Admission
     breaker: CircuitBreaker
     counter: TokenCounter | None = None
+    params_json: str = "{}"
 
     @classmethod
     def build(cls, model: ModelConfig, config: RunConfig, api_key: str | None) -> Lane:
         workers = min(model.concurrency or config.engine.concurrency, config.engine.concurrency)
+        params = {**config.defaults, **model.params}
         return cls(
             config=model,
             provider=provider_for(model.provider),
             api_key=api_key,
-            params={**config.defaults, **model.params},
+            params=params,
+            params_json=orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode(),
             workers=workers,
             admission=Admission(concurrency=workers, rpm=model.rpm, tpm=model.tpm),
             breaker=CircuitBreaker(
@@ -148,18 +152,24 @@ class Engine:
                 await self._process(lane, prompt, sample)
 
     async def _process(self, lane: Lane, prompt: Prompt, sample: int) -> None:
-        params = {**lane.params, **prompt.params} if prompt.params else lane.params
-        job = Job(lane.config, prompt, sample, params, _token_estimate(prompt, params))
+        if prompt.params:
+            params = {**lane.params, **prompt.params}
+            params_json = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+        else:
+            params, params_json = lane.params, lane.params_json
+        job = Job(lane.config, prompt, sample, params, params_json, _token_estimate(prompt, params))
         request = lane.provider.build_request(lane.config, prompt.messages, params, lane.api_key)
         waited_from = time.perf_counter()
         while True:
             try:
-                probe = await lane.breaker.wait()
+                probe = await lane.breaker.wait() if lane.breaker.is_open else False
             except RequestError as outage:
                 job.queue_s += time.perf_counter() - waited_from
                 self._finish(job, Response(), outage)
                 return
-            ticket = await lane.admission.wait(job.token_estimate)
+            ticket = lane.admission.take_now()
+            if ticket is None:
+                ticket = await lane.admission.wait(job.token_estimate)
             async with lane.admission.limiter, self.limiter:
                 job.queue_s += time.perf_counter() - waited_from
                 job.attempts += 1

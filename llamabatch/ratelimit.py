@@ -154,6 +154,20 @@ class Admission:
     def concurrency(self) -> int:
         return int(self.limiter.total_tokens)
 
+    def take_now(self) -> int | None:
+        """A ticket at once when nothing limits this model (the common case), else None."""
+        if (
+            self.rpm is None
+            and self.tpm is None
+            and self.learned is None
+            and self._requests.remaining is None
+            and self._tokens.remaining is None
+            and self.paused_until <= time.monotonic()
+        ):
+            self._sent += 1
+            return self._sent
+        return None
+
     async def wait(self, tokens: float) -> int:
         """Wait for every limit, charge one request and `tokens`; returns the request's ticket."""
         while True:

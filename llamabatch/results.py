@@ -127,7 +127,7 @@ class ResultWriter:
         """Make `row` durable against a process kill (one write to the journal)."""
         with self._fd_lock:
             assert self._fd is not None, "open() first"
-            os.write(self._fd, orjson.dumps(row) + b"\n")
+            os.write(self._fd, orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
         self._rows.append(row)
 
     def sync(self) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import pyarrow as pa
 
 from llamabatch.config import ModelConfig
@@ -26,6 +25,7 @@ class Job:
     prompt: Prompt
     sample: int
     params: Mapping[str, Any]
+    params_json: str
     token_estimate: int
     attempts: int = 0
     queue_s: float = 0.0
@@ -61,7 +61,7 @@ class RowBuilder:
             sample=job.sample,
             attempts=job.attempts,
             queue_s=job.queue_s,
-            request_params=orjson.dumps(job.params, option=orjson.OPT_SORT_KEYS).decode(),
+            request_params=job.params_json,
             http_status=resp.http_status,
             started_at=int((job.started_wall or time.time()) * 1e6),
             finished_at=int(time.time() * 1e6),

@@ -66,6 +66,14 @@ class Transport:
                 http_status=resp.http_status,
                 retryable=True,
             ) from None
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            # Valid JSON of an unexpected shape: the server broke its wire format.
+            raise RequestError(
+                "protocol",
+                f"unexpected response shape ({type(exc).__name__}: {_reason(exc)})",
+                http_status=resp.http_status,
+                retryable=True,
+            ) from None
         except aiohttp.ClientPayloadError as exc:
             raise RequestError(
                 "connection",
@@ -116,17 +124,7 @@ class Transport:
             if not request.stream:
                 provider.parse_body(await r.read(), resp, time.perf_counter())
                 return
-            decoder = provider.decoder()
-            handle = provider.handle_event
-            async for chunk in r.content.iter_any():
-                t = time.perf_counter()
-                for payload in decoder.feed(chunk):
-                    handle(payload, resp, t)
-                if resp.done:
-                    return
-            t = time.perf_counter()
-            for payload in decoder.close():
-                handle(payload, resp, t)
+            await _read_stream(r.content, provider, resp)
         if not provider.is_complete(resp):
             raise RequestError(
                 "protocol",
@@ -134,6 +132,31 @@ class Transport:
                 http_status=resp.http_status,
                 retryable=True,
             )
+
+
+async def _read_stream(stream: aiohttp.StreamReader, provider: Provider, resp: Response) -> None:
+    """Frame events as bytes arrive, stamping each with its arrival time; parse them in bulk.
+
+    Only framing happens per read, which keeps the event loop free (honest
+    TTFT under load); JSON is parsed once the stream ends, or at once when a
+    read carries an error object, so an error still ends the response.
+    """
+    decoder = provider.decoder()
+    payloads: list[bytes] = []
+    times: list[float] = []
+    async for chunk in stream.iter_any():
+        t = time.perf_counter()
+        events = decoder.feed(chunk)
+        if events:
+            payloads += events
+            times += [t] * len(events)
+            if b'"error"' in chunk:
+                provider.handle_batch(payloads, times, resp)
+                payloads, times = [], []
+    events = decoder.close()
+    payloads += events
+    times += [time.perf_counter()] * len(events)
+    provider.handle_batch(payloads, times, resp)
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:

@@ -80,3 +80,43 @@ def test_line_splitter_cr_only() -> None:
     assert splitter.feed(b"a\rb\r") == [b"a", b"b"]
     assert splitter.feed(b"\nc") == []
     assert splitter.close() == b"c"
+
+
+def reference_events(stream: bytes) -> list[bytes]:
+    """A direct reading of the SSE rules, line by line, for comparison."""
+    out, data = [], None
+    for line in stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
+        if not line:
+            if data:
+                out.append(data)
+            data = None
+        elif line.startswith(b"data:"):
+            value = line[6:] if line[5:6] == b" " else line[5:]
+            data = value if data is None else data + b"\n" + value
+        elif line[:1] == b"{":
+            out.append(line)
+    if data:
+        out.append(data)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_streams_and_splits_match_the_reference(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    pieces = [
+        b'data: {"a": 1}\n\n',
+        b"data:x\n\n",
+        b": ping\n\n",
+        b"data: one\ndata: two\n\n",
+        b"event: e\r\ndata: crlf\r\n\r\n",
+        b'{"error": "bare"}\n',
+        b"data: cr\r\r",
+        b"\n",
+        b"data: [DONE]\n\n",
+    ]
+    stream = b"".join(rng.choice(pieces) for _ in range(30))
+    cuts = sorted(rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randint(0, 12))))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    assert feed_all(SSEDecoder(), chunks) == reference_events(stream)

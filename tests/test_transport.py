@@ -126,3 +126,18 @@ async def test_missing_usage_is_estimated(tmp_path: Path) -> None:
     (row,) = result.dataframe().to_dict("records")
     assert row["status"] == "ok" and row["usage_source"] == "estimated"
     assert row["completion_tokens"] == 10 and row["prompt_tokens"] > 0
+
+
+async def test_valid_json_of_the_wrong_shape_is_a_protocol_error() -> None:
+    body = sse({"choices": ["not an object"]}, {"choices": [{"delta": 3}]}, "[DONE]")
+    async with canned([body]) as url:
+        with pytest.raises(RequestError) as info:
+            await send(url)
+    assert info.value.error_type == "protocol"
+
+
+async def test_done_in_the_middle_of_a_batch() -> None:
+    body = sse(sse_chunk("a"), sse_chunk(finish="stop"), "[DONE]") + b'data: {"error": "late"}\n\n'
+    async with canned([body]) as url:
+        with pytest.raises(RequestError, match="late"):
+            await send(url)

@@ -108,6 +108,14 @@ class Response:
         self.last_token_t = t
         self.token_chunks += 1
 
+    def mark_many(self, first: float, last: float, count: int) -> None:
+        """Record `count` output-carrying chunks that arrived from `first` to `last`."""
+        if self.first_token_t is None or first < self.first_token_t:
+            self.first_token_t = first
+        if self.last_token_t is None or last > self.last_token_t:
+            self.last_token_t = last
+        self.token_chunks += count
+
     @property
     def text(self) -> str:
         """The answer, without end-of-turn markers a server left at its end."""
@@ -226,6 +234,9 @@ class Provider(Protocol):
     def handle_event(self, payload: bytes, resp: Response, t: float) -> None:
         """Apply one streamed event to `resp`; raise RequestError for an error event."""
 
+    def handle_batch(self, payloads: list[bytes], times: list[float], resp: Response) -> None:
+        """Apply events in order, `times[i]` being when `payloads[i]` arrived."""
+
     def parse_body(self, body: bytes, resp: Response, t: float) -> None:
         """Apply a whole non-streamed response body to `resp`."""
 
@@ -235,6 +246,14 @@ class Provider(Protocol):
     def error_for_status(
         self, status: int, headers: Mapping[str, str], body: bytes
     ) -> RequestError: ...
+
+
+def handle_each(
+    provider: Provider, payloads: list[bytes], times: list[float], resp: Response
+) -> None:
+    """`handle_batch` for formats with nothing faster than one event at a time."""
+    for payload, t in zip(payloads, times, strict=True):
+        provider.handle_event(payload, resp, t)
 
 
 def error_type_for_status(status: int) -> str:

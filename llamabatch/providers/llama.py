@@ -20,6 +20,7 @@ from llamabatch.providers.base import (
     Response,
     content_parts,
     decode_json,
+    handle_each,
     status_error,
     stream_error,
 )
@@ -61,6 +62,9 @@ class LlamaProvider:
 
     def decoder(self) -> SSEDecoder:
         return SSEDecoder()
+
+    def handle_batch(self, payloads: list[bytes], times: list[float], resp: Response) -> None:
+        handle_each(self, payloads, times, resp)
 
     def handle_event(self, payload: bytes, resp: Response, t: float) -> None:
         data = decode_json(payload)

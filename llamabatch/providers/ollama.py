@@ -19,6 +19,7 @@ from llamabatch.providers.base import (
     HttpRequest,
     Response,
     decode_json,
+    handle_each,
     number_or_none,
     status_error,
     stream_error,
@@ -68,6 +69,9 @@ class OllamaProvider:
 
     def decoder(self) -> NDJSONDecoder:
         return NDJSONDecoder()
+
+    def handle_batch(self, payloads: list[bytes], times: list[float], resp: Response) -> None:
+        handle_each(self, payloads, times, resp)
 
     def handle_event(self, payload: bytes, resp: Response, t: float) -> None:
         line = decode_json(payload)

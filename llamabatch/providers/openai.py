@@ -28,6 +28,11 @@ from llamabatch.providers.base import (
 from llamabatch.sse import SSEDecoder
 
 _DONE = b"[DONE]"
+# Events with only these keys need no more than their delta's text and finish_reason.
+_PLAIN_EVENT = frozenset(
+    {"id", "object", "created", "model", "choices", "system_fingerprint", "service_tier"}
+)
+_PLAIN_DELTA = frozenset({"content", "role"})
 
 
 class OpenAIProvider:
@@ -61,11 +66,50 @@ class OpenAIProvider:
     def decoder(self) -> SSEDecoder:
         return SSEDecoder()
 
+    def handle_batch(self, payloads: list[bytes], times: list[float], resp: Response) -> None:
+        """Parse a whole stream's events with one JSON call; plain text deltas take a fast path."""
+        if _DONE in payloads:
+            resp.done = True
+            kept = [i for i, p in enumerate(payloads) if p != _DONE]
+            payloads, times = [payloads[i] for i in kept], [times[i] for i in kept]
+        try:
+            events = orjson.loads(b"[" + b",".join(payloads) + b"]")
+        except orjson.JSONDecodeError:
+            events = [decode_json(p) for p in payloads]  # raises for the bad one
+        text = resp.text_parts
+        first = last = None
+        count = 0
+        for event, t in zip(events, times, strict=True):
+            if event.__class__ is not dict or not event.keys() <= _PLAIN_EVENT:
+                self._handle_object(event, resp, t)
+                continue
+            choices = event.get("choices")
+            if not choices:
+                continue
+            choice = choices[0]
+            delta = choice.get("delta")
+            content = delta.get("content") if delta else None
+            if content.__class__ is str and delta.keys() <= _PLAIN_DELTA:
+                if content:
+                    text.append(content)
+                    count += 1
+                    last = t
+                    if first is None:
+                        first = t
+            elif delta and _apply_message(delta, resp):
+                resp.mark(t)
+            if choice.get("finish_reason"):
+                resp.finish_reason = choice["finish_reason"]
+        if count:
+            resp.mark_many(first, last, count)  # type: ignore[arg-type]
+
     def handle_event(self, payload: bytes, resp: Response, t: float) -> None:
         if payload == _DONE:
             resp.done = True
             return
-        event = decode_json(payload)
+        self._handle_object(decode_json(payload), resp, t)
+
+    def _handle_object(self, event: Any, resp: Response, t: float) -> None:
         if not isinstance(event, dict):
             raise RequestError("protocol", "stream event is not a JSON object", retryable=True)
         choices = event.get("choices")
