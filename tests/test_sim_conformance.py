@@ -17,8 +17,8 @@ def client(sim: SimServer, **kwargs: object) -> openai.AsyncOpenAI:
 
 
 async def test_streaming_with_usage_through_the_sdk() -> None:
-    async with SimServer(default=FAST) as sim:
-        stream = await client(sim).chat.completions.create(
+    async with SimServer(default=FAST) as sim, client(sim) as c:
+        stream = await c.chat.completions.create(
             model="any-model",
             messages=MESSAGES,  # type: ignore[arg-type]
             stream=True,
@@ -38,8 +38,9 @@ async def test_streaming_with_usage_through_the_sdk() -> None:
 
 
 async def test_non_streaming_and_length_limit_through_the_sdk() -> None:
-    async with SimServer(default=SimProfile(output_tokens=500, ttft_s=0, tokens_per_s=0)) as sim:
-        reply = await client(sim).chat.completions.create(
+    profile = SimProfile(output_tokens=500, ttft_s=0, tokens_per_s=0)
+    async with SimServer(default=profile) as sim, client(sim) as c:
+        reply = await c.chat.completions.create(
             model="m",
             messages=MESSAGES,
             max_tokens=7,  # type: ignore[arg-type]
@@ -50,8 +51,7 @@ async def test_non_streaming_and_length_limit_through_the_sdk() -> None:
 
 
 async def test_same_prompt_and_seed_give_the_same_text() -> None:
-    async with SimServer(default=FAST) as sim:
-        c = client(sim)
+    async with SimServer(default=FAST) as sim, client(sim) as c:
         texts = [
             (await c.chat.completions.create(model="m", messages=MESSAGES))
             .choices[0]
@@ -65,14 +65,18 @@ async def test_same_prompt_and_seed_give_the_same_text() -> None:
 
 
 async def test_models_list_and_errors_through_the_sdk() -> None:
+    # Clients are closed inside the loop: one left to the garbage collector may be
+    # finalised after the loop has closed, which fails the test at random.
     async with SimServer(default=FAST, api_key="sk-right") as sim:
-        good = openai.AsyncOpenAI(base_url=sim.base_url, api_key="sk-right")
-        ids = [m.id async for m in good.models.list()]
+        async with openai.AsyncOpenAI(base_url=sim.base_url, api_key="sk-right") as good:
+            ids = [m.id async for m in good.models.list()]
         assert "maverick" in ids
-        with pytest.raises(openai.AuthenticationError):
-            await client(sim).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        async with client(sim) as wrong_key:
+            with pytest.raises(openai.AuthenticationError):
+                await wrong_key.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
         sim.script.append("429")
-        with pytest.raises(openai.RateLimitError):
-            await openai.AsyncOpenAI(
-                base_url=sim.base_url, api_key="sk-right", max_retries=0
-            ).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        async with openai.AsyncOpenAI(
+            base_url=sim.base_url, api_key="sk-right", max_retries=0
+        ) as no_retry:
+            with pytest.raises(openai.RateLimitError):
+                await no_retry.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
