@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rpm-limit", type=float, help="server-side requests-per-minute limit")
     sim.add_argument("--api-key", help="require this bearer key")
     sim.add_argument("--seed", type=int, default=0, help="changes every generated text")
+    sim.add_argument(
+        "--answers", metavar="JSONL", help="answer the prompts of this set with their `expected`"
+    )
+    sim.add_argument(
+        "--accuracy", type=float, default=1.0, help="share of --answers prompts answered right"
+    )
     sim.set_defaults(handler=_sim)
     return parser
 
@@ -171,6 +177,8 @@ def _sim(args: argparse.Namespace) -> int:
         error_rate=args.error_rate,
         rate_limit_rate=args.rate_limit_rate,
         disconnect_rate=args.disconnect_rate,
+        answers=args.answers,
+        accuracy=args.accuracy,
     )
 
     async def serve() -> None:

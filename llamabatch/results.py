@@ -65,11 +65,38 @@ FIXED_FIELDS: Final = (
 )
 COLUMNS: Final = tuple(f.name for f in FIXED_FIELDS)
 
+# Columns that exist only when the config asks for them (scorers, prices).
+SCORE_PREFIX: Final = "score_"
+VERDICT_PREFIX: Final = "verdict_"  # a judge's raw verdict, as JSON text
+COST_COLUMN: Final = "cost_usd"
 
-def result_schema(extra_types: Mapping[str, pa.DataType] | None = None) -> pa.Schema:
-    """The fixed columns followed by the prompt set's carried-through columns."""
-    extras = [pa.field(name, t) for name, t in (extra_types or {}).items() if name not in COLUMNS]
-    return pa.schema([*FIXED_FIELDS, *extras])
+
+def score_column(scorer: str) -> str:
+    return SCORE_PREFIX + scorer
+
+
+def verdict_column(scorer: str) -> str:
+    return VERDICT_PREFIX + scorer
+
+
+def scoring_fields(
+    scorers: Iterable[str], judges: Iterable[str] = (), *, cost: bool = False
+) -> list[pa.Field]:
+    """The derived columns: cost_usd, then score_<name> per scorer and verdict_<name> per judge."""
+    fields = [pa.field(COST_COLUMN, pa.float64())] if cost else []
+    fields += [pa.field(score_column(name), pa.float64()) for name in scorers]
+    fields += [pa.field(verdict_column(name), pa.string()) for name in judges]
+    return fields
+
+
+def result_schema(
+    extra_types: Mapping[str, pa.DataType] | None = None, derived: Iterable[pa.Field] = ()
+) -> pa.Schema:
+    """The fixed columns, the derived (score/cost) columns, then the carried-through columns."""
+    derived = list(derived)
+    taken = {*COLUMNS, *(f.name for f in derived)}
+    extras = [pa.field(name, t) for name, t in (extra_types or {}).items() if name not in taken]
+    return pa.schema([*FIXED_FIELDS, *derived, *extras])
 
 
 def part_files(output: Path) -> list[Path]:
@@ -187,6 +214,11 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def rewrite_part(path: Path, table: pa.Table) -> None:
+    """Replace one part file atomically (used when scores are recomputed)."""
+    _atomic_write_table(table, path)
 
 
 def recover(output: Path) -> int:

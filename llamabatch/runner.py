@@ -32,6 +32,7 @@ from llamabatch.results import (
     versions,
     write_manifest,
 )
+from llamabatch.scoring import Scoring, is_derived, rescore
 from llamabatch.sim import SimProfile, SimServer, builtin_profile
 from llamabatch.transport import Transport
 
@@ -126,7 +127,8 @@ async def arun(
     report = await anyio.to_thread.run_sync(prompts.scan)
     if not config.skip_invalid:
         report.raise_if_invalid()
-    clashes = sorted(set(report.extra_types) & set(COLUMNS))
+    scoring = Scoring.from_config(config)
+    clashes = sorted(c for c in report.extra_types if c in COLUMNS or is_derived(c))
     if clashes:
         raise UsageError(
             f"{config.input}: column(s) {', '.join(clashes)} clash with result columns; rename them"
@@ -135,7 +137,7 @@ async def arun(
     _prepare_output(config.output, resume=resume, force=force)
 
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-    schema = result_schema(report.extra_types)
+    schema = result_schema(report.extra_types, scoring.fields())
     writer = ResultWriter(config.output, schema, run_id)
     done = await anyio.to_thread.run_sync(writer.open)
     manifest = _manifest(config, run_id, report.valid, report.error_count)
@@ -152,7 +154,7 @@ async def arun(
                 config=config,
                 lanes=lanes,
                 transport=transport,
-                sink=writer,
+                sink=scoring.sink(writer),
                 make_row=_row_factory(report.extra_types),
                 redact=Redactor(config.secrets()),
                 observer=tally,
@@ -173,6 +175,8 @@ async def arun(
                 counts={"ok": tally.ok, "error": dict(tally.errors), "already_done": done.count()},
             )
             write_manifest(config.output, manifest)
+    if scoring.active:  # parts from earlier runs may predate the current scorers
+        await rescore(config.output, scoring, only_stale=True)
     return RunResult(
         run_id=run_id,
         output=config.output,

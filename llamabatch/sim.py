@@ -4,6 +4,14 @@ It is a real aiohttp server on a loopback port: deterministic text derived
 from the prompt and a seed, per-model TTFT / tokens-per-second / length
 profiles, and fault knobs (429 with Retry-After, 5xx, mid-stream disconnects,
 a server-side RPM limit, scripted faults for tests).
+
+Eval answers: a profile with `answers` (a JSONL prompt set with `expected`)
+answers the prompts it finds there — matched on the last user message —
+with the expected text, verbatim, for a deterministic `accuracy` share of
+them (the draw depends on model, prompt and seed, like the filler text), and
+with another prompt's expected answer otherwise (the nearest one after it in
+the file that differs, so a wrong answer has the same shape as a right one).
+Prompts not in the file get filler text as usual.
 """
 
 from __future__ import annotations
@@ -12,14 +20,19 @@ import asyncio
 import hashlib
 import math
 import random
+import re
 import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from llamabatch.errors import UsageError
 
 DEFAULT_HOST = "127.0.0.1"
 SHUTDOWN_TIMEOUT_S = 2.0
@@ -43,6 +56,8 @@ class SimProfile:
     rate_limit_rate: float = 0.0
     disconnect_rate: float = 0.0
     retry_after_s: float | None = 1.0
+    answers: str | None = None  # JSONL with `expected`: answer those prompts (see module doc)
+    accuracy: float = 1.0  # share of `answers` prompts answered correctly
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: SimProfile | None = None) -> SimProfile:
@@ -129,6 +144,9 @@ class SimServer:
         return app
 
     async def start(self) -> None:
+        for profile in (*self.profiles.values(), self.default):
+            if profile is not None and profile.answers:
+                _answer_table(profile.answers)  # a missing or bad file fails here, not per request
         self._closing = asyncio.Event()
         self._runner = web.AppRunner(
             self.app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S
@@ -381,6 +399,11 @@ def _plan(body: dict[str, Any], profile: SimProfile, seed: int) -> _Plan:
     prompt_tokens = sum(
         len(str(m.get("content", "")).split()) + 4 for m in messages if isinstance(m, dict)
     )
+    if profile.answers:
+        answer = _table_reply(_answer_table(profile.answers), messages, rng, profile.accuracy)
+        if answer is not None:
+            tokens, finish = _answer_tokens(answer, max_tokens)
+            length = len(tokens)
     jitter = 1.0 + rng.uniform(-profile.jitter, profile.jitter)
     return _Plan(
         tokens=tokens,
@@ -417,3 +440,70 @@ def _error(
     return web.json_response(
         body, status=status, headers=headers, dumps=lambda o: orjson.dumps(o).decode()
     )
+
+
+@dataclass(frozen=True)
+class _AnswerTable:
+    """Expected answers keyed by prompt text, plus file order for wrong answers."""
+
+    index: Mapping[str, int]
+    expected: list[str]
+
+
+@lru_cache(maxsize=16)
+def _answer_table(path: str) -> _AnswerTable:
+    index: dict[str, int] = {}
+    expected: list[str] = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UsageError(f"simulator answers file {path}: {exc.strerror}") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise UsageError(f"simulator answers file {path}:{number}: invalid JSON") from None
+        key = _prompt_key(row.get("messages") or [{"role": "user", "content": row.get("prompt")}])
+        if key is not None and row.get("expected") is not None:
+            index[key] = len(expected)
+            expected.append(str(row["expected"]))
+    return _AnswerTable(index=index, expected=expected)
+
+
+def _prompt_key(messages: Any) -> str | None:
+    """The last user message's text, which is how a request is matched to the answers."""
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else None
+    return None
+
+
+def _table_reply(
+    table: _AnswerTable, messages: Any, rng: random.Random, accuracy: float
+) -> str | None:
+    key = _prompt_key(messages)
+    position = table.index.get(key) if key is not None else None
+    if position is None:
+        return None
+    right = table.expected[position]
+    if rng.random() < accuracy:
+        return right
+    n = len(table.expected)
+    for step in range(1, n):
+        other = table.expected[(position + step) % n]
+        if other != right:
+            return other
+    return "I do not know."
+
+
+def _answer_tokens(text: str, max_tokens: Any) -> tuple[list[str], str]:
+    """A reply split into word-sized stream pieces that join back exactly, and its finish."""
+    pieces = [p for p in re.split(r"(?<=\S)(?=\s)", text) if p] or [text]
+    if isinstance(max_tokens, int) and len(pieces) > max_tokens:
+        return pieces[: max(1, max_tokens)], "length"
+    return pieces, "stop"

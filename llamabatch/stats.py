@@ -194,8 +194,6 @@ def quantile_ratio(
 
 # Per-prompt reducers over the samples of one (model, prompt) when repeats > 1.
 
-REDUCERS: Final = ("mean", "majority", "pass@k")
-
 
 def reduce_samples(scores: Sequence[float] | Array, how: str, pass_threshold: float) -> float:
     """One score for a prompt from its samples: their mean, a majority vote, or pass@k."""
@@ -209,7 +207,7 @@ def reduce_samples(scores: Sequence[float] | Array, how: str, pass_threshold: fl
         return 1.0 if passed * 2 > len(x) else 0.0
     if how == "pass@k":
         return 1.0 if passed else 0.0
-    raise ValueError(f"unknown reducer {how!r}; use one of {', '.join(REDUCERS)}")
+    raise ValueError(f"unknown reducer {how!r}; use one of mean, majority, pass@k")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
