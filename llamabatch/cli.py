@@ -81,7 +81,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--accuracy", type=float, default=1.0, help="share of --answers prompts answered right"
     )
     sim.set_defaults(handler=_sim)
+    _add_report(commands)
     return parser
+
+
+def _add_report(commands: Any) -> None:
+    report = commands.add_parser(
+        "report",
+        help="compare models from results directories: tables, and charts with -o",
+        description="Per-model tables (errors, TTFT, latency, throughput, tokens, cost, scores "
+        "with 95%% confidence intervals) and pairwise comparisons on shared prompts, as "
+        "Markdown on stdout. With -o FILE.html, also one self-contained HTML page with charts "
+        "and the outputs of each prompt side by side; with -o FILE.md, the Markdown.",
+    )
+    report.add_argument("results", type=Path, nargs="+", help="results directories")
+    report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write .html or .md")
+    report.add_argument(
+        "--max-prompts",
+        type=int,
+        default=200,
+        metavar="N",
+        help="prompts shown side by side in the HTML (default 200)",
+    )
+    report.set_defaults(handler=_report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,6 +185,22 @@ def _validate(args: argparse.Namespace) -> int:
     status = "valid" if not report.error_count else f"{report.error_count} invalid"
     print(f"{args.prompts}: {report.rows} rows, {report.valid} valid, {status}")
     return 0 if not report.error_count else EXIT_USAGE
+
+
+def _report(args: argparse.Namespace) -> int:
+    from llamabatch.report import build_report, render_markdown
+    from llamabatch.resultsets import load_results
+
+    report = build_report(load_results(args.results))
+    markdown = render_markdown(report)
+    print(markdown, end="")
+    if args.output is not None:
+        if args.output.suffix.lower() in (".md", ".markdown"):
+            args.output.write_text(markdown, encoding="utf-8")
+        else:
+            raise UsageError(f"-o {args.output}: only .md is written so far")
+        print(f"\nwrote {args.output}", file=sys.stderr)
+    return 0
 
 
 def _sim(args: argparse.Namespace) -> int:
