@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.set_defaults(handler=_sim)
     _add_report(commands)
+    _add_compare(commands)
     return parser
 
 
@@ -185,6 +186,88 @@ def _validate(args: argparse.Namespace) -> int:
     status = "valid" if not report.error_count else f"{report.error_count} invalid"
     print(f"{args.prompts}: {report.rows} rows, {report.valid} valid, {status}")
     return 0 if not report.error_count else EXIT_USAGE
+
+
+def _add_compare(commands: Any) -> None:
+    from llamabatch.compare import Thresholds
+
+    t = Thresholds()
+    compare = commands.add_parser(
+        "compare",
+        help="check a candidate run against a baseline: exit 1 on regression",
+        description="Match rows by (model, prompt_id, sample) and apply regression rules per "
+        "model: a score drop beyond --max-score-drop that a paired test on the shared prompts "
+        "finds significant; p50/p90 latency or TTFT above a ratio of the baseline's; an error "
+        "rate rise. Prompts that flipped from pass to fail are listed. Prints Markdown. "
+        "Exit codes: 0 no regression, 1 regression, 2 usage or input error.",
+    )
+    compare.add_argument("baseline", type=Path, help="baseline results directory")
+    compare.add_argument("candidate", type=Path, help="candidate results directory")
+    compare.add_argument(
+        "--map",
+        action="append",
+        metavar="OLD=NEW",
+        help="compare baseline model OLD with candidate model NEW (repeatable)",
+    )
+    add = compare.add_argument
+    add("--max-score-drop", type=float, default=t.max_score_drop, metavar="D", help="%(default)s")
+    add("--alpha", type=float, default=t.alpha, help="significance level (%(default)s)")
+    add("--max-p50-ratio", type=float, default=t.max_p50_ratio, metavar="R", help="%(default)s")
+    add("--max-p90-ratio", type=float, default=t.max_p90_ratio, metavar="R", help="%(default)s")
+    add(
+        "--min-latency-increase-s",
+        type=float,
+        default=t.min_latency_increase_s,
+        metavar="S",
+        help="smaller increases never regress (%(default)s)",
+    )
+    add(
+        "--max-error-increase",
+        type=float,
+        default=t.max_error_increase,
+        metavar="E",
+        help="in error rate, 0..1 (%(default)s)",
+    )
+    add("--max-flips", type=int, metavar="N", help="fail when more prompts flip pass -> fail")
+    add("--no-latency", action="store_true", help="skip latency and TTFT rules")
+    add("--junit", type=Path, metavar="FILE", help="write JUnit XML")
+    add("--json", type=Path, metavar="FILE", help="write the findings as JSON")
+    add(
+        "--markdown",
+        type=Path,
+        metavar="FILE",
+        help="append the Markdown (e.g. $GITHUB_STEP_SUMMARY)",
+    )
+    compare.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from llamabatch.compare import Thresholds, compare, parse_mapping
+    from llamabatch.compare_output import render_markdown, write_json, write_junit
+
+    thresholds = Thresholds(
+        max_score_drop=args.max_score_drop,
+        alpha=args.alpha,
+        max_p50_ratio=args.max_p50_ratio,
+        max_p90_ratio=args.max_p90_ratio,
+        min_latency_increase_s=args.min_latency_increase_s,
+        max_error_increase=args.max_error_increase,
+        max_flips=args.max_flips,
+        latency=not args.no_latency,
+    )
+    result = compare(
+        args.baseline, args.candidate, mapping=parse_mapping(args.map), thresholds=thresholds
+    )
+    markdown = render_markdown(result)
+    print(markdown, end="")
+    if args.markdown is not None:
+        with args.markdown.open("a", encoding="utf-8") as fh:
+            fh.write(markdown)
+    if args.junit is not None:
+        write_junit(result, args.junit)
+    if args.json is not None:
+        write_json(result, args.json)
+    return 1 if result.regressed else 0
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -80,7 +80,7 @@ def mean_ci(values: Sequence[float] | Array, *, seed: int | None = None) -> Esti
     n = len(x)
     if n == 0:
         return NO_ESTIMATE
-    mean = float(x.mean())
+    mean = float(x.mean()) + 0.0  # no negative zero in reports
     if n == 1 or np.all(x == x[0]):
         return Estimate(mean, mean, mean, n)
     if n > NORMAL_APPROX_N:
