@@ -89,21 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_report(commands: Any) -> None:
     report = commands.add_parser(
         "report",
-        help="compare models from results directories: tables, and charts with -o",
+        help="compare models from results directories: tables and pairwise tests",
         description="Per-model tables (errors, TTFT, latency, throughput, tokens, cost, scores "
         "with 95%% confidence intervals) and pairwise comparisons on shared prompts, as "
-        "Markdown on stdout. With -o FILE.html, also one self-contained HTML page with charts "
-        "and the outputs of each prompt side by side; with -o FILE.md, the Markdown.",
+        "Markdown on stdout. With -o FILE.md, also written to FILE.",
     )
     report.add_argument("results", type=Path, nargs="+", help="results directories")
-    report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write .html or .md")
-    report.add_argument(
-        "--max-prompts",
-        type=int,
-        default=200,
-        metavar="N",
-        help="prompts shown side by side in the HTML (default 200)",
-    )
+    report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write .md")
     report.set_defaults(handler=_report)
 
 
@@ -210,10 +202,28 @@ def _add_compare(commands: Any) -> None:
         help="compare baseline model OLD with candidate model NEW (repeatable)",
     )
     add = compare.add_argument
-    add("--max-score-drop", type=float, default=t.max_score_drop, metavar="D", help="%(default)s")
+    add(
+        "--max-score-drop",
+        type=float,
+        default=t.max_score_drop,
+        metavar="D",
+        help="largest tolerated drop of a mean score (%(default)s)",
+    )
     add("--alpha", type=float, default=t.alpha, help="significance level (%(default)s)")
-    add("--max-p50-ratio", type=float, default=t.max_p50_ratio, metavar="R", help="%(default)s")
-    add("--max-p90-ratio", type=float, default=t.max_p90_ratio, metavar="R", help="%(default)s")
+    add(
+        "--max-p50-ratio",
+        type=float,
+        default=t.max_p50_ratio,
+        metavar="R",
+        help="largest tolerated candidate/baseline p50 latency and TTFT (%(default)s)",
+    )
+    add(
+        "--max-p90-ratio",
+        type=float,
+        default=t.max_p90_ratio,
+        metavar="R",
+        help="the same for p90 (%(default)s)",
+    )
     add(
         "--min-latency-increase-s",
         type=float,
@@ -226,7 +236,7 @@ def _add_compare(commands: Any) -> None:
         type=float,
         default=t.max_error_increase,
         metavar="E",
-        help="in error rate, 0..1 (%(default)s)",
+        help="largest tolerated error-rate rise, 0..1 (%(default)s)",
     )
     add("--max-flips", type=int, metavar="N", help="fail when more prompts flip pass -> fail")
     add("--no-latency", action="store_true", help="skip latency and TTFT rules")
