@@ -89,13 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_report(commands: Any) -> None:
     report = commands.add_parser(
         "report",
-        help="compare models from results directories: tables and pairwise tests",
+        help="compare models from results directories: tables, and charts with -o",
         description="Per-model tables (errors, TTFT, latency, throughput, tokens, cost, scores "
         "with 95%% confidence intervals) and pairwise comparisons on shared prompts, as "
-        "Markdown on stdout. With -o FILE.md, also written to FILE.",
+        "Markdown on stdout. With -o FILE.html, also one self-contained HTML page with charts "
+        "and the outputs of each prompt side by side; with -o FILE.md, the Markdown.",
     )
     report.add_argument("results", type=Path, nargs="+", help="results directories")
-    report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write .md")
+    report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write .html or .md")
+    report.add_argument(
+        "--max-prompts",
+        type=int,
+        default=200,
+        metavar="N",
+        help="prompts shown side by side in the HTML (default 200)",
+    )
     report.set_defaults(handler=_report)
 
 
@@ -291,7 +299,10 @@ def _report(args: argparse.Namespace) -> int:
         if args.output.suffix.lower() in (".md", ".markdown"):
             args.output.write_text(markdown, encoding="utf-8")
         else:
-            raise UsageError(f"-o {args.output}: only .md is written so far")
+            from llamabatch.report_html import render_html
+
+            html = render_html(report, max_prompts=args.max_prompts)
+            args.output.write_text(html, encoding="utf-8")
         print(f"\nwrote {args.output}", file=sys.stderr)
     return 0
 

@@ -194,24 +194,44 @@ def ratio(est: Estimate) -> str:
     return f"×{est.value:.2f} [{est.low:.2f}, {est.high:.2f}]"
 
 
+@dataclass(frozen=True)
+class Table:
+    """One titled table of the report, cells already formatted (Markdown and HTML share it)."""
+
+    key: str
+    title: str
+    headers: list[str]
+    rows: list[list[Any]]
+    note: str = ""
+
+
+def tables(report: Report) -> list[Table]:
+    """The report's tables, in reading order."""
+    out = [_models_table(report)]
+    if report.scores:
+        out.append(_scores_table(report))
+    if report.reducers is not None and not report.reducers.empty:
+        t = report.reducers
+        out.append(
+            Table("reducers", "Repeats: per-prompt reducers", list(t.columns), t.values.tolist())
+        )
+    if report.score_pairs:
+        out.append(_score_pairs_table(report))
+    if report.latency_pairs:
+        out.append(_latency_pairs_table(report))
+    return out
+
+
 def render_markdown(report: Report) -> str:
     sources = ", ".join(f"`{p}`" for p in report.results.sources)
     parts = [f"# llamabatch report\n\nResults: {sources} — {len(report.results.frame):,} rows"]
-    parts.append("## Models\n\n" + _models_markdown(report))
-    if report.scores:
-        parts.append("## Scores (mean per prompt, 95% CI)\n\n" + _scores_markdown(report))
-    if report.reducers is not None and not report.reducers.empty:
-        table = report.reducers
-        parts.append(
-            "## Repeats: per-prompt reducers\n\n"
-            + markdown_table(list(table.columns), table.values.tolist())
-        )
-    if report.latency_pairs:
-        parts.append("## Pairwise comparisons (same prompts)\n\n" + _pairs_markdown(report))
+    for table in tables(report):
+        text = f"## {table.title}\n\n" + markdown_table(table.headers, table.rows)
+        parts.append(text + (f"\n\n{table.note}" if table.note else ""))
     return "\n\n".join(parts) + "\n"
 
 
-def _models_markdown(report: Report) -> str:
+def _models_table(report: Report) -> Table:
     t = report.models
     has_cost = "cost_usd" in t
     headers = ["model", "rows", "ok %", "errors", "TTFT p50", "TTFT p90", "TTFT p99"]
@@ -227,55 +247,55 @@ def _models_markdown(report: Report) -> str:
         if has_cost:
             row.append("-" if math.isnan(r["cost_usd"]) else f"{r['cost_usd']:.4f}")
         rows.append(row)
-    return markdown_table(headers, rows)
+    return Table("models", "Models", headers, rows)
 
 
 def _one(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.1f}"
 
 
-def _scores_markdown(report: Report) -> str:
+def _scores_table(report: Report) -> Table:
     names = list(report.scores)
     rows = []
     for model in report.results.models:
         rows.append([model] + [estimate(report.scores[s][model]) for s in names])
-    n_note = {s: report.results.spec(s).reduce for s in names}
-    headers = ["model"] + [f"{s} ({n_note[s]})" for s in names]
-    return markdown_table(headers, rows)
+    headers = ["model"] + [f"{s} ({report.results.spec(s).reduce})" for s in names]
+    return Table("scores", "Scores (mean per prompt, 95% CI)", headers, rows)
 
 
-def _pairs_markdown(report: Report) -> str:
-    out = []
-    if report.score_pairs:
-        rows = [
-            [
-                p.score,
-                f"{p.b} vs {p.a}",
-                p.result.diff.n,
-                _two(p.mean_a, p.mean_b),
-                estimate(p.result.diff, signed=True),
-                _wtl(p.result),
-                _p(p.result.p_value),
-                p.verdict,
-            ]
-            for p in report.score_pairs
+def _score_pairs_table(report: Report) -> Table:
+    rows = [
+        [
+            p.score,
+            f"{p.b} vs {p.a}",
+            p.result.diff.n,
+            _two(p.mean_a, p.mean_b),
+            estimate(p.result.diff, signed=True),
+            _wtl(p.result),
+            _p(p.result.p_value),
+            p.verdict,
         ]
-        headers = ["score", "B vs A", "prompts", "mean A → B", "B − A (95% CI)", "W/T/L", "p"]
-        out.append(markdown_table([*headers, "verdict"], rows))
+        for p in report.score_pairs
+    ]
+    headers = ["score", "B vs A", "prompts", "mean A → B", "B − A (95% CI)", "W/T/L", "p"]
+    note = (
+        "W/T/L: prompts where B scored higher / the same / lower than A. "
+        f"p: paired sign-flip test; differences with p ≥ {ALPHA} are not significant."
+    )
+    return Table("score_pairs", "Pairwise scores (same prompts)", [*headers, "verdict"], rows, note)
+
+
+def _latency_pairs_table(report: Report) -> Table:
     rows = [
         [f"{p.b} vs {p.a}", p.latency.n, ratio(p.latency), ratio(p.ttft), p.verdict]
         for p in report.latency_pairs
     ]
     headers = ["B vs A", "prompts", "latency p50 B/A (95% CI)", "TTFT p50 B/A (95% CI)", "verdict"]
-    out.append(markdown_table(headers, rows))
-    notes = "Latency and TTFT: ratio of medians over per-prompt medians, paired bootstrap CI."
-    if report.score_pairs:
-        notes = (
-            "W/T/L: prompts where B scored higher / the same / lower than A. "
-            f"p: paired sign-flip test; differences with p ≥ {ALPHA} are not significant. "
-        ) + notes
-    out.append(notes)
-    return "\n\n".join(out)
+    note = (
+        "Ratio of the medians of per-prompt median latency (TTFT), with a paired bootstrap CI; "
+        "a ratio whose interval includes 1 is not significant."
+    )
+    return Table("latency_pairs", "Pairwise latency (same prompts)", headers, rows, note)
 
 
 def _two(a: float, b: float) -> str:
