@@ -14,6 +14,7 @@ from llamabatch import __version__
 from llamabatch.errors import UsageError
 
 EXIT_USAGE = 2
+EXIT_ROW_ERRORS = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -83,7 +84,36 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(handler=_sim)
     _add_report(commands)
     _add_compare(commands)
+    _add_score(commands)
     return parser
+
+
+def _add_score(commands: Any) -> None:
+    score = commands.add_parser(
+        "score",
+        help="recompute scores from stored outputs (no model calls, judges excepted)",
+        description="Recompute cost_usd and every score_<name> column of RESULTS from the "
+        "stored outputs, with the scorers of --config or else of the run's manifest. Models "
+        "are not called; judge scorers call their model only for rows without a stored "
+        "verdict for the same request. Exit codes: 0 done, 3 some judge verdicts failed "
+        "(recorded in verdict_<name>), 2 usage or config error.",
+    )
+    score.add_argument("results", type=Path, help="results directory")
+    score.add_argument("--config", type=Path, help="take scorers and prices from this config")
+    score.set_defaults(handler=_score)
+
+
+def _score(args: argparse.Namespace) -> int:
+    import anyio
+
+    from llamabatch.rescoring import score_results
+
+    report = anyio.run(score_results, args.results, args.config)
+    print(f"{args.results}: rescored {report.rows} rows in {report.parts} part(s)", end="")
+    if report.judged:
+        print(f"; {report.judged} judge call(s), {report.judge_errors} failed", end="")
+    print()
+    return EXIT_ROW_ERRORS if report.judge_errors else 0
 
 
 def _add_report(commands: Any) -> None:

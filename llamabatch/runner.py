@@ -19,6 +19,7 @@ import anyio
 from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.engine import Engine, Lane, Observer
 from llamabatch.errors import RequestError, UsageError
+from llamabatch.judge import Judge
 from llamabatch.prompts import Prompt, PromptSet, carried_value
 from llamabatch.redact import Redactor
 from llamabatch.results import (
@@ -128,6 +129,7 @@ async def arun(
     if not config.skip_invalid:
         report.raise_if_invalid()
     scoring = Scoring.from_config(config)
+    judge = Judge(scoring.judges, config) if scoring.judges else None  # checks keys up front
     clashes = sorted(c for c in report.extra_types if c in COLUMNS or is_derived(c))
     if clashes:
         raise UsageError(
@@ -175,8 +177,8 @@ async def arun(
                 counts={"ok": tally.ok, "error": dict(tally.errors), "already_done": done.count()},
             )
             write_manifest(config.output, manifest)
-    if scoring.active:  # parts from earlier runs may predate the current scorers
-        await rescore(config.output, scoring, only_stale=True)
+    if scoring.active:  # judges run now; parts from earlier runs may predate the scorers
+        await rescore(config.output, scoring, only_stale=True, judge=judge)
     return RunResult(
         run_id=run_id,
         output=config.output,

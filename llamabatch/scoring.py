@@ -170,14 +170,18 @@ async def rescore(
     report = RescoreReport()
     for path in part_files(output):
         schema = await anyio.to_thread.run_sync(pq.read_schema, path)
-        if only_stale and not needs_rescore(schema, scoring) and judge is None:
+        stale = needs_rescore(schema, scoring)
+        if only_stale and not stale and judge is None:
             continue
         schema, rows = await anyio.to_thread.run_sync(read_part, path)
         rescore_rows(rows, scoring)
+        judged = 0
         if judge is not None:
             judged, errors = await judge(rows)
             report.judged += judged
             report.judge_errors += errors
+        if only_stale and not stale and not judged:
+            continue  # nothing changed: leave the part as it is
         await anyio.to_thread.run_sync(write_part, path, rows, part_schema(schema, scoring))
         report.parts += 1
         report.rows += len(rows)
