@@ -239,43 +239,23 @@ def _add_compare(commands: Any) -> None:
         metavar="OLD=NEW",
         help="compare baseline model OLD with candidate model NEW (repeatable)",
     )
+    thresholds = (
+        ("max_score_drop", "D", "largest tolerated drop of a mean score"),
+        ("alpha", "A", "significance level of the paired test"),
+        ("max_p50_ratio", "R", "largest tolerated candidate/baseline p50 latency and TTFT"),
+        ("max_p90_ratio", "R", "the same for p90"),
+        ("min_latency_increase_s", "S", "smaller latency increases never regress"),
+        ("max_error_increase", "E", "largest tolerated error-rate rise, 0..1"),
+    )
+    for name, metavar, text in thresholds:
+        compare.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float,
+            default=getattr(t, name),
+            metavar=metavar,
+            help=f"{text} (%(default)s)",
+        )
     add = compare.add_argument
-    add(
-        "--max-score-drop",
-        type=float,
-        default=t.max_score_drop,
-        metavar="D",
-        help="largest tolerated drop of a mean score (%(default)s)",
-    )
-    add("--alpha", type=float, default=t.alpha, help="significance level (%(default)s)")
-    add(
-        "--max-p50-ratio",
-        type=float,
-        default=t.max_p50_ratio,
-        metavar="R",
-        help="largest tolerated candidate/baseline p50 latency and TTFT (%(default)s)",
-    )
-    add(
-        "--max-p90-ratio",
-        type=float,
-        default=t.max_p90_ratio,
-        metavar="R",
-        help="the same for p90 (%(default)s)",
-    )
-    add(
-        "--min-latency-increase-s",
-        type=float,
-        default=t.min_latency_increase_s,
-        metavar="S",
-        help="smaller increases never regress (%(default)s)",
-    )
-    add(
-        "--max-error-increase",
-        type=float,
-        default=t.max_error_increase,
-        metavar="E",
-        help="largest tolerated error-rate rise, 0..1 (%(default)s)",
-    )
     add("--max-flips", type=int, metavar="N", help="fail when more prompts flip pass -> fail")
     add("--no-latency", action="store_true", help="skip latency and TTFT rules")
     add("--junit", type=Path, metavar="FILE", help="write JUnit XML")

@@ -140,49 +140,54 @@ def junit_tree(result: Comparison) -> ET.ElementTree[ET.Element]:
     dashboards without failing them.
     """
     root = ET.Element("testsuites", name="llamabatch compare")
-    totals = {"tests": 0, "failures": 0, "skipped": 0}
+    totals = dict.fromkeys(("tests", "failures", "errors", "skipped"), 0)
     for model in result.matched:
         suite = ET.SubElement(root, "testsuite", name=f"llamabatch compare {model}")
-        counts = {"tests": 0, "failures": 0, "skipped": 0}
-        for rule in (r for r in result.rules if r.model == model):
-            case = _case(suite, model, rule.rule)
-            counts["tests"] += 1
-            message = f"{rule.rule}: {rule.change} (limit: {rule.limit})"
-            if rule.regressed:
-                counts["failures"] += 1
-                failure = ET.SubElement(case, "failure", message=message, type="regression")
-                failure.text = message
-            ET.SubElement(case, "system-out").text = (
-                f"baseline {_value(rule, rule.baseline)}, candidate "
-                f"{_value(rule, rule.candidate)}; {message}"
-            )
-        flips_fail = any(
-            r.regressed for r in result.rules if r.model == model and r.rule == "flips"
-        )
+        rules = [r for r in result.rules if r.model == model]
+        for rule in rules:
+            _rule_case(suite, model, rule)
+        flips_fail = any(r.regressed for r in rules if r.rule == "flips")
         for flip in (f for f in result.flips if f.model == model):
-            case = _case(suite, model, f"flip {flip.score}: {flip.prompt_id}")
-            counts["tests"] += 1
-            message = (
-                f"prompt {flip.prompt_id} {flip.score}: passed in the baseline "
-                f"({flip.baseline:.3f}), fails in the candidate ({flip.candidate:.3f})"
-            )
-            if flips_fail:
-                counts["failures"] += 1
-                ET.SubElement(case, "failure", message=message, type="flip").text = message
-            else:
-                counts["skipped"] += 1
-                ET.SubElement(case, "skipped", message=message + " (informational)")
+            _flip_case(suite, model, flip, failed=flips_fail)
+        cases = suite.findall("testcase")
+        counts = {
+            "tests": len(cases),
+            "failures": sum(c.find("failure") is not None for c in cases),
+            "errors": 0,
+            "skipped": sum(c.find("skipped") is not None for c in cases),
+        }
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value
-        suite.set("errors", "0")
         suite.set("time", "0")
     for key, value in totals.items():
         root.set(key, str(value))
-    root.set("errors", "0")
     root.set("time", "0")
     ET.indent(root)
     return ET.ElementTree(root)
+
+
+def _rule_case(suite: ET.Element, model: str, rule: RuleResult) -> None:
+    case = _case(suite, model, rule.rule)
+    message = f"{rule.rule}: {rule.change} (limit: {rule.limit})"
+    if rule.regressed:
+        ET.SubElement(case, "failure", message=message, type="regression").text = message
+    ET.SubElement(case, "system-out").text = (
+        f"baseline {_value(rule, rule.baseline)}, candidate {_value(rule, rule.candidate)}; "
+        + message
+    )
+
+
+def _flip_case(suite: ET.Element, model: str, flip: Flip, *, failed: bool) -> None:
+    case = _case(suite, model, f"flip {flip.score}: {flip.prompt_id}")
+    message = (
+        f"prompt {flip.prompt_id} {flip.score}: passed in the baseline ({flip.baseline:.3f}), "
+        f"fails in the candidate ({flip.candidate:.3f})"
+    )
+    if failed:
+        ET.SubElement(case, "failure", message=message, type="flip").text = message
+    else:
+        ET.SubElement(case, "skipped", message=message + " (informational)")
 
 
 def _case(suite: ET.Element, model: str, name: str) -> ET.Element:

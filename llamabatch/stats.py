@@ -175,6 +175,14 @@ def quantile_ratio(
     if n > RATIO_SUBSAMPLE_N:
         pick = rng.choice(n, RATIO_SUBSAMPLE_N, replace=False)
         xa, xb = xa[pick], xb[pick]
+    samples = _bootstrap_ratios(xa, xb, q, rng)
+    if len(samples) == 0:
+        return Estimate(value, math.nan, math.nan, n)
+    low, high = _percentile_interval(samples)
+    return Estimate(value, low, high, n)
+
+
+def _bootstrap_ratios(xa: Array, xb: Array, q: float, rng: np.random.Generator) -> Array:
     m = len(xa)
     ratios = []
     chunk = max(1, 1_000_000 // m)
@@ -185,11 +193,8 @@ def quantile_ratio(
         with np.errstate(divide="ignore", invalid="ignore"):
             ratios.append(np.quantile(xb[idx], q, axis=1) / den)
     samples = np.concatenate(ratios)
-    samples = samples[np.isfinite(samples)]
-    if len(samples) == 0:
-        return Estimate(value, math.nan, math.nan, n)
-    low, high = _percentile_interval(samples)
-    return Estimate(value, low, high, n)
+    finite: Array = samples[np.isfinite(samples)]
+    return finite
 
 
 # Per-prompt reducers over the samples of one (model, prompt) when repeats > 1.
