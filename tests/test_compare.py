@@ -43,8 +43,11 @@ def findings(tmp_path: Path) -> dict[str, bool]:
 async def test_no_change_is_no_regression(
     tmp_path: Path, prompts: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = await eval_run(tmp_path / "base", prompts, {"a": 0.8, "b": 0.6})
-    cand = await eval_run(tmp_path / "cand", prompts, {"a": 0.8, "b": 0.6})
+    # Realistic latencies (a 0.1 s TTFT), so scheduling noise of a busy machine stays far
+    # below the latency rules' ratio and 0.05 s floor.
+    ttft = {"a": 0.1, "b": 0.1}
+    base = await eval_run(tmp_path / "base", prompts, {"a": 0.8, "b": 0.6}, ttft_s=ttft)
+    cand = await eval_run(tmp_path / "cand", prompts, {"a": 0.8, "b": 0.6}, ttft_s=ttft)
     assert compare(tmp_path, base, cand) == 0
     out = capsys.readouterr().out
     assert out.startswith("## llamabatch compare: ✅ no regression")
