@@ -237,7 +237,7 @@ def _score_rules(
             continue
         a, b = base_scores.loc[shared], cand_scores.loc[shared]
         result.rules.append(_score_rule(label, name, a, b, result.thresholds))
-        flipped = shared[(a >= spec.pass_threshold) & (b < spec.pass_threshold)]
+        flipped = sorted(shared[(a >= spec.pass_threshold) & (b < spec.pass_threshold)])
         result.flips += [
             Flip(label, name, str(p), float(a.loc[p]), float(b.loc[p])) for p in flipped
         ]
