@@ -24,6 +24,7 @@ from llamabatch.endpoints import (
     server_spec,
 )
 from llamabatch.errors import ConfigError
+from llamabatch.scorers import ScorerSpec, parse_scorers
 
 DEFAULT_CONCURRENCY: Final = 64
 DEFAULT_TIMEOUT_S: Final = 120.0
@@ -64,6 +65,8 @@ class ModelConfig:
     tokenize: str | None = None
     context_tokens: int | None = None
     server: ServerSpec | None = None
+
+    usd_per_mtok: Mapping[str, float] = field(default_factory=dict)  # {input, output} prices
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to send, from `api_key_env` (or inline); None when the model needs none."""
@@ -111,11 +114,13 @@ class RunConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    scorers: tuple[ScorerSpec, ...] = ()
+    judge_models: tuple[ModelConfig, ...] = ()  # kept whole even when --models narrows `models`
 
     def snapshot(self) -> dict[str, Any]:
         """The config as plain data, without secrets, for the manifest."""
         data = dataclasses.asdict(self)
-        for model in data["models"]:
+        for model in [*data["models"], *data["judge_models"]]:
             if model.pop("api_key", None) is not None:
                 model["api_key"] = REDACTED
             model["headers"] = {
@@ -128,7 +133,7 @@ class RunConfig:
     def secrets(self) -> tuple[str, ...]:
         """Every API key or secret header value this run may send, for redaction."""
         found: list[str] = []
-        for model in self.models:
+        for model in (*self.models, *self.judge_models):
             try:
                 key = model.resolve_api_key()
             except ConfigError:
@@ -285,6 +290,7 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
     engine = _build_engine(_Section(top.data.pop("engine", None), path, "engine"))
     defaults = _Section(top.data.pop("defaults", None), path, "defaults").data
     raw_models = top.data.pop("models", None)
+    scorers = parse_scorers(top.data.pop("scorers", None), path)
     top.finish()
 
     name = run.get("name", str, path.stem)
@@ -311,6 +317,8 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         if problem:
             raise ConfigError(f"{path}: models[{index}] ({model.name}): {problem}")
     return RunConfig(
+        scorers=scorers,
+        judge_models=_judge_models(scorers, models, path),
         name=name,
         input=Path(input_path),
         output=Path(output),
@@ -385,6 +393,7 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         tokenize=check_tokenize(sec.get("tokenize", str, preset.tokenize), sec.error),
         context_tokens=sec.positive("context_tokens", int),
         server=server,
+        usd_per_mtok=_prices(sec),
     )
     sec.finish()
     return model
@@ -404,6 +413,34 @@ def _endpoint(sec: _Section, server: ServerSpec | None) -> tuple[Preset, str, st
     if base_url is None and provider != "sim" and server is None:
         raise sec.error("base_url", f"is required for provider {provider!r} (or set a preset)")
     return preset, provider, base_url
+
+
+def _prices(sec: _Section) -> dict[str, float]:
+    prices = sec.get("usd_per_mtok", dict, {})
+    if prices and set(prices) != {"input", "output"}:
+        raise sec.error("usd_per_mtok", "must be { input = <USD>, output = <USD> } per 1M tokens")
+    for key, value in prices.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise sec.error(f"usd_per_mtok.{key}", f"must be a number >= 0, got {value!r}")
+    return {k: float(v) for k, v in prices.items()}
+
+
+def _judge_models(
+    scorers: Sequence[ScorerSpec], models: Sequence[ModelConfig], path: Path
+) -> tuple[ModelConfig, ...]:
+    known = {m.name: m for m in models}
+    judges: dict[str, ModelConfig] = {}
+    for spec in scorers:
+        if spec.type != "judge":
+            continue
+        name = spec.options["model"]
+        if name not in known:
+            raise ConfigError(
+                f"{path}: scorers ({spec.name}): model {name!r} is not one of the [[models]] "
+                f"({', '.join(known)})"
+            )
+        judges[name] = known[name]
+    return tuple(judges.values())
 
 
 def _headers(sec: _Section) -> dict[str, str]:

@@ -24,7 +24,7 @@ from llamabatch.breaker import CircuitBreaker
 from llamabatch.config import ModelConfig, RunConfig
 from llamabatch.errors import RequestError
 from llamabatch.metrics import message_chars
-from llamabatch.prompts import Prompt, PromptSet
+from llamabatch.prompts import Prompt
 from llamabatch.providers import HttpRequest, Provider, Response, provider_for
 from llamabatch.ratelimit import Admission
 from llamabatch.resume import DoneIndex
@@ -44,6 +44,12 @@ class Observer(Protocol):
     def on_row(self, row: Mapping[str, Any]) -> None: ...
 
     def on_retry(self, model: str, error: RequestError, delay_s: float) -> None: ...
+
+
+class PromptSource(Protocol):
+    """Where prompts come from: a PromptSet, or any batches of prompts."""
+
+    def batches(self) -> Iterator[list[Prompt]]: ...
 
 
 class Sink(Protocol):
@@ -114,7 +120,7 @@ class Engine:
         """Admit no new work; requests in flight finish (or are cancelled by the caller)."""
         self.stopping.set()
 
-    async def run(self, prompts: PromptSet, done: DoneIndex) -> None:
+    async def run(self, prompts: PromptSource, done: DoneIndex) -> None:
         """Send all pending work; returns when every started row is written."""
         async with anyio.create_task_group() as tg:
             for lane in self.lanes:
@@ -127,7 +133,7 @@ class Engine:
     async def _feed(
         self,
         lane: Lane,
-        prompts: PromptSet,
+        prompts: PromptSource,
         done: DoneIndex,
         send: ObjectSendStream[tuple[Prompt, int]],
     ) -> None:

@@ -16,6 +16,7 @@ done and keeps exactly one row per (model, prompt_id, sample): the newest.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -75,11 +76,38 @@ FIXED_FIELDS: Final = (
 )
 COLUMNS: Final = tuple(f.name for f in FIXED_FIELDS)
 
+# Columns that exist only when the config asks for them (scorers, prices).
+SCORE_PREFIX: Final = "score_"
+VERDICT_PREFIX: Final = "verdict_"  # a judge's raw verdict, as JSON text
+COST_COLUMN: Final = "cost_usd"
 
-def result_schema(extra_types: Mapping[str, pa.DataType] | None = None) -> pa.Schema:
-    """The fixed columns followed by the prompt set's carried-through columns."""
-    extras = [pa.field(name, t) for name, t in (extra_types or {}).items() if name not in COLUMNS]
-    return pa.schema([*FIXED_FIELDS, *extras])
+
+def score_column(scorer: str) -> str:
+    return SCORE_PREFIX + scorer
+
+
+def verdict_column(scorer: str) -> str:
+    return VERDICT_PREFIX + scorer
+
+
+def scoring_fields(
+    scorers: Iterable[str], judges: Iterable[str] = (), *, cost: bool = False
+) -> list[pa.Field]:
+    """The derived columns: cost_usd, then score_<name> per scorer and verdict_<name> per judge."""
+    fields = [pa.field(COST_COLUMN, pa.float64())] if cost else []
+    fields += [pa.field(score_column(name), pa.float64()) for name in scorers]
+    fields += [pa.field(verdict_column(name), pa.string()) for name in judges]
+    return fields
+
+
+def result_schema(
+    extra_types: Mapping[str, pa.DataType] | None = None, derived: Iterable[pa.Field] = ()
+) -> pa.Schema:
+    """The fixed columns, the derived (score/cost) columns, then the carried-through columns."""
+    derived = list(derived)
+    taken = {*COLUMNS, *(f.name for f in derived)}
+    extras = [pa.field(name, t) for name, t in (extra_types or {}).items() if name not in taken]
+    return pa.schema([*FIXED_FIELDS, *derived, *extras])
 
 
 def part_files(output: Path) -> list[Path]:
@@ -166,8 +194,11 @@ class ResultWriter:
         (self._journal / f"{self.run_id}.schema").unlink(missing_ok=True)
         dedupe(self.output)
         if self._lock_fd is not None:
+            (self._journal / ".lock").unlink(missing_ok=True)
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+        with contextlib.suppress(OSError):
+            self._journal.rmdir()  # only when empty: a finished run leaves no journal
 
     def _open_segment(self) -> None:
         path = _segment_path(self.output, self.run_id, self._seq)
@@ -207,6 +238,11 @@ def _atomic_write_table(table: pa.Table, path: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def rewrite_part(path: Path, table: pa.Table) -> None:
+    """Replace one part file atomically (used when scores are recomputed)."""
+    _atomic_write_table(table, path)
 
 
 def recover(output: Path) -> int:

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from llamabatch.config import RunConfig, apply_overrides, load_config
-from llamabatch.engine import Engine, Lane, Observer
+from llamabatch.engine import Engine, Lane, Observer, Sink
 from llamabatch.errors import RequestError, UsageError
+from llamabatch.judge import Judge
 from llamabatch.prompts import PromptSet, ScanReport
 from llamabatch.redact import Redactor
 from llamabatch.results import (
@@ -36,6 +37,7 @@ from llamabatch.results import (
 )
 from llamabatch.resume import DoneIndex, PromptDrift, incompatibilities, load_done
 from llamabatch.rows import RowBuilder
+from llamabatch.scoring import Scoring, is_derived, rescore
 from llamabatch.servers import local_servers
 from llamabatch.transport import Transport
 
@@ -151,6 +153,8 @@ async def arun(
     for model in config.models:
         model.resolve_api_key()  # a missing key fails here, before anything is touched
     report = await _scan(config, prompts)
+    scoring = Scoring.from_config(config)
+    judge = Judge(scoring.judges, config) if scoring.judges else None  # checks keys up front
     _prepare_output(config.output, resume=resume, force=force)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     writer = ResultWriter(config.output, run_id)
@@ -160,7 +164,7 @@ async def arun(
             functools.partial(load_done, config.output, keep_errors=keep_errors)
         )
         await _check_resumable(config, prompts, done, force=force)
-        writer.start(result_schema(report.extra_types))
+        writer.start(result_schema(report.extra_types, scoring.fields()))
     except BaseException:
         await anyio.to_thread.run_sync(writer.close)
         raise
@@ -173,8 +177,10 @@ async def arun(
     status = "failed"
     try:
         with _redacted_logs(redactor):
+            rows = RowBuilder(run_id, report.extra_types, redactor)
+            sink = scoring.sink(writer)
             interrupted = await _drive(
-                config, run_id, prompts, done, writer, tally, redactor, handle_signals
+                config, prompts, done, writer, sink, rows, tally, handle_signals
             )
         status = "interrupted" if interrupted else "finished"
     except BaseException as exc:
@@ -190,6 +196,9 @@ async def arun(
                 counts={"ok": tally.ok, "error": dict(tally.errors), "already_done": done.count()},
             )
             write_manifest(config.output, manifest)
+    if scoring.active and status == "finished":
+        # Judges run now; parts from earlier runs may predate the scorers.
+        await rescore(config.output, scoring, only_stale=True, judge=judge)
     return RunResult(
         run_id=run_id,
         output=config.output,
@@ -206,7 +215,7 @@ async def _scan(config: RunConfig, prompts: PromptSet) -> ScanReport:
     report = await anyio.to_thread.run_sync(prompts.scan)
     if not config.skip_invalid:
         report.raise_if_invalid()
-    clashes = sorted(set(report.extra_types) & set(COLUMNS))
+    clashes = sorted(c for c in report.extra_types if c in COLUMNS or is_derived(c))
     if clashes:
         raise UsageError(
             f"{config.input}: column(s) {', '.join(clashes)} clash with result columns; rename them"
@@ -234,20 +243,19 @@ async def _check_resumable(
 
 async def _drive(
     config: RunConfig,
-    run_id: str,
     prompts: PromptSet,
     done: DoneIndex,
     writer: ResultWriter,
+    sink: Sink,
+    rows: RowBuilder,
     tally: _Tally,
-    redactor: Redactor,
     handle_signals: bool,
 ) -> bool:
-    """Run the engine with its helpers (simulator, flusher, signal watcher); True if stopped."""
+    """Run the engine with its helpers (servers, flusher, signal watcher); True if stopped."""
     async with Transport() as transport, local_servers(config) as config:
         lanes = [Lane.build(m, config, m.resolve_api_key()) for m in config.models]
-        rows = RowBuilder(run_id, _extra_types(writer), redactor)
         engine = Engine(
-            config=config, lanes=lanes, transport=transport, sink=writer, rows=rows, observer=tally
+            config=config, lanes=lanes, transport=transport, sink=sink, rows=rows, observer=tally
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(_flush_periodically, writer)
@@ -274,11 +282,6 @@ async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace_s: floa
                 grace_s,
                 "the requests",
             )
-
-
-def _extra_types(writer: ResultWriter) -> dict[str, Any]:
-    fixed = set(COLUMNS)
-    return {f.name: f.type for f in writer.schema if f.name not in fixed}
 
 
 @contextmanager

@@ -10,7 +10,8 @@ a server-side RPM limit, scripted faults for tests). Paths:
     /api/chat, /api/tags                          Ollama
     /tokenize, /extras/tokenize/count             llama.cpp / vLLM, llama-cpp-python
 
-`simformats.py` writes the bytes of each format.
+`simformats.py` writes the bytes of each format; `simanswers.py` lets a
+profile answer eval prompts correctly for a set share of them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from llamabatch.simanswers import answer_table
 from llamabatch.simformats import LLAMA, OLLAMA, OPENAI, Plan, SimFormat, count_tokens, make_plan
 
 DEFAULT_HOST = "127.0.0.1"
@@ -48,6 +50,8 @@ class SimProfile:
     disconnect_rate: float = 0.0
     retry_after_s: float | None = 1.0
     stream_usage: bool = True  # False: streams carry no token counts (like llama-cpp-python)
+    answers: str | None = None  # JSONL with `expected`: answer those prompts (see module doc)
+    accuracy: float = 1.0  # share of `answers` prompts answered correctly
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: SimProfile | None = None) -> SimProfile:
@@ -158,6 +162,9 @@ class SimServer:
         return app
 
     async def start(self) -> None:
+        for profile in (*self.profiles.values(), self.default):
+            if profile is not None and profile.answers:
+                answer_table(profile.answers)  # a missing or bad file fails here, not per request
         self._closing = asyncio.Event()
         self._runner = web.AppRunner(
             self.app(), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S

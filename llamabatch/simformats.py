@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import orjson
 
+from llamabatch.simanswers import answer_table, answer_tokens, table_reply
+
 if TYPE_CHECKING:
     from llamabatch.sim import SimProfile
 
@@ -71,6 +73,11 @@ def make_plan(body: dict[str, Any], profile: SimProfile, seed: int, max_tokens: 
     prompt_tokens = sum(
         len(str(m.get("content", "")).split()) + 4 for m in messages if isinstance(m, dict)
     )
+    if profile.answers:
+        answer = table_reply(answer_table(profile.answers), messages, rng, profile.accuracy)
+        if answer is not None:
+            tokens, finish = answer_tokens(answer, max_tokens)
+            length = len(tokens)
     jitter = 1.0 + rng.uniform(-profile.jitter, profile.jitter)
     return Plan(
         tokens=tokens,
