@@ -13,6 +13,7 @@ from typing import Any
 
 from llamabatch import __version__
 from llamabatch.errors import UsageError
+from llamabatch.monitor import client_warning
 
 EXIT_USAGE = 2
 EXIT_ROW_ERRORS = 3
@@ -101,7 +102,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(commands)
     _add_compare(commands)
     _add_score(commands)
+    _add_sweep(commands)
     return parser
+
+
+def _add_sweep(commands: Any) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a config at rising load; find the highest that meets the SLOs",
+        description="Run CONFIG once per load level — open-loop request rates (per model) or "
+        "closed-loop concurrencies — each into OUTPUT/<level>, and print per level and model "
+        "the achieved rate, TTFT and latency percentiles and, with an [slo] table in the "
+        "config, the share of requests meeting the objectives, the goodput and the highest "
+        "level that meets them. Exit 0, or 2 for bad input.",
+    )
+    sweep.add_argument("config", type=Path, help="run config (TOML or YAML)")
+    levels = sweep.add_mutually_exclusive_group(required=True)
+    levels.add_argument("--rates", metavar="R1,R2", help="open-loop requests/s per model")
+    levels.add_argument("--concurrency", metavar="C1,C2", help="closed-loop concurrencies")
+    sweep.add_argument("--limit", type=int, metavar="N", help="only the first N prompts per level")
+    sweep.add_argument("--models", metavar="A,B", help="only these models (by name)")
+    sweep.add_argument(
+        "-o", "--output", type=Path, metavar="DIR", help="root of the per-level results"
+    )
+    sweep.set_defaults(handler=_sweep)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import anyio
+
+    from llamabatch.config import load_config
+    from llamabatch.sweep import parse_levels, render, sweep
+
+    levels = parse_levels(args.rates, args.concurrency)
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    config = load_config(args.config, limit=args.limit, models=models)
+    root = args.output or config.output / "sweep"
+    table = anyio.run(sweep, config, levels, root)
+    print(render(table, dict(config.slo)), end="")
+    return 0
 
 
 def _add_check(commands: Any) -> None:
@@ -217,13 +256,22 @@ def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_INTERRUPTED
     if not args.quiet:
+        from llamabatch.results import read_manifest
         from llamabatch.summary import format_table, summarize
 
-        print(format_table(summarize(result.dataframe(), result.models)))
+        snapshot = (read_manifest(result.output) or {}).get("config") or {}
+        slo = snapshot.get("slo") or None
+        print(format_table(summarize(result.dataframe(), result.models, slo)))
+        rate = (snapshot.get("engine") or {}).get("request_rate")
+        if rate:
+            arrival = snapshot["engine"]["arrival"]
+            print(f"\nopen loop: target {rate:g} requests/s per model ({arrival} arrivals)")
         print(f"\nresults: {result.output}  (run {result.run_id})")
         if result.error_count:
             kinds = ", ".join(f"{k}: {v}" for k, v in sorted(result.errors.items()))
             print(f"{result.error_count} row(s) failed ({kinds}); run again to retry them")
+    if (warning := client_warning(dict(result.client))) is not None:
+        print(f"llamabatch: {warning}", file=sys.stderr)
     return result.exit_code
 
 

@@ -33,6 +33,9 @@ DEFAULT_BACKOFF_BASE_S: Final = 0.5
 DEFAULT_BACKOFF_MAX_S: Final = 30.0
 DEFAULT_MAX_RETRY_AFTER_S: Final = 120.0
 DEFAULT_GRACE_S: Final = 10.0
+ARRIVALS: Final = ("poisson", "constant")
+SLO_KEYS: Final = ("ttft_s", "tpot_s", "latency_s")
+DEFAULT_SLO_ATTAINMENT: Final = 0.9
 DEFAULT_BREAKER_THRESHOLD: Final = 8
 DEFAULT_BREAKER_COOLDOWN_S: Final = 2.0
 DEFAULT_BREAKER_MAX_OPEN_S: Final = 300.0
@@ -98,6 +101,9 @@ class EngineConfig:
     breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD
     breaker_cooldown_s: float = DEFAULT_BREAKER_COOLDOWN_S
     breaker_max_open_s: float = DEFAULT_BREAKER_MAX_OPEN_S
+    request_rate: float | None = None  # open loop: new requests per second, per model
+    arrival: str = "poisson"  # or "constant"
+    arrival_seed: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +122,7 @@ class RunConfig:
     source: Path | None = None
     scorers: tuple[ScorerSpec, ...] = ()
     judge_models: tuple[ModelConfig, ...] = ()  # kept whole even when --models narrows `models`
+    slo: Mapping[str, float] = field(default_factory=dict)  # ttft_s, tpot_s, latency_s, attainment
 
     def snapshot(self) -> dict[str, Any]:
         """The config as plain data, without secrets, for the manifest."""
@@ -291,6 +298,7 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
     defaults = _Section(top.data.pop("defaults", None), path, "defaults").data
     raw_models = top.data.pop("models", None)
     scorers = parse_scorers(top.data.pop("scorers", None), path)
+    slo = _build_slo(_Section(top.data.pop("slo", None), path, "slo"))
     top.finish()
 
     name = run.get("name", str, path.stem)
@@ -319,6 +327,7 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
     return RunConfig(
         scorers=scorers,
         judge_models=_judge_models(scorers, models, path),
+        slo=slo,
         name=name,
         input=Path(input_path),
         output=Path(output),
@@ -330,6 +339,17 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         defaults=defaults,
         source=path,
     )
+
+
+def _build_slo(sec: _Section) -> dict[str, float]:
+    """Service-level objectives: a row meets them when every threshold given holds."""
+    slo = {key: sec.positive(key, float) for key in SLO_KEYS}
+    attainment = sec.positive("attainment", float, DEFAULT_SLO_ATTAINMENT)
+    if attainment > 1:
+        raise sec.error("attainment", f"is a share between 0 and 1, got {attainment}")
+    sec.finish()
+    found = {k: v for k, v in slo.items() if v is not None}
+    return {**found, "attainment": attainment} if found else {}
 
 
 def _build_engine(sec: _Section) -> EngineConfig:
@@ -350,7 +370,12 @@ def _build_engine(sec: _Section) -> EngineConfig:
         breaker_max_open_s=sec.positive(
             "breaker_max_open_s", float, DEFAULT_BREAKER_MAX_OPEN_S, zero=True
         ),
+        request_rate=sec.positive("request_rate", float),
+        arrival=sec.get("arrival", str, "poisson"),
+        arrival_seed=sec.get("arrival_seed", int, 0),
     )
+    if config.arrival not in ARRIVALS:
+        raise sec.error("arrival", f"must be one of {', '.join(ARRIVALS)}, got {config.arrival!r}")
     sec.finish()
     return config
 

@@ -21,7 +21,7 @@ import orjson
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from llamabatch.breaker import CircuitBreaker
-from llamabatch.config import ModelConfig, RunConfig
+from llamabatch.config import EngineConfig, ModelConfig, RunConfig
 from llamabatch.errors import RequestError
 from llamabatch.metrics import message_chars
 from llamabatch.prompts import Prompt
@@ -34,6 +34,7 @@ from llamabatch.tokenizers import TokenCounter
 from llamabatch.transport import Transport
 
 DEFAULT_MAX_TOKENS_ESTIMATE = 256
+WorkItem = tuple[Prompt, int, float | None]  # prompt, sample, scheduled send time (open loop)
 
 
 class Observer(Protocol):
@@ -124,7 +125,7 @@ class Engine:
         """Send all pending work; returns when every started row is written."""
         async with anyio.create_task_group() as tg:
             for lane in self.lanes:
-                send, receive = anyio.create_memory_object_stream[tuple[Prompt, int]](lane.workers)
+                send, receive = anyio.create_memory_object_stream[WorkItem](lane.workers)
                 tg.start_soon(self._feed, lane, prompts, done, send)
                 for _ in range(lane.workers):
                     tg.start_soon(self._work, lane, receive.clone())
@@ -135,29 +136,36 @@ class Engine:
         lane: Lane,
         prompts: PromptSource,
         done: DoneIndex,
-        send: ObjectSendStream[tuple[Prompt, int]],
+        send: ObjectSendStream[WorkItem],
     ) -> None:
+        """Hand out pending work: as fast as workers take it, or at `request_rate` (open loop)."""
         name = lane.config.name
-        repeats = self.config.repeats
+        arrivals = _arrivals(self.config.engine, self.lanes.index(lane))
         batches: Iterator[list[Prompt]] = prompts.batches()
         async with send:
             while not self.stopping.is_set():
                 batch = await anyio.to_thread.run_sync(next, batches, None)
                 if batch is None:
                     return
-                for prompt, sample in done.pending(name, batch, repeats):
+                for prompt, sample in done.pending(name, batch, self.config.repeats):
+                    scheduled = None
+                    if arrivals is not None:
+                        scheduled = next(arrivals)
+                        await anyio.sleep(max(0.0, scheduled - time.perf_counter()))
                     if self.stopping.is_set():
                         return
-                    await send.send((prompt, sample))
+                    await send.send((prompt, sample, scheduled))
 
-    async def _work(self, lane: Lane, receive: ObjectReceiveStream[tuple[Prompt, int]]) -> None:
+    async def _work(self, lane: Lane, receive: ObjectReceiveStream[WorkItem]) -> None:
         async with receive:
-            async for prompt, sample in receive:
+            async for prompt, sample, scheduled in receive:
                 if self.stopping.is_set():
                     return
-                await self._process(lane, prompt, sample)
+                await self._process(lane, prompt, sample, scheduled)
 
-    async def _process(self, lane: Lane, prompt: Prompt, sample: int) -> None:
+    async def _process(
+        self, lane: Lane, prompt: Prompt, sample: int, scheduled: float | None
+    ) -> None:
         if prompt.params:
             params = {**lane.params, **prompt.params}
             params_json = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
@@ -165,7 +173,9 @@ class Engine:
             params, params_json = lane.params, lane.params_json
         job = Job(lane.config, prompt, sample, params, params_json, _token_estimate(prompt, params))
         request = lane.provider.build_request(lane.config, prompt.messages, params, lane.api_key)
-        waited_from = time.perf_counter()
+        waited_from = time.perf_counter() if scheduled is None else scheduled
+        if scheduled is not None:
+            job.scheduled_wall = time.time() - (time.perf_counter() - scheduled)
         while True:
             try:
                 probe = await lane.breaker.wait() if lane.breaker.is_open else False
@@ -249,6 +259,23 @@ class Engine:
         self.sink.write(row)
         if self.observer is not None:
             self.observer.on_row(row)
+
+
+def _arrivals(engine: EngineConfig, lane_index: int) -> Iterator[float] | None:
+    """Scheduled send times (perf_counter clock) at `request_rate`, or None for a closed loop."""
+    rate = engine.request_rate
+    if rate is None:
+        return None
+    rng = random.Random(engine.arrival_seed * 1000 + lane_index)
+    poisson = engine.arrival == "poisson"
+
+    def times() -> Iterator[float]:
+        t = time.perf_counter()
+        while True:
+            yield t
+            t += rng.expovariate(rate) if poisson else 1.0 / rate
+
+    return times()
 
 
 def _token_estimate(prompt: Prompt, params: Mapping[str, Any]) -> int:

@@ -225,6 +225,7 @@ def tables(report: Report) -> list[Table]:
 def render_markdown(report: Report) -> str:
     sources = ", ".join(f"`{p}`" for p in report.results.sources)
     parts = [f"# llamabatch report\n\nResults: {sources} — {len(report.results.frame):,} rows"]
+    parts += [f"> **{w}**" for w in report.results.warnings]
     for table in tables(report):
         text = f"## {table.title}\n\n" + markdown_table(table.headers, table.rows)
         parts.append(text + (f"\n\n{table.note}" if table.note else ""))

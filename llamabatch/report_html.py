@@ -19,6 +19,7 @@ DEFAULT_MAX_PROMPTS: Final = 200
 MAX_PROMPT_CHARS: Final = 4000
 
 CSS: Final = """
+.warning { background: #fff4e5; border-left: 4px solid #e8590c; padding: .5em .8em; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
   margin: 0 auto; max-width: 1200px; padding: 24px; }
 h1 { font-size: 24px; margin-bottom: 4px; } h2 { margin-top: 36px; border-bottom: 1px solid #d0d7de;
@@ -82,7 +83,9 @@ def render_html(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> st
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>llamabatch report — {_e(sources)}</title><style>{CSS}</style></head><body>"
         f'<h1>llamabatch report</h1><p class="muted">{_e(sources)} — {len(results.frame):,} rows, '
-        f"{len(results.models)} model(s)</p><nav>{nav}</nav>"
+        f"{len(results.models)} model(s)</p>"
+        + "".join(f'<p class="warning"><strong>{_e(w)}</strong></p>' for w in results.warnings)
+        + f"<nav>{nav}</nav>"
         + "".join(sections)
         + "</body></html>\n"
     )

@@ -71,6 +71,7 @@ FIXED_FIELDS: Final = (
     pa.field("server_load_s", pa.float64()),
     pa.field("started_at", _TS, nullable=False),
     pa.field("finished_at", _TS, nullable=False),
+    pa.field("scheduled_at", _TS),
     pa.field("request_params", pa.string(), nullable=False),
     pa.field("expected", pa.string()),
 )

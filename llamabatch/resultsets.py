@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llamabatch.errors import UsageError
+from llamabatch.monitor import client_warning
 from llamabatch.results import COLUMNS, COST_COLUMN, SCORE_PREFIX, part_files, read_manifest
 from llamabatch.scorers import DEFAULT_PASS_THRESHOLD, ScorerSpec
 from llamabatch.scoring import specs_from_snapshot
@@ -47,6 +48,7 @@ class ResultSet:
     sources: tuple[Path, ...]
     specs: dict[str, ScorerSpec]
     order: tuple[str, ...] = ()  # model labels in config order, where manifests tell it
+    warnings: tuple[str, ...] = ()  # e.g. a run whose client was the bottleneck
 
     @property
     def models(self) -> list[str]:
@@ -91,11 +93,15 @@ def load_results(paths: Sequence[Path]) -> ResultSet:
             seen[model] = seen.get(model, 0) + 1
     specs: dict[str, ScorerSpec] = {}
     order: list[str] = []
+    warnings: list[str] = []
     for path, frame in zip(paths, frames, strict=True):
         prefix = Path(path).name + "/"
         clashing = frame[MODEL].map(lambda m: seen[m] > 1)
         frame.loc[clashing, MODEL] = prefix + frame.loc[clashing, MODEL]
-        snapshot = (read_manifest(Path(path)) or {}).get("config") or {}
+        manifest = read_manifest(Path(path)) or {}
+        if (warning := client_warning(manifest.get("client"))) is not None:
+            warnings.append(f"{path}: {warning}")
+        snapshot = manifest.get("config") or {}
         for spec in specs_from_snapshot(snapshot):
             specs.setdefault(spec.name, spec)
         for model in snapshot.get("models") or []:
@@ -103,7 +109,9 @@ def load_results(paths: Sequence[Path]) -> ResultSet:
             order.append(prefix + name if seen.get(name, 0) > 1 else name)
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     sources = tuple(Path(p) for p in paths)
-    return ResultSet(frame=frame, sources=sources, specs=specs, order=tuple(order))
+    return ResultSet(
+        frame=frame, sources=sources, specs=specs, order=tuple(order), warnings=tuple(warnings)
+    )
 
 
 def prompt_scores(frame: pd.DataFrame, score: str, spec: ScorerSpec) -> pd.Series:

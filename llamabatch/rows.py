@@ -30,6 +30,7 @@ class Job:
     attempts: int = 0
     queue_s: float = 0.0
     started_wall: float = 0.0
+    scheduled_wall: float | None = None  # open loop: when the arrival process sent it
 
 
 class RowBuilder:
@@ -65,6 +66,7 @@ class RowBuilder:
             http_status=resp.http_status,
             started_at=int((job.started_wall or time.time()) * 1e6),
             finished_at=int(time.time() * 1e6),
+            scheduled_at=None if job.scheduled_wall is None else int(job.scheduled_wall * 1e6),
             expected=prompt.expected,
         )
         if error is None:

@@ -22,6 +22,7 @@ from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.engine import Engine, Lane, Observer, Sink
 from llamabatch.errors import RequestError, UsageError
 from llamabatch.judge import Judge
+from llamabatch.monitor import LoopMonitor
 from llamabatch.prompts import PromptSet, ScanReport
 from llamabatch.redact import Redactor
 from llamabatch.results import (
@@ -63,6 +64,7 @@ class RunResult:
     already_done: int
     interrupted: bool = False
     models: tuple[str, ...] = ()
+    client: Mapping[str, Any] = field(default_factory=dict)  # loop lag, CPU: see monitor.py
 
     @property
     def error_count(self) -> int:
@@ -158,31 +160,25 @@ async def arun(
     _prepare_output(config.output, resume=resume, force=force)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     writer = ResultWriter(config.output, run_id)
-    await anyio.to_thread.run_sync(writer.open)
-    try:
-        done = await anyio.to_thread.run_sync(
-            functools.partial(load_done, config.output, keep_errors=keep_errors)
-        )
-        await _check_resumable(config, prompts, done, force=force)
-        writer.start(result_schema(report.extra_types, scoring.fields()))
-    except BaseException:
-        await anyio.to_thread.run_sync(writer.close)
-        raise
+    done = await _open(writer, config, prompts, keep_errors=keep_errors, force=force)
+    writer.start(result_schema(report.extra_types, scoring.fields()))
+    redactor = Redactor(config.secrets())
+    run = _Run(
+        config=config,
+        prompts=prompts,
+        done=done,
+        writer=writer,
+        sink=scoring.sink(writer),
+        rows=RowBuilder(run_id, report.extra_types, redactor),
+        tally=_Tally(observer),
+        handle_signals=handle_signals,
+    )
     manifest = _manifest(config, run_id, report.valid, report.error_count)
     write_manifest(config.output, manifest)
-    tally = _Tally(observer)
-    per_model = prompts.count() * config.repeats
-    tally.on_start(sum(max(0, per_model - done.count(m.name)) for m in config.models))
-    redactor = Redactor(config.secrets())
     status = "failed"
     try:
         with _redacted_logs(redactor):
-            rows = RowBuilder(run_id, report.extra_types, redactor)
-            sink = scoring.sink(writer)
-            interrupted = await _drive(
-                config, prompts, done, writer, sink, rows, tally, handle_signals
-            )
-        status = "interrupted" if interrupted else "finished"
+            status = "interrupted" if await run.drive() else "finished"
     except BaseException as exc:
         cancelled = isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class())
         status = "interrupted" if cancelled else "failed"
@@ -190,11 +186,7 @@ async def arun(
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(writer.close)
-            manifest.update(
-                status=status,
-                finished_at=_now_iso(),
-                counts={"ok": tally.ok, "error": dict(tally.errors), "already_done": done.count()},
-            )
+            manifest.update(status=status, finished_at=_now_iso(), **run.summary())
             write_manifest(config.output, manifest)
     if scoring.active and status == "finished":
         # Judges run now; parts from earlier runs may predate the scorers.
@@ -202,12 +194,29 @@ async def arun(
     return RunResult(
         run_id=run_id,
         output=config.output,
-        ok=tally.ok,
-        errors=dict(tally.errors),
+        ok=run.tally.ok,
+        errors=dict(run.tally.errors),
         already_done=done.count(),
         interrupted=status == "interrupted",
         models=tuple(m.name for m in config.models),
+        client=manifest["client"],
     )
+
+
+async def _open(
+    writer: ResultWriter, config: RunConfig, prompts: PromptSet, *, keep_errors: bool, force: bool
+) -> DoneIndex:
+    """Lock and repair the output, index what it holds, refuse rows that no longer compare."""
+    await anyio.to_thread.run_sync(writer.open)
+    try:
+        done = await anyio.to_thread.run_sync(
+            functools.partial(load_done, config.output, keep_errors=keep_errors)
+        )
+        await _check_resumable(config, prompts, done, force=force)
+    except BaseException:
+        await anyio.to_thread.run_sync(writer.close)
+        raise
+    return done
 
 
 async def _scan(config: RunConfig, prompts: PromptSet) -> ScanReport:
@@ -241,30 +250,55 @@ async def _check_resumable(
         log.warning("continuing despite --force: %s", problem)
 
 
-async def _drive(
-    config: RunConfig,
-    prompts: PromptSet,
-    done: DoneIndex,
-    writer: ResultWriter,
-    sink: Sink,
-    rows: RowBuilder,
-    tally: _Tally,
-    handle_signals: bool,
-) -> bool:
-    """Run the engine with its helpers (servers, flusher, signal watcher); True if stopped."""
-    async with Transport() as transport, local_servers(config) as config:
-        lanes = [Lane.build(m, config, m.resolve_api_key()) for m in config.models]
-        engine = Engine(
-            config=config, lanes=lanes, transport=transport, sink=sink, rows=rows, observer=tally
-        )
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_flush_periodically, writer)
-            with anyio.CancelScope() as engine_scope:
-                if handle_signals:
-                    tg.start_soon(_watch_signals, engine, engine_scope, config.engine.grace_s)
-                await engine.run(prompts, done)
-            tg.cancel_scope.cancel()
-        return engine.stopping.is_set()
+@dataclass
+class _Run:
+    """One run's moving parts, once the output is open."""
+
+    config: RunConfig
+    prompts: PromptSet
+    done: DoneIndex
+    writer: ResultWriter
+    sink: Sink
+    rows: RowBuilder
+    tally: _Tally
+    handle_signals: bool
+    monitor: LoopMonitor = field(default_factory=LoopMonitor)
+
+    async def drive(self) -> bool:
+        """Run the engine with its helpers (servers, flusher, monitor, signals); True if stopped."""
+        per_model = self.prompts.count() * self.config.repeats
+        pending = sum(max(0, per_model - self.done.count(m.name)) for m in self.config.models)
+        self.tally.on_start(pending)
+        async with Transport() as transport, local_servers(self.config) as config:
+            lanes = [Lane.build(m, config, m.resolve_api_key()) for m in config.models]
+            engine = Engine(
+                config=config,
+                lanes=lanes,
+                transport=transport,
+                sink=self.sink,
+                rows=self.rows,
+                observer=self.tally,
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_flush_periodically, self.writer)
+                tg.start_soon(self.monitor.watch)
+                with anyio.CancelScope() as engine_scope:
+                    if self.handle_signals:
+                        tg.start_soon(_watch_signals, engine, engine_scope, config.engine.grace_s)
+                    await engine.run(self.prompts, self.done)
+                tg.cancel_scope.cancel()
+            return engine.stopping.is_set()
+
+    def summary(self) -> dict[str, Any]:
+        """What the manifest records at the end: counts and how the client fared."""
+        return {
+            "counts": {
+                "ok": self.tally.ok,
+                "error": dict(self.tally.errors),
+                "already_done": self.done.count(),
+            },
+            "client": self.monitor.report(),
+        }
 
 
 async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace_s: float) -> None:
@@ -354,6 +388,7 @@ def _manifest(config: RunConfig, run_id: str, valid: int, invalid: int) -> dict[
         "config": snapshot,
         "versions": versions(),
         "counts": {},
+        "client": {},
         "previous_runs": history,
     }
 

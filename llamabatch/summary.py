@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 
-def summarize(df: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per model: counts, TTFT and latency percentiles, output tokens per second."""
+def summarize(
+    df: pd.DataFrame,
+    models: Sequence[str] | None = None,
+    slo: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """One row per model: counts, TTFT and latency percentiles, output tokens per second.
+
+    Open-loop rows (with `scheduled_at`) add the achieved request rate and the
+    p99 delay between a request's scheduled and actual start; `slo` adds the
+    share of rows meeting every objective and the goodput (such rows per second).
+    """
     if models:
         df = df[df["model"].isin(models)]
     rows = []
@@ -29,6 +38,8 @@ def summarize(df: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataF
                 "latency_p90_s": ok["latency_s"].quantile(0.9),
                 "decode_tok_s_p50": ok["decode_tps"].quantile(0.5),
                 "output_tok_s": tokens / span if span > 0 else float("nan"),
+                **_open_loop(group),
+                **_goodput(group, slo, span),
             }
         )
     table = pd.DataFrame(rows)
@@ -36,6 +47,40 @@ def summarize(df: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataF
         order = {name: i for i, name in enumerate(models)}
         table = table.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
     return table
+
+
+def _open_loop(group: pd.DataFrame) -> dict[str, float]:
+    if "scheduled_at" not in group or group["scheduled_at"].isna().all():
+        return {}
+    sent = group["started_at"]
+    span = (sent.max() - sent.min()).total_seconds()
+    delay = (group["started_at"] - group["scheduled_at"]).dt.total_seconds()
+    return {
+        "sent_req_s": (len(group) - 1) / span if span > 0 else float("nan"),
+        "start_delay_p99_s": float(delay.quantile(0.99)),
+    }
+
+
+def meets_slo(group: pd.DataFrame, slo: Mapping[str, float]) -> pd.Series:
+    """Rows that succeeded within every objective (TTFT, time per output token, latency)."""
+    good = group["status"] == "ok"
+    if "ttft_s" in slo:
+        good &= group["ttft_s"] <= slo["ttft_s"]
+    if "tpot_s" in slo:
+        good &= (1.0 / group["decode_tps"]).fillna(0.0) <= slo["tpot_s"]
+    if "latency_s" in slo:
+        good &= group["latency_s"] <= slo["latency_s"]
+    return good
+
+
+def _goodput(group: pd.DataFrame, slo: Mapping[str, float] | None, span: float) -> dict[str, float]:
+    if not slo:
+        return {}
+    good = int(meets_slo(group, slo).sum())
+    return {
+        "slo_pct": 100.0 * good / len(group),
+        "goodput_req_s": good / span if span > 0 else float("nan"),
+    }
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -53,6 +98,10 @@ def format_table(table: pd.DataFrame) -> str:
         "latency_p90_s": "latency p90",
         "decode_tok_s_p50": "decode tok/s p50",
         "output_tok_s": "output tok/s",
+        "sent_req_s": "sent req/s",
+        "start_delay_p99_s": "start delay p99",
+        "slo_pct": "SLO met %",
+        "goodput_req_s": "goodput req/s",
     }
     cells = [[headers[c] for c in table.columns]]
     for record in table.to_dict("records"):
@@ -71,7 +120,9 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-_SECONDS = frozenset({"ttft_p50_s", "ttft_p90_s", "latency_p50_s", "latency_p90_s"})
+_SECONDS = frozenset(
+    {"ttft_p50_s", "ttft_p90_s", "latency_p50_s", "latency_p90_s", "start_delay_p99_s"}
+)
 
 
 def _cell(column: str, value: object) -> str:

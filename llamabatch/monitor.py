@@ -1,0 +1,70 @@
+"""The client watching itself: event-loop lag, CPU and memory of the run's process.
+
+A benchmark client whose event loop is busy reports its own queueing as the
+server's TTFT. The monitor wakes every `INTERVAL_S`; how late it wakes is the
+loop's lag. A run whose lag p99 exceeds `LAG_WARN_MS`, or whose process used
+nearly a whole core, is flagged `client_bound`, and its summary says so.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import anyio
+
+INTERVAL_S: Final = 0.05
+LAG_WARN_MS: Final = 10.0
+CPU_WARN: Final = 0.9  # share of one core
+MAX_SAMPLES: Final = 100_000
+
+
+@dataclass
+class LoopMonitor:
+    """Run `watch()` in the run's task group; `report()` summarises what it saw."""
+
+    lags_ms: list[float] = field(default_factory=list)
+    _wall0: float = field(default_factory=time.perf_counter)
+    _cpu0: float = field(default_factory=time.process_time)
+
+    async def watch(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await anyio.sleep(INTERVAL_S)
+            lag = (time.perf_counter() - before - INTERVAL_S) * 1e3
+            if len(self.lags_ms) < MAX_SAMPLES:
+                self.lags_ms.append(max(0.0, lag))
+
+    def report(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self._wall0
+        cpu = time.process_time() - self._cpu0
+        lags = sorted(self.lags_ms)
+
+        def pct(q: float) -> float:
+            return round(lags[min(len(lags) - 1, int(q * len(lags)))], 2) if lags else 0.0
+
+        util = cpu / wall if wall > 0 else 0.0
+        return {
+            "loop_lag_p50_ms": pct(0.5),
+            "loop_lag_p99_ms": pct(0.99),
+            "loop_lag_max_ms": round(lags[-1], 2) if lags else 0.0,
+            "cpu_s": round(cpu, 3),
+            "wall_s": round(wall, 3),
+            "cpu_share": round(util, 3),
+            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "client_bound": pct(0.99) > LAG_WARN_MS or (util > CPU_WARN and wall > 1.0),
+        }
+
+
+def client_warning(client: dict[str, Any] | None) -> str | None:
+    """One line saying the figures are inflated, when the client was the bottleneck."""
+    if not client or not client.get("client_bound"):
+        return None
+    return (
+        f"warning: the client was the bottleneck (event-loop lag p99 "
+        f"{client['loop_lag_p99_ms']:.0f} ms, CPU {client['cpu_share']:.0%} of a core): "
+        "latency and TTFT figures include client-side delay; lower concurrency or use a "
+        "faster machine"
+    )
