@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import statistics
 from pathlib import Path
 
@@ -25,8 +26,8 @@ def test_poisson_arrivals_have_the_target_mean_and_are_reproducible() -> None:
     assert first is not None and again is not None
     a = [next(first) for _ in range(2001)]
     b = [next(again) for _ in range(2001)]
-    gaps = [y - x for x, y in zip(a, a[1:], strict=False)]
-    assert gaps == pytest.approx([y - x for x, y in zip(b, b[1:], strict=False)])
+    gaps = [y - x for x, y in itertools.pairwise(a)]
+    assert gaps == pytest.approx([y - x for x, y in itertools.pairwise(b)])
     assert statistics.mean(gaps) == pytest.approx(1 / 20, rel=0.1)
     assert statistics.pstdev(gaps) == pytest.approx(1 / 20, rel=0.15)  # exponential: sd = mean
 
