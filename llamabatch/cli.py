@@ -314,7 +314,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _add_compare(commands: Any) -> None:
-    from llamabatch.compare import Thresholds
+    from llamabatch.thresholds import Thresholds
 
     t = Thresholds()
     compare = commands.add_parser(
@@ -365,8 +365,9 @@ def _add_compare(commands: Any) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from llamabatch.compare import Thresholds, compare, parse_mapping
+    from llamabatch.compare import compare, parse_mapping
     from llamabatch.compare_output import render_markdown, write_json, write_junit
+    from llamabatch.thresholds import Thresholds
 
     thresholds = Thresholds(
         max_score_drop=args.max_score_drop,

@@ -32,6 +32,7 @@ from llamabatch.results import SCORE_PREFIX, read_manifest
 from llamabatch.scorers import ScorerSpec
 from llamabatch.scoring import specs_from_snapshot
 from llamabatch.stats import paired_diff, quantile_ratio
+from llamabatch.thresholds import Thresholds
 
 KEY = [rs.PROMPT_ID, rs.SAMPLE]
 LATENCY_RULES = (
@@ -40,20 +41,6 @@ LATENCY_RULES = (
     ("ttft_p50", rs.TTFT, 0.5),
     ("ttft_p90", rs.TTFT, 0.9),
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Thresholds:
-    """When a difference counts as a regression (the defaults are the CLI's)."""
-
-    max_score_drop: float = 0.02
-    alpha: float = 0.05
-    max_p50_ratio: float = 1.25
-    max_p90_ratio: float = 1.5
-    min_latency_increase_s: float = 0.05
-    max_error_increase: float = 0.02
-    max_flips: int | None = None
-    latency: bool = True
 
 
 @dataclass(frozen=True)

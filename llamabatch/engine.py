@@ -26,7 +26,7 @@ from llamabatch.errors import RequestError
 from llamabatch.metrics import message_chars
 from llamabatch.prompts import Prompt
 from llamabatch.providers import HttpRequest, Provider, Response, provider_for
-from llamabatch.ratelimit import Admission
+from llamabatch.ratelimit import NO_LIMIT, Admission
 from llamabatch.resume import DoneIndex
 from llamabatch.retry import RetryPolicy
 from llamabatch.rows import Job, RowBuilder
@@ -114,6 +114,9 @@ class Engine:
         self.observer = observer
         self.policy = RetryPolicy.from_config(config.engine)
         self.limiter = anyio.CapacityLimiter(config.engine.concurrency)
+        # Each model's workers are capped already; the global cap binds only when they add up.
+        shared = sum(lane.workers for lane in lanes) > config.engine.concurrency
+        self.slot = self.limiter if shared else NO_LIMIT
         self.rng = random.Random(seed)
         self.stopping = anyio.Event()
 
@@ -186,7 +189,7 @@ class Engine:
             ticket = lane.admission.take_now()
             if ticket is None:
                 ticket = await lane.admission.wait(job.token_estimate)
-            async with lane.admission.limiter, self.limiter:
+            async with lane.admission.slot, self.slot:
                 job.queue_s += time.perf_counter() - waited_from
                 job.attempts += 1
                 if job.attempts == 1:

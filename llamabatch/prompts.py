@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator, Mapping
+from array import array
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -81,10 +83,15 @@ class PromptSet:
         self.limit = limit
         self.report: ScanReport | None = None
 
-    def scan(self) -> ScanReport:
-        """Validate every row (without keeping them) and infer carried-through column types."""
+    def scan(self, visit: Callable[[Prompt], None] | None = None) -> ScanReport:
+        """Validate every row (without keeping them) and infer carried-through column types.
+
+        `visit` sees each valid prompt (resume uses it to compare with stored rows).
+        Ids are kept as 64-bit hashes, 8 bytes a row, so a file of millions of
+        prompts is checked for duplicates in little memory.
+        """
         report = ScanReport(path=self.path)
-        seen: dict[str, int] = {}
+        hashes, row_numbers = array("Q"), array("Q")
         inferred: dict[str, set[str]] = {}
         for row_no, where, row in self._rows():
             report.rows += 1
@@ -93,19 +100,48 @@ class PromptSet:
             except PromptError as exc:
                 report.add_error(str(exc), row_no)
                 continue
-            first = seen.get(prompt.id)
-            if first is not None:
-                report.add_error(
-                    f"{where}: duplicate id {prompt.id!r} (first seen at row {first})", row_no
-                )
-                continue
-            seen[prompt.id] = row_no
+            hashes.append(id_hash(prompt.id))
+            row_numbers.append(row_no)
             report.valid += 1
+            if visit is not None:
+                visit(prompt)
             for name, value in prompt.extra.items():
                 inferred.setdefault(name, set()).add(_kind(value))
+        self._report_duplicates(report, hashes, row_numbers)
         report.extra_types = self._extra_types(inferred)
         self.report = report
         return report
+
+    def _report_duplicates(self, report: ScanReport, hashes: array[int], rows: array[int]) -> None:
+        """Every row repeating an earlier row's id is an error naming both rows."""
+        keys = np.frombuffer(hashes, dtype=np.uint64)
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        repeats = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
+        if not len(repeats):
+            return
+        row_of = np.frombuffer(rows, dtype=np.uint64)[order]
+        first_of = {}
+        for i in repeats.tolist():
+            j = i
+            while j > 0 and ordered[j - 1] == ordered[i]:
+                j -= 1
+            first_of[int(row_of[i])] = int(row_of[j])
+        wanted = set(first_of) | set(first_of.values())
+        ids = {n: _parse(r, w).id for n, w, r in self._rows() if n in wanted}
+        for later, first in sorted(first_of.items()):
+            if ids[later] == ids[first]:  # not merely a 64-bit hash collision
+                where = self._where(later)
+                report.valid -= 1
+                report.add_error(
+                    f"{where}: duplicate id {ids[later]!r} (first seen at row {first})", later
+                )
+
+    def _where(self, row_no: int) -> str:
+        if self.format == "jsonl":
+            return f"{self.path}:{row_no}"
+        line = f" (line {row_no + 1})" if self.format == "csv" else ""
+        return f"{self.path}: row {row_no}{line}"
 
     def __iter__(self) -> Iterator[Prompt]:
         """Yield valid prompts in file order (invalid rows skipped), up to `limit`."""
@@ -157,13 +193,10 @@ class PromptSet:
 
     def _arrow_rows(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
         row_no = 0
-        header = 1 if self.format == "csv" else 0
         for batch in self._arrow_batches():
             for row in batch.to_pylist():
                 row_no += 1
-                where = f"{self.path}: row {row_no}" + (
-                    f" (line {row_no + header})" if header else ""
-                )
+                where = self._where(row_no)
                 if self.format == "csv":
                     row = _decode_csv_json(row)
                 yield row_no, where, row
@@ -289,6 +322,11 @@ def _check_params(params: Mapping[str, Any], where: str) -> None:
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
         raise PromptError(f"{where}: params.stop must be a string or a list of strings")
+
+
+def id_hash(prompt_id: str) -> int:
+    """A prompt id as 64 bits, for compact sets of millions of ids."""
+    return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "little")
 
 
 def _content_hash(messages: list[dict[str, Any]], params: Mapping[str, Any]) -> str:

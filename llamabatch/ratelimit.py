@@ -6,6 +6,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Mapping
+from typing import Final
 
 import anyio
 
@@ -122,6 +123,19 @@ class _Budget:
         return 0.0
 
 
+class _NoLimit:
+    """Stands in for a limiter that cannot bind, so the hot path skips its bookkeeping."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+NO_LIMIT: Final = _NoLimit()
+
+
 class Admission:
     """Decides when a model may send its next request.
 
@@ -153,6 +167,15 @@ class Admission:
     @property
     def concurrency(self) -> int:
         return int(self.limiter.total_tokens)
+
+    @property
+    def slot(self) -> anyio.CapacityLimiter | _NoLimit:
+        """The concurrency limit to hold while a request is in flight.
+
+        A model's workers never exceed its configured concurrency, so until a
+        429 lowers it the limiter cannot bind and is skipped.
+        """
+        return self.limiter if self.rate_limited else NO_LIMIT
 
     def take_now(self) -> int | None:
         """A ticket at once when nothing limits this model (the common case), else None."""

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import platform
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from llamabatch.errors import UsageError
@@ -125,7 +127,7 @@ class ResultWriter:
         self.rows_per_part = rows_per_part
         self._journal = output / JOURNAL_DIR
         self._seq = 0
-        self._rows: list[dict[str, Any]] = []
+        self._pending = 0
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -157,7 +159,7 @@ class ResultWriter:
         with self._fd_lock:
             assert self._fd is not None, "open() first"
             os.write(self._fd, orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
-        self._rows.append(row)
+        self._pending += 1
 
     def sync(self) -> None:
         """fsync the journal (bounds what a machine crash can lose; blocking)."""
@@ -167,29 +169,28 @@ class ResultWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._rows)
+        return self._pending
 
-    def rotate(self) -> tuple[int, list[dict[str, Any]]] | None:
-        """Close the current segment and start the next; return the closed rows to write."""
-        if not self._rows:
+    def rotate(self) -> int | None:
+        """Close the current segment and start the next; return the closed one's number."""
+        if not self._pending:
             return None
-        seq, rows = self._seq, self._rows
+        seq = self._seq
         self._close_segment()
         self._seq += 1
-        self._rows = []
+        self._pending = 0
         self._open_segment()
-        return seq, rows
+        return seq
 
-    def write_part(self, seq: int, rows: list[dict[str, Any]]) -> None:
-        """Write rows as a Parquet part, then drop their journal segment (blocking)."""
-        _write_part(self.output, self.run_id, seq, rows, self.schema)
-        _segment_path(self.output, self.run_id, seq).unlink(missing_ok=True)
+    def write_part(self, seq: int) -> None:
+        """Turn a closed journal segment into a Parquet part, then drop it (blocking)."""
+        _compact(self.output, self.run_id, seq, self.schema)
 
     def close(self) -> None:
         """Write every remaining row and leave exactly one row per key (blocking)."""
         closed = self.rotate()
         if closed is not None:
-            self.write_part(*closed)
+            self.write_part(closed)
         self._close_segment()
         _segment_path(self.output, self.run_id, self._seq).unlink(missing_ok=True)
         (self._journal / f"{self.run_id}.schema").unlink(missing_ok=True)
@@ -221,11 +222,38 @@ def _part_path(output: Path, run_id: str, seq: int) -> Path:
     return output / f"part-{run_id}-{seq:06d}.parquet"
 
 
-def _write_part(
-    output: Path, run_id: str, seq: int, rows: list[dict[str, Any]], schema: pa.Schema
-) -> None:
-    table = pa.Table.from_pylist(rows, schema=schema)
-    _atomic_write_table(table, _part_path(output, run_id, seq))
+def _compact(output: Path, run_id: str, seq: int, schema: pa.Schema) -> int:
+    """Journal segment -> Parquet part -> segment deleted; returns the rows moved.
+
+    The part is parsed from the journal's own bytes by Arrow's JSON reader, so
+    a part always holds exactly what was journalled, and no row is converted
+    in Python. A torn last line (a killed process's unfinished write) is
+    dropped: that row was never counted.
+    """
+    segment = _segment_path(output, run_id, seq)
+    data = segment.read_bytes()
+    data = data[: data.rfind(b"\n") + 1]
+    if data:
+        table = _parse_journal(data, schema)
+        _atomic_write_table(table, _part_path(output, run_id, seq))
+    segment.unlink(missing_ok=True)
+    return data.count(b"\n")
+
+
+def _parse_journal(data: bytes, schema: pa.Schema) -> pa.Table:
+    # Timestamps are journalled as integer microseconds: read as int64, then cast.
+    as_read = pa.schema(
+        [pa.field(f.name, pa.int64()) if pa.types.is_timestamp(f.type) else f for f in schema]
+    )
+    table = pajson.read_json(
+        io.BytesIO(data),
+        read_options=pajson.ReadOptions(block_size=len(data) + 1),
+        parse_options=pajson.ParseOptions(
+            explicit_schema=as_read, unexpected_field_behavior="ignore"
+        ),
+    )
+    columns = [table[f.name].cast(f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _atomic_write_table(table: pa.Table, path: Path) -> None:
@@ -256,15 +284,12 @@ def recover(output: Path) -> int:
     recovered = 0
     for segment in sorted(journal.glob("*.jsonl")):
         run_id, _, seq_text = segment.stem.rpartition("-")
-        part = _part_path(output, run_id, int(seq_text))
-        if not part.exists():
-            rows = list(_journal_rows(segment))
-            if rows:
-                schema_file = journal / f"{run_id}.schema"
-                schema = pa.ipc.read_schema(pa.py_buffer(schema_file.read_bytes()))
-                _write_part(output, run_id, int(seq_text), rows, schema)
-                recovered += len(rows)
-        segment.unlink()
+        if _part_path(output, run_id, int(seq_text)).exists():
+            segment.unlink()  # compacted, but killed before the segment was deleted
+            continue
+        schema_file = journal / f"{run_id}.schema"
+        schema = pa.ipc.read_schema(pa.py_buffer(schema_file.read_bytes()))
+        recovered += _compact(output, run_id, int(seq_text), schema)
     for schema_file in journal.glob("*.schema"):
         schema_file.unlink()
     if recovered:
@@ -299,14 +324,6 @@ def unify_parts(output: Path, schema: pa.Schema) -> pa.Schema:
             ]
             _atomic_write_table(pa.Table.from_arrays(columns, schema=merged), path)
     return merged
-
-
-def _journal_rows(segment: Path) -> Iterator[dict[str, Any]]:
-    with segment.open("rb") as fh:
-        for line in fh:
-            if not line.endswith(b"\n"):
-                return  # torn final write of a killed process: that row was never counted
-            yield orjson.loads(line)
 
 
 def _key_table(files: list[Path], columns: Iterable[str]) -> pa.Table | None:

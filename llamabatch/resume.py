@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from llamabatch.prompts import id_hash
 from llamabatch.results import KEY, part_files
 
 
@@ -19,10 +20,6 @@ def key_hash(model: str, prompt_id: str, sample: int) -> int:
     """A 64-bit hash of a row's key: compact enough to hold millions in memory."""
     raw = f"{model}\x1f{prompt_id}\x1f{sample}".encode()
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
-
-
-def id_hash(prompt_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "little")
 
 
 class DoneIndex:
@@ -138,14 +135,10 @@ class PromptDrift:
         self.count = 0
         self.examples: list[str] = []
 
-    def check_all(self, prompts: Iterable[Any]) -> None:
-        for prompt in prompts:
-            self(prompt)
-
     def __call__(self, prompt: Any) -> None:
         hashes = self.done.prompt_hashes
         if hashes is None:
-            return
+            return  # nothing stored yet (or rows from before prompt hashes)
         ids, contents = hashes
         at = int(np.searchsorted(ids, id_hash(prompt.id)))
         if (

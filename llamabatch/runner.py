@@ -154,13 +154,12 @@ async def arun(
     prompts = PromptSet(config.input, limit=config.limit)
     for model in config.models:
         model.resolve_api_key()  # a missing key fails here, before anything is touched
-    report = await _scan(config, prompts)
     scoring = Scoring.from_config(config)
     judge = Judge(scoring.judges, config) if scoring.judges else None  # checks keys up front
     _prepare_output(config.output, resume=resume, force=force)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     writer = ResultWriter(config.output, run_id)
-    done = await _open(writer, config, prompts, keep_errors=keep_errors, force=force)
+    done, report = await _open(writer, config, prompts, keep_errors=keep_errors, force=force)
     writer.start(result_schema(report.extra_types, scoring.fields()))
     redactor = Redactor(config.secrets())
     run = _Run(
@@ -205,23 +204,36 @@ async def arun(
 
 async def _open(
     writer: ResultWriter, config: RunConfig, prompts: PromptSet, *, keep_errors: bool, force: bool
-) -> DoneIndex:
-    """Lock and repair the output, index what it holds, refuse rows that no longer compare."""
-    await anyio.to_thread.run_sync(writer.open)
+) -> tuple[DoneIndex, ScanReport]:
+    """Validate the prompt set and, when resuming, the rows already stored; then open the output.
+
+    One pass over the prompts does both checks; a fresh output directory is
+    only created once they pass, so bad input leaves nothing behind.
+    """
+    opened = has_results(config.output)
+    if opened:
+        await anyio.to_thread.run_sync(writer.open)
     try:
-        done = await anyio.to_thread.run_sync(
-            functools.partial(load_done, config.output, keep_errors=keep_errors)
-        )
-        await _check_resumable(config, prompts, done, force=force)
+        done = DoneIndex()
+        if opened:
+            done = await anyio.to_thread.run_sync(
+                functools.partial(load_done, config.output, keep_errors=keep_errors)
+            )
+        drift = PromptDrift(done)
+        report = await anyio.to_thread.run_sync(prompts.scan, drift)
+        _check_scan(config, report)
+        _check_resumable(config, done, drift, force=force)
+        if not opened:
+            await anyio.to_thread.run_sync(writer.open)
     except BaseException:
-        await anyio.to_thread.run_sync(writer.close)
+        if opened:
+            await anyio.to_thread.run_sync(writer.close)
         raise
-    return done
+    return done, report
 
 
-async def _scan(config: RunConfig, prompts: PromptSet) -> ScanReport:
-    """Validate the whole prompt set before anything is sent or written."""
-    report = await anyio.to_thread.run_sync(prompts.scan)
+def _check_scan(config: RunConfig, report: ScanReport) -> None:
+    """Bad rows stop the run (unless skipped); so do columns that would shadow results."""
     if not config.skip_invalid:
         report.raise_if_invalid()
     clashes = sorted(c for c in report.extra_types if c in COLUMNS or is_derived(c))
@@ -229,16 +241,12 @@ async def _scan(config: RunConfig, prompts: PromptSet) -> ScanReport:
         raise UsageError(
             f"{config.input}: column(s) {', '.join(clashes)} clash with result columns; rename them"
         )
-    return report
 
 
-async def _check_resumable(
-    config: RunConfig, prompts: PromptSet, done: DoneIndex, *, force: bool
+def _check_resumable(
+    config: RunConfig, done: DoneIndex, drift: PromptDrift, *, force: bool
 ) -> None:
     """Refuse to mix new rows with existing ones they cannot be compared with."""
-    drift = PromptDrift(done)
-    if done.prompt_hashes is not None:
-        await anyio.to_thread.run_sync(drift.check_all, prompts)
     problems = incompatibilities(config.snapshot(), read_manifest(config.output), done, drift)
     if problems and not force:
         raise UsageError(
@@ -335,10 +343,13 @@ def _redacted_logs(redactor: Redactor) -> Iterator[None]:
         logger.removeFilter(scrub)
 
 
+def has_results(output: Path) -> bool:
+    return output.is_dir() and (bool(part_files(output)) or (output / JOURNAL_DIR).is_dir())
+
+
 def _prepare_output(output: Path, *, resume: bool, force: bool) -> None:
-    has_results = output.is_dir() and (bool(part_files(output)) or (output / JOURNAL_DIR).is_dir())
-    if resume or not has_results:
-        output.mkdir(parents=True, exist_ok=True)
+    """With --no-resume: refuse to replace results unless forced, then clear them."""
+    if resume or not has_results(output):
         return
     if not force:
         raise UsageError(
@@ -363,7 +374,7 @@ async def _flush_periodically(writer: ResultWriter) -> None:
             ):
                 closed = writer.rotate()
                 if closed is not None:
-                    await anyio.to_thread.run_sync(writer.write_part, *closed)
+                    await anyio.to_thread.run_sync(writer.write_part, closed)
                 last_part = now
             if now - last_sync >= SYNC_INTERVAL_S:
                 await anyio.to_thread.run_sync(writer.sync)

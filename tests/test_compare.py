@@ -43,12 +43,13 @@ def findings(tmp_path: Path) -> dict[str, bool]:
 async def test_no_change_is_no_regression(
     tmp_path: Path, prompts: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Realistic latencies (a 0.1 s TTFT), so scheduling noise of a busy machine stays far
-    # below the latency rules' ratio and 0.05 s floor.
+    # Realistic latencies (a 0.1 s TTFT); the latency rules run, with limits wide enough
+    # that a busy machine's scheduling noise between two identical runs cannot trip them.
     ttft = {"a": 0.1, "b": 0.1}
     base = await eval_run(tmp_path / "base", prompts, {"a": 0.8, "b": 0.6}, ttft_s=ttft)
     cand = await eval_run(tmp_path / "cand", prompts, {"a": 0.8, "b": 0.6}, ttft_s=ttft)
-    assert compare(tmp_path, base, cand) == 0
+    wide = ("--max-p50-ratio", "3", "--max-p90-ratio", "3", "--min-latency-increase-s", "0.5")
+    assert compare(tmp_path, base, cand, *wide) == 0
     out = capsys.readouterr().out
     assert out.startswith("## llamabatch compare: ✅ no regression")
     assert "No prompt flipped from pass to fail." in out
