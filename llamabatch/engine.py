@@ -18,7 +18,6 @@ from typing import Any, Protocol
 
 import anyio
 import orjson
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from llamabatch.breaker import CircuitBreaker
 from llamabatch.config import EngineConfig, ModelConfig, RunConfig
@@ -32,9 +31,9 @@ from llamabatch.retry import RetryPolicy
 from llamabatch.rows import Job, RowBuilder
 from llamabatch.tokenizers import TokenCounter
 from llamabatch.transport import Transport
+from llamabatch.workqueue import PromptSource, WorkQueue
 
 DEFAULT_MAX_TOKENS_ESTIMATE = 256
-WorkItem = tuple[Prompt, int, float | None]  # prompt, sample, scheduled send time (open loop)
 
 
 class Observer(Protocol):
@@ -45,12 +44,6 @@ class Observer(Protocol):
     def on_row(self, row: Mapping[str, Any]) -> None: ...
 
     def on_retry(self, model: str, error: RequestError, delay_s: float) -> None: ...
-
-
-class PromptSource(Protocol):
-    """Where prompts come from: a PromptSet, or any batches of prompts."""
-
-    def batches(self) -> Iterator[list[Prompt]]: ...
 
 
 class Sink(Protocol):
@@ -127,44 +120,21 @@ class Engine:
     async def run(self, prompts: PromptSource, done: DoneIndex) -> None:
         """Send all pending work; returns when every started row is written."""
         async with anyio.create_task_group() as tg:
-            for lane in self.lanes:
-                send, receive = anyio.create_memory_object_stream[WorkItem](lane.workers)
-                tg.start_soon(self._feed, lane, prompts, done, send)
+            for index, lane in enumerate(self.lanes):
+                queue = WorkQueue(
+                    model=lane.config.name,
+                    prompts=prompts,
+                    done=done,
+                    repeats=self.config.repeats,
+                    arrivals=_arrivals(self.config.engine, index),
+                    stopping=self.stopping,
+                )
                 for _ in range(lane.workers):
-                    tg.start_soon(self._work, lane, receive.clone())
-                receive.close()
+                    tg.start_soon(self._work, lane, queue)
 
-    async def _feed(
-        self,
-        lane: Lane,
-        prompts: PromptSource,
-        done: DoneIndex,
-        send: ObjectSendStream[WorkItem],
-    ) -> None:
-        """Hand out pending work: as fast as workers take it, or at `request_rate` (open loop)."""
-        name = lane.config.name
-        arrivals = _arrivals(self.config.engine, self.lanes.index(lane))
-        batches: Iterator[list[Prompt]] = prompts.batches()
-        async with send:
-            while not self.stopping.is_set():
-                batch = await anyio.to_thread.run_sync(next, batches, None)
-                if batch is None:
-                    return
-                for prompt, sample in done.pending(name, batch, self.config.repeats):
-                    scheduled = None
-                    if arrivals is not None:
-                        scheduled = next(arrivals)
-                        await anyio.sleep(max(0.0, scheduled - time.perf_counter()))
-                    if self.stopping.is_set():
-                        return
-                    await send.send((prompt, sample, scheduled))
-
-    async def _work(self, lane: Lane, receive: ObjectReceiveStream[WorkItem]) -> None:
-        async with receive:
-            async for prompt, sample, scheduled in receive:
-                if self.stopping.is_set():
-                    return
-                await self._process(lane, prompt, sample, scheduled)
+    async def _work(self, lane: Lane, queue: WorkQueue) -> None:
+        while (item := await queue.get()) is not None:
+            await self._process(lane, *item)
 
     async def _process(
         self, lane: Lane, prompt: Prompt, sample: int, scheduled: float | None

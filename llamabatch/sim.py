@@ -123,7 +123,7 @@ class SimServer:
         self.script: deque[str] = deque()
         self.stats = SimStats()
         self._admitted: deque[float] = deque()
-        self._rng = random.Random(seed)
+        self._rngs: dict[str, random.Random] = {}
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
 
@@ -273,7 +273,7 @@ class SimServer:
                 400, "'messages' must be a non-empty list", "invalid_request_error", fmt=fmt
             )
         profile = self.profile(model)
-        action = self.script.popleft() if self.script else self._random_fault(profile)
+        action = self.script.popleft() if self.script else self._random_fault(model, profile)
         if action != "ok":
             return await self._fault(request, action, profile, body, model, fmt)
         if (limited := self._rpm_check(fmt)) is not None:
@@ -285,8 +285,11 @@ class SimServer:
         await asyncio.sleep(plan.ttft_s + plan.decode_s)
         return web.json_response(fmt.completion(model, plan), headers=self._budget_headers())
 
-    def _random_fault(self, profile: SimProfile) -> str:
-        roll = self._rng.random()
+    def _random_fault(self, model: str, profile: SimProfile) -> str:
+        # One random stream per model: how many of a model's requests fail does not
+        # depend on how its requests interleave with other models'.
+        rng = self._rngs.setdefault(model, random.Random(f"{self.seed}:{model}"))
+        roll = rng.random()
         for action, rate in (
             ("429", profile.rate_limit_rate),
             ("503", profile.error_rate),

@@ -99,7 +99,7 @@ async def test_random_faults_across_models_end_in_one_row_each(tmp_path: Path) -
     )
     async with SimServer(default=flaky, seed=3) as sim:
         config = sim_config(
-            tmp_path, sim.base_url, n_prompts=60, models=("a", "b", "c"), engine={"max_retries": 8}
+            tmp_path, sim.base_url, n_prompts=60, models=("a", "b", "c"), engine={"max_retries": 20}
         )
         result = await arun(config)
     df = pd.read_parquet(config.output)
