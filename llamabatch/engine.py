@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,8 +117,16 @@ class Engine:
         """Admit no new work; requests in flight finish (or are cancelled by the caller)."""
         self.stopping.set()
 
-    async def run(self, prompts: PromptSource, done: DoneIndex) -> None:
-        """Send all pending work; returns when every started row is written."""
+    async def run(
+        self,
+        prompts: PromptSource,
+        done: DoneIndex,
+        only: Callable[[str], bytearray | None] | None = None,
+    ) -> None:
+        """Send all pending work; returns when every started row is written.
+
+        `only(model)` optionally marks the rows with work left (see resume.ResumeScan).
+        """
         async with anyio.create_task_group() as tg:
             for index, lane in enumerate(self.lanes):
                 queue = WorkQueue(
@@ -128,6 +136,7 @@ class Engine:
                     repeats=self.config.repeats,
                     arrivals=_arrivals(self.config.engine, index),
                     stopping=self.stopping,
+                    only=None if only is None else only(lane.config.name),
                 )
                 for _ in range(lane.workers):
                     tg.start_soon(self._work, lane, queue)

@@ -103,7 +103,7 @@ class _Capture:
 class _Source:
     prompts: list[Prompt]
 
-    def batches(self) -> Iterator[list[Prompt]]:
+    def batches(self, *, only: bytearray | None = None) -> Iterator[list[Prompt]]:
         yield self.prompts
 
 

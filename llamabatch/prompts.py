@@ -19,6 +19,7 @@ from llamabatch.errors import PromptError
 FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 RESERVED: Final = frozenset({"id", "messages", "prompt", "system", "params", "expected"})
 BATCH_ROWS: Final = 1024
+MASK64: Final = (1 << 64) - 1
 MAX_REPORTED_ERRORS: Final = 20
 _NUMBER_PARAMS: Final = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INT_PARAMS: Final = ("max_tokens", "max_completion_tokens", "seed", "n", "top_k")
@@ -83,7 +84,7 @@ class PromptSet:
         self.limit = limit
         self.report: ScanReport | None = None
 
-    def scan(self, visit: Callable[[Prompt], None] | None = None) -> ScanReport:
+    def scan(self, visit: Callable[[int, Prompt], None] | None = None) -> ScanReport:
         """Validate every row (without keeping them) and infer carried-through column types.
 
         `visit` sees each valid prompt (resume uses it to compare with stored rows).
@@ -93,18 +94,19 @@ class PromptSet:
         report = ScanReport(path=self.path)
         hashes, row_numbers = array("Q"), array("Q")
         inferred: dict[str, set[str]] = {}
-        for row_no, where, row in self._rows():
+        for row_no, row in self._rows():
+            assert row is not None
             report.rows += 1
             try:
-                prompt = _parse(row, where)
-            except PromptError as exc:
-                report.add_error(str(exc), row_no)
+                prompt = _parse(row)
+            except _Bad as exc:
+                report.add_error(f"{self._where(row_no)}: {exc}", row_no)
                 continue
             hashes.append(id_hash(prompt.id))
             row_numbers.append(row_no)
             report.valid += 1
             if visit is not None:
-                visit(prompt)
+                visit(row_no, prompt)
             for name, value in prompt.extra.items():
                 inferred.setdefault(name, set()).add(_kind(value))
         self._report_duplicates(report, hashes, row_numbers)
@@ -128,7 +130,7 @@ class PromptSet:
                 j -= 1
             first_of[int(row_of[i])] = int(row_of[j])
         wanted = set(first_of) | set(first_of.values())
-        ids = {n: _parse(r, w).id for n, w, r in self._rows() if n in wanted}
+        ids = {n: _parse(r).id for n, r in self._rows() if n in wanted and r is not None}
         for later, first in sorted(first_of.items()):
             if ids[later] == ids[first]:  # not merely a 64-bit hash collision
                 where = self._where(later)
@@ -145,20 +147,39 @@ class PromptSet:
 
     def __iter__(self) -> Iterator[Prompt]:
         """Yield valid prompts in file order (invalid rows skipped), up to `limit`."""
+        for prompt in self._prompts(None):
+            if prompt is not None:
+                yield prompt
+
+    def _prompts(self, only: bytearray | None) -> Iterator[Prompt | None]:
+        """Valid prompts up to `limit`; None for a valid row that `only` (by row) excludes."""
         skipped = self.report.skipped_rows if self.report else set()
         emitted = 0
-        for row_no, where, row in self._rows():
+        for row_no, row in self._rows(only):
             if self.limit is not None and emitted >= self.limit:
                 return
             if row_no in skipped:
                 continue
-            yield _parse(row, where)
             emitted += 1
+            if row is None:
+                yield None
+                continue
+            try:
+                yield _parse(row)
+            except _Bad as exc:
+                raise PromptError(f"{self._where(row_no)}: {exc}") from None
 
-    def batches(self, size: int = BATCH_ROWS) -> Iterator[list[Prompt]]:
-        """Yield prompts in lists of up to `size`, for reading in a worker thread."""
+    def batches(
+        self, size: int = BATCH_ROWS, *, only: bytearray | None = None
+    ) -> Iterator[list[Prompt]]:
+        """Yield prompts in lists of up to `size`, for reading in a worker thread.
+
+        `only[row]` == 0 skips a row without parsing it (resume: nothing left to send).
+        """
         batch: list[Prompt] = []
-        for prompt in self:
+        for prompt in self._prompts(only):
+            if prompt is None:
+                continue
             batch.append(prompt)
             if len(batch) >= size:
                 yield batch
@@ -171,35 +192,37 @@ class PromptSet:
         assert self.report is not None, "scan() first"
         return self.report.valid if self.limit is None else min(self.limit, self.report.valid)
 
-    def _rows(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    def _rows(self, only: bytearray | None = None) -> Iterator[tuple[int, dict[str, Any] | None]]:
         if self.format == "jsonl":
-            yield from self._jsonl_rows()
+            yield from self._jsonl_rows(only)
         else:
-            yield from self._arrow_rows()
+            for row_no, row in self._arrow_rows():
+                yield row_no, None if only is not None and not _wanted(only, row_no) else row
 
-    def _jsonl_rows(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    def _jsonl_rows(self, only: bytearray | None) -> Iterator[tuple[int, dict[str, Any] | None]]:
         with self.path.open("rb") as fh:
             for line_no, line in enumerate(fh, start=1):
-                where = f"{self.path}:{line_no}"
                 if not line.strip():
+                    continue
+                if only is not None and not _wanted(only, line_no):
+                    yield line_no, None
                     continue
                 try:
                     row = orjson.loads(line)
                 except orjson.JSONDecodeError as exc:
-                    row = _Invalid(f"{where}: invalid JSON ({exc.args[0]})")
+                    row = _Invalid(f"invalid JSON ({exc.args[0]})")
                 if not isinstance(row, dict):
-                    row = _Invalid(f"{where}: expected a JSON object, got {type(row).__name__}")
-                yield line_no, where, row
+                    row = _Invalid(f"expected a JSON object, got {type(row).__name__}")
+                yield line_no, row
 
-    def _arrow_rows(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    def _arrow_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
         row_no = 0
         for batch in self._arrow_batches():
             for row in batch.to_pylist():
                 row_no += 1
-                where = self._where(row_no)
                 if self.format == "csv":
                     row = _decode_csv_json(row)
-                yield row_no, where, row
+                yield row_no, row
 
     def _arrow_batches(self) -> Iterator[pa.RecordBatch]:
         try:
@@ -233,6 +256,14 @@ class PromptSet:
         return types
 
 
+def _wanted(only: bytearray, row_no: int) -> bool:
+    return row_no < len(only) and only[row_no] != 0
+
+
+class _Bad(Exception):
+    """A row's problem; the caller adds where the row is."""
+
+
 class _Invalid(dict[str, Any]):
     """A row that could not even be decoded; parsing it raises its message."""
 
@@ -241,16 +272,16 @@ class _Invalid(dict[str, Any]):
         self.message = message
 
 
-def _parse(row: dict[str, Any], where: str) -> Prompt:
+def _parse(row: dict[str, Any]) -> Prompt:
     if isinstance(row, _Invalid):
-        raise PromptError(row.message)
-    messages = _messages(row, where)
+        raise _Bad(row.message)
+    messages = _messages(row)
     params = row.get("params")
     if params is None:
         params = {}
     elif not isinstance(params, dict):
-        raise PromptError(f"{where}: 'params' must be an object, got {type(params).__name__}")
-    _check_params(params, where)
+        raise _Bad(f"'params' must be an object, got {type(params).__name__}")
+    _check_params(params)
     expected = row.get("expected")
     if expected is not None and not isinstance(expected, str):
         expected = orjson.dumps(expected).decode()
@@ -261,7 +292,7 @@ def _parse(row: dict[str, Any], where: str) -> Prompt:
     elif isinstance(prompt_id, int) and not isinstance(prompt_id, bool):
         prompt_id = str(prompt_id)
     elif not isinstance(prompt_id, str) or not prompt_id:
-        raise PromptError(f"{where}: 'id' must be a non-empty string, got {prompt_id!r}")
+        raise _Bad(f"'id' must be a non-empty string, got {prompt_id!r}")
     extra = {k: v for k, v in row.items() if k not in RESERVED}
     return Prompt(
         id=prompt_id,
@@ -273,60 +304,62 @@ def _parse(row: dict[str, Any], where: str) -> Prompt:
     )
 
 
-def _messages(row: Mapping[str, Any], where: str) -> list[dict[str, Any]]:
+def _messages(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     messages = row.get("messages")
     prompt = row.get("prompt")
     system = row.get("system")
     if messages is not None and prompt is not None:
-        raise PromptError(f"{where}: has both 'messages' and 'prompt'; give exactly one")
+        raise _Bad("has both 'messages' and 'prompt'; give exactly one")
     if messages is None and prompt is None:
-        raise PromptError(f"{where}: needs 'messages' (a list) or 'prompt' (a string)")
+        raise _Bad("needs 'messages' (a list) or 'prompt' (a string)")
     if prompt is not None:
         if not isinstance(prompt, str) or not prompt:
-            raise PromptError(f"{where}: 'prompt' must be a non-empty string")
+            raise _Bad("'prompt' must be a non-empty string")
         if system is not None and not isinstance(system, str):
-            raise PromptError(f"{where}: 'system' must be a string")
+            raise _Bad("'system' must be a string")
         head = [{"role": "system", "content": system}] if system else []
         return [*head, {"role": "user", "content": prompt}]
     if system is not None:
-        raise PromptError(f"{where}: 'system' goes with 'prompt'; put it in 'messages' instead")
+        raise _Bad("'system' goes with 'prompt'; put it in 'messages' instead")
     if not isinstance(messages, list) or not messages:
-        raise PromptError(f"{where}: 'messages' must be a non-empty list of {{role, content}}")
+        raise _Bad("'messages' must be a non-empty list of {role, content}")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise PromptError(f"{where}: messages[{i}] must be an object with role and content")
+            raise _Bad(f"messages[{i}] must be an object with role and content")
         role = message.get("role")
         if not isinstance(role, str) or not role:
-            raise PromptError(f"{where}: messages[{i}].role must be a non-empty string")
+            raise _Bad(f"messages[{i}].role must be a non-empty string")
         content = message.get("content")
         if not isinstance(content, str | list) and not (content is None and role == "assistant"):
-            raise PromptError(f"{where}: messages[{i}].content must be a string or a list of parts")
+            raise _Bad(f"messages[{i}].content must be a string or a list of parts")
     # Parquet structs come back with every key; drop the nulls they add.
     return [{k: v for k, v in m.items() if v is not None} for m in messages]
 
 
-def _check_params(params: Mapping[str, Any], where: str) -> None:
+def _check_params(params: Mapping[str, Any]) -> None:
+    if not params:
+        return
     for key in _NUMBER_PARAMS:
         value = params.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise PromptError(f"{where}: params.{key} must be a number, got {value!r}")
+            raise _Bad(f"params.{key} must be a number, got {value!r}")
     for key in _INT_PARAMS:
         value = params.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise PromptError(f"{where}: params.{key} must be an integer, got {value!r}")
+            raise _Bad(f"params.{key} must be an integer, got {value!r}")
     max_tokens = params.get("max_tokens")
     if max_tokens is not None and max_tokens < 1:
-        raise PromptError(f"{where}: params.max_tokens must be >= 1, got {max_tokens}")
+        raise _Bad(f"params.max_tokens must be >= 1, got {max_tokens}")
     stop = params.get("stop")
     if stop is not None and not (
         isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
     ):
-        raise PromptError(f"{where}: params.stop must be a string or a list of strings")
+        raise _Bad("params.stop must be a string or a list of strings")
 
 
 def id_hash(prompt_id: str) -> int:
-    """A prompt id as 64 bits, for compact sets of millions of ids."""
-    return int.from_bytes(hashlib.blake2b(prompt_id.encode(), digest_size=8).digest(), "little")
+    """A prompt id as 64 bits, for compact sets of millions of ids (valid within one process)."""
+    return hash(prompt_id) & MASK64
 
 
 def _content_hash(messages: list[dict[str, Any]], params: Mapping[str, Any]) -> str:

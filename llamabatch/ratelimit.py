@@ -267,7 +267,11 @@ class Admission:
         """Additive increase; correct the TPM charge with the real usage."""
         if self.tpm is not None and total_tokens is not None:
             self.tpm.refund(estimate - total_tokens)
-        self._successes.append(time.monotonic())
+        now = time.monotonic()
+        successes = self._successes
+        successes.append(now)
+        while now - successes[0] > LEARN_WINDOW_S:
+            successes.popleft()
         if self.learned is not None:
             self.learned.set_rate(self.learned.rate_per_s * LEARN_GROWTH)
         if self.concurrency < self.max_concurrency:

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from llamabatch.prompts import id_hash
+from llamabatch.prompts import MASK64, id_hash
 from llamabatch.results import KEY, part_files
 
 
 def key_hash(model: str, prompt_id: str, sample: int) -> int:
-    """A 64-bit hash of a row's key: compact enough to hold millions in memory."""
-    raw = f"{model}\x1f{prompt_id}\x1f{sample}".encode()
-    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "little")
+    """A row's key as 64 bits: compact enough to hold millions (valid within one process)."""
+    return hash((model, prompt_id, sample)) & MASK64
 
 
 class DoneIndex:
@@ -50,7 +48,7 @@ class DoneIndex:
         return len(self._ok)
 
     def is_done(self, model: str, prompt_id: str, sample: int) -> bool:
-        return bool(self._contains(np.array([key_hash(model, prompt_id, sample)], np.uint64))[0])
+        return bool(self.contains(np.array([key_hash(model, prompt_id, sample)], np.uint64))[0])
 
     def pending(self, model: str, prompts: list[Any], repeats: int) -> Iterator[tuple[Any, int]]:
         """The (prompt, sample) pairs of a batch that have no `ok` row yet."""
@@ -61,11 +59,12 @@ class DoneIndex:
         hashes = np.fromiter(
             (key_hash(model, p.id, s) for p, s in pairs), dtype=np.uint64, count=len(pairs)
         )
-        for pair, done in zip(pairs, self._contains(hashes), strict=True):
+        for pair, done in zip(pairs, self.contains(hashes), strict=True):
             if not done:
                 yield pair
 
-    def _contains(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def contains(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """For each key hash, whether it has an `ok` row."""
         if not len(self._ok):
             return np.zeros(len(hashes), bool)
         at = np.searchsorted(self._ok, hashes).clip(max=len(self._ok) - 1)
@@ -127,28 +126,72 @@ def load_done(output: Path, *, keep_errors: bool = False) -> DoneIndex:
 MAX_LISTED = 5
 
 
-class PromptDrift:
-    """Collects prompts whose content changed under an id that already has rows."""
+class ResumeScan:
+    """Rides along the validation pass when resuming: finds prompts whose content changed
+    under a stored id, and marks, per model, the rows that still have work to send.
 
-    def __init__(self, done: DoneIndex) -> None:
+    Lookups are batched and vectorised; the marks (one byte per row and model)
+    let each model's reader skip finished rows without parsing them.
+    """
+
+    FLUSH = 8192
+
+    def __init__(self, done: DoneIndex, models: Sequence[str], repeats: int) -> None:
         self.done = done
+        self.models = list(models)
+        self.repeats = repeats
         self.count = 0
         self.examples: list[str] = []
+        self.pending: dict[str, bytearray] = {m: bytearray() for m in self.models}
+        self._seen: list[tuple[int, str, str]] = []
+        self.active = done.count() > 0 or done.prompt_hashes is not None
 
-    def __call__(self, prompt: Any) -> None:
-        hashes = self.done.prompt_hashes
-        if hashes is None:
-            return  # nothing stored yet (or rows from before prompt hashes)
-        ids, contents = hashes
-        at = int(np.searchsorted(ids, id_hash(prompt.id)))
-        if (
-            at < len(ids)
-            and ids[at] == id_hash(prompt.id)
-            and contents[at] != int(prompt.content_hash, 16)
-        ):
-            self.count += 1
-            if len(self.examples) < MAX_LISTED:
-                self.examples.append(prompt.id)
+    def __call__(self, row_no: int, prompt: Any) -> None:
+        if self.active:
+            self._seen.append((row_no, prompt.id, prompt.content_hash))
+            if len(self._seen) >= self.FLUSH:
+                self.finish()
+
+    def finish(self) -> None:
+        """Process what is buffered (call once more after the scan)."""
+        seen, self._seen = self._seen, []
+        if not seen:
+            return
+        self._check_drift(seen)
+        for model in self.models:
+            self._mark(model, seen)
+
+    def only(self, model: str) -> bytearray | None:
+        """The rows of `model` with work left, or None when every row may have some."""
+        return self.pending[model] if self.active else None
+
+    def _check_drift(self, seen: list[tuple[int, str, str]]) -> None:
+        stored = self.done.prompt_hashes
+        if stored is None:
+            return
+        ids, contents = stored
+        keys = np.fromiter((id_hash(p) for _, p, _ in seen), np.uint64, len(seen))
+        mine = np.fromiter((int(h, 16) for _, _, h in seen), np.uint64, len(seen))
+        at = np.searchsorted(ids, keys).clip(max=len(ids) - 1)
+        changed = np.flatnonzero((ids[at] == keys) & (contents[at] != mine))
+        self.count += len(changed)
+        for i in changed[: MAX_LISTED - len(self.examples)].tolist():
+            self.examples.append(seen[i][1])
+
+    def _mark(self, model: str, seen: list[tuple[int, str, str]]) -> None:
+        marks = self.pending[model]
+        keys = np.fromiter(
+            (key_hash(model, p, s) for _, p, _ in seen for s in range(self.repeats)),
+            np.uint64,
+            len(seen) * self.repeats,
+        )
+        finished = self.done.contains(keys).reshape(len(seen), self.repeats).all(axis=1)
+        done = cast(list[bool], finished.tolist())
+        last = seen[-1][0]
+        if len(marks) <= last:
+            marks.extend(bytes(last + 1 - len(marks)))
+        for (row_no, _, _), is_done in zip(seen, done, strict=True):
+            marks[row_no] = 0 if is_done else 1
 
 
 def fingerprint(defaults: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,7 +208,7 @@ def incompatibilities(
     snapshot: Mapping[str, Any],
     previous: Mapping[str, Any] | None,
     done: DoneIndex,
-    drift: PromptDrift,
+    drift: ResumeScan,
 ) -> list[str]:
     """Reasons the existing rows cannot be mixed with this config's (empty when they can)."""
     problems = []

@@ -9,7 +9,7 @@ import shutil
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,7 +36,7 @@ from llamabatch.results import (
     versions,
     write_manifest,
 )
-from llamabatch.resume import DoneIndex, PromptDrift, incompatibilities, load_done
+from llamabatch.resume import DoneIndex, ResumeScan, incompatibilities, load_done
 from llamabatch.rows import RowBuilder
 from llamabatch.scoring import Scoring, is_derived, rescore
 from llamabatch.servers import local_servers
@@ -159,7 +159,9 @@ async def arun(
     _prepare_output(config.output, resume=resume, force=force)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     writer = ResultWriter(config.output, run_id)
-    done, report = await _open(writer, config, prompts, keep_errors=keep_errors, force=force)
+    done, report, resume_scan = await _open(
+        writer, config, prompts, keep_errors=keep_errors, force=force
+    )
     writer.start(result_schema(report.extra_types, scoring.fields()))
     redactor = Redactor(config.secrets())
     run = _Run(
@@ -171,6 +173,7 @@ async def arun(
         rows=RowBuilder(run_id, report.extra_types, redactor),
         tally=_Tally(observer),
         handle_signals=handle_signals,
+        only=resume_scan.only,
     )
     manifest = _manifest(config, run_id, report.valid, report.error_count)
     write_manifest(config.output, manifest)
@@ -204,7 +207,7 @@ async def arun(
 
 async def _open(
     writer: ResultWriter, config: RunConfig, prompts: PromptSet, *, keep_errors: bool, force: bool
-) -> tuple[DoneIndex, ScanReport]:
+) -> tuple[DoneIndex, ScanReport, ResumeScan]:
     """Validate the prompt set and, when resuming, the rows already stored; then open the output.
 
     One pass over the prompts does both checks; a fresh output directory is
@@ -219,8 +222,9 @@ async def _open(
             done = await anyio.to_thread.run_sync(
                 functools.partial(load_done, config.output, keep_errors=keep_errors)
             )
-        drift = PromptDrift(done)
+        drift = ResumeScan(done, [m.name for m in config.models], config.repeats)
         report = await anyio.to_thread.run_sync(prompts.scan, drift)
+        drift.finish()
         _check_scan(config, report)
         _check_resumable(config, done, drift, force=force)
         if not opened:
@@ -229,7 +233,7 @@ async def _open(
         if opened:
             await anyio.to_thread.run_sync(writer.close)
         raise
-    return done, report
+    return done, report, drift
 
 
 def _check_scan(config: RunConfig, report: ScanReport) -> None:
@@ -243,9 +247,7 @@ def _check_scan(config: RunConfig, report: ScanReport) -> None:
         )
 
 
-def _check_resumable(
-    config: RunConfig, done: DoneIndex, drift: PromptDrift, *, force: bool
-) -> None:
+def _check_resumable(config: RunConfig, done: DoneIndex, drift: ResumeScan, *, force: bool) -> None:
     """Refuse to mix new rows with existing ones they cannot be compared with."""
     problems = incompatibilities(config.snapshot(), read_manifest(config.output), done, drift)
     if problems and not force:
@@ -270,6 +272,7 @@ class _Run:
     rows: RowBuilder
     tally: _Tally
     handle_signals: bool
+    only: Callable[[str], bytearray | None]
     monitor: LoopMonitor = field(default_factory=LoopMonitor)
 
     async def drive(self) -> bool:
@@ -293,7 +296,7 @@ class _Run:
                 with anyio.CancelScope() as engine_scope:
                     if self.handle_signals:
                         tg.start_soon(_watch_signals, engine, engine_scope, config.engine.grace_s)
-                    await engine.run(self.prompts, self.done)
+                    await engine.run(self.prompts, self.done, self.only)
                 tg.cancel_scope.cancel()
             return engine.stopping.is_set()
 

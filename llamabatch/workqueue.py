@@ -18,7 +18,7 @@ WorkItem = tuple[Prompt, int, float | None]  # prompt, sample, scheduled send ti
 class PromptSource(Protocol):
     """Where prompts come from: a PromptSet, or any batches of prompts."""
 
-    def batches(self) -> Iterator[list[Prompt]]: ...
+    def batches(self, *, only: bytearray | None = None) -> Iterator[list[Prompt]]: ...
 
 
 class WorkQueue:
@@ -39,9 +39,10 @@ class WorkQueue:
         repeats: int,
         arrivals: Iterator[float] | None,
         stopping: anyio.Event,
+        only: bytearray | None = None,
     ) -> None:
         self._model = model
-        self._batches = prompts.batches()
+        self._batches = prompts.batches(only=only)
         self._done = done
         self._repeats = repeats
         self._arrivals = arrivals

@@ -80,26 +80,28 @@ class OpenAIProvider:
         first = last = None
         count = 0
         for event, t in zip(events, times, strict=True):
-            if event.__class__ is not dict or not event.keys() <= _PLAIN_EVENT:
+            # The common event — one choice whose delta holds only text — costs a few
+            # lookups; anything else (usage, reasoning, tools, finish, errors) goes the long way.
+            try:
+                choice = event["choices"][0]
+                delta = choice["delta"]
+                content = delta["content"]
+                plain = (
+                    content.__class__ is str
+                    and choice["finish_reason"] is None
+                    and delta.keys() <= _PLAIN_DELTA
+                    and event.keys() <= _PLAIN_EVENT
+                )
+            except (KeyError, IndexError, TypeError):
+                plain = False
+            if not plain:
                 self._handle_object(event, resp, t)
-                continue
-            choices = event.get("choices")
-            if not choices:
-                continue
-            choice = choices[0]
-            delta = choice.get("delta")
-            content = delta.get("content") if delta else None
-            if content.__class__ is str and delta.keys() <= _PLAIN_DELTA:
-                if content:
-                    text.append(content)
-                    count += 1
-                    last = t
-                    if first is None:
-                        first = t
-            elif delta and _apply_message(delta, resp):
-                resp.mark(t)
-            if choice.get("finish_reason"):
-                resp.finish_reason = choice["finish_reason"]
+            elif content:
+                text.append(content)
+                count += 1
+                last = t
+                if first is None:
+                    first = t
         if count:
             resp.mark_many(first, last, count)  # type: ignore[arg-type]
 
