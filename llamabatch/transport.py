@@ -142,7 +142,7 @@ async def _read_stream(stream: aiohttp.StreamReader, provider: Provider, resp: R
 
     Only framing happens per read, which keeps the event loop free (honest
     TTFT under load); JSON is parsed once the stream ends, or at once when a
-    read carries an error object, so an error still ends the response.
+    read ends with an error object, so an error still ends the response.
     """
     decoder = provider.decoder()
     payloads: list[bytes] = []
@@ -153,7 +153,7 @@ async def _read_stream(stream: aiohttp.StreamReader, provider: Provider, resp: R
         if events:
             payloads += events
             times += [t] * len(events)
-            if b'"error"' in chunk:
+            if b'"error"' in events[-1]:
                 provider.handle_batch(payloads, times, resp)
                 payloads, times = [], []
     events = decoder.close()

@@ -178,13 +178,9 @@ def number_or_none(value: Any, scale: float = 1.0) -> float | None:
 
 def strip_stop_tokens(text: str) -> str:
     """Drop end-of-turn markers (`<|eot_id|>`, ...) that a server left at the end of `text`."""
-    stripped = True
-    while stripped and text:
-        stripped = False
-        for token in STOP_TOKENS:
-            if text.endswith(token):
-                text = text[: -len(token)]
-                stripped = True
+    while text.endswith(STOP_TOKENS):
+        token = next(t for t in STOP_TOKENS if text.endswith(t))
+        text = text[: -len(token)]
     return text
 
 

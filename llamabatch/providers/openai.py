@@ -28,11 +28,6 @@ from llamabatch.providers.base import (
 from llamabatch.sse import SSEDecoder
 
 _DONE = b"[DONE]"
-# Events with only these keys need no more than their delta's text and finish_reason.
-_PLAIN_EVENT = frozenset(
-    {"id", "object", "created", "model", "choices", "system_fingerprint", "service_tier"}
-)
-_PLAIN_DELTA = frozenset({"content", "role"})
 
 
 class OpenAIProvider:
@@ -89,8 +84,10 @@ class OpenAIProvider:
                 plain = (
                     content.__class__ is str
                     and choice["finish_reason"] is None
-                    and delta.keys() <= _PLAIN_DELTA
-                    and event.keys() <= _PLAIN_EVENT
+                    and (len(delta) == 1 or (len(delta) == 2 and "role" in delta))
+                    and "usage" not in event
+                    and "timings" not in event
+                    and "x_groq" not in event
                 )
             except (KeyError, IndexError, TypeError):
                 plain = False
