@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
-
 from llamabatch.endpoints import (
     MANAGED_SERVER,
     Preset,
@@ -218,15 +216,18 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml  # only YAML configs need it
+
+        try:
             data = yaml.safe_load(text)
-        else:
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    else:
+        try:
             data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a table of settings at the top level")
     return data

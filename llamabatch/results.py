@@ -29,7 +29,6 @@ from typing import Any, Final
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
@@ -128,6 +127,7 @@ class ResultWriter:
         self._journal = output / JOURNAL_DIR
         self._seq = 0
         self._pending = 0
+        self._had_parts = False
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -146,6 +146,8 @@ class ResultWriter:
                 "another --output"
             ) from None
         recover(self.output)
+        # Only a directory that already held rows can end up with two rows for one key.
+        self._had_parts = bool(part_files(self.output))
 
     def start(self, schema: pa.Schema) -> None:
         """Begin journalling rows of `schema`, widened to match the parts already here."""
@@ -194,7 +196,8 @@ class ResultWriter:
         self._close_segment()
         _segment_path(self.output, self.run_id, self._seq).unlink(missing_ok=True)
         (self._journal / f"{self.run_id}.schema").unlink(missing_ok=True)
-        dedupe(self.output)
+        if self._had_parts:
+            dedupe(self.output)
         if self._lock_fd is not None:
             (self._journal / ".lock").unlink(missing_ok=True)
             os.close(self._lock_fd)  # releases the flock
@@ -345,6 +348,8 @@ def dedupe(output: Path) -> int:
     if keys is None:
         return 0
     counts = keys.group_by(list(KEY)).aggregate([("_row", "count")])
+    import pyarrow.compute as pc  # loaded only when a directory is repaired
+
     dup_keys = counts.filter(pc.greater(counts["_row_count"], 1))
     if dup_keys.num_rows == 0:
         return 0

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from llamabatch.prompts import MASK64, id_hash
@@ -73,6 +72,8 @@ class DoneIndex:
 
 def load_done(output: Path, *, keep_errors: bool = False) -> DoneIndex:
     """Index the rows already in `output`; errored rows count as done only with `keep_errors`."""
+    import pyarrow.compute as pc  # only a resumed run reads stored rows
+
     ok_keys: list[np.ndarray[Any, Any]] = []
     ok_by_model: Counter[str] = Counter()
     identities: dict[str, set[tuple[str, str]]] = {}

@@ -21,7 +21,6 @@ import anyio
 from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.engine import Engine, Lane, Observer, Sink
 from llamabatch.errors import RequestError, UsageError
-from llamabatch.judge import Judge
 from llamabatch.monitor import LoopMonitor
 from llamabatch.prompts import PromptSet, ScanReport
 from llamabatch.redact import Redactor
@@ -155,7 +154,11 @@ async def arun(
     for model in config.models:
         model.resolve_api_key()  # a missing key fails here, before anything is touched
     scoring = Scoring.from_config(config)
-    judge = Judge(scoring.judges, config) if scoring.judges else None  # checks keys up front
+    judge = None
+    if scoring.judges:
+        from llamabatch.judge import Judge
+
+        judge = Judge(scoring.judges, config)  # checks the judges' keys up front
     _prepare_output(config.output, resume=resume, force=force)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     writer = ResultWriter(config.output, run_id)

@@ -28,7 +28,6 @@ from anyio.abc import Process, TaskStatus
 from llamabatch.config import ModelConfig, RunConfig
 from llamabatch.endpoints import ServerSpec
 from llamabatch.errors import UsageError
-from llamabatch.sim import SimProfile, SimServer, builtin_profile
 from llamabatch.sse import LineSplitter
 
 log = logging.getLogger(__name__)
@@ -45,6 +44,8 @@ async def local_servers(config: RunConfig) -> AsyncIterator[RunConfig]:
     async with AsyncExitStack() as stack:
         urls: dict[str, str] = {}
         if sims:
+            from llamabatch.sim import SimProfile, SimServer, builtin_profile
+
             profiles = {
                 m.model: SimProfile.from_mapping(m.sim, builtin_profile(m.model)) for m in sims
             }
