@@ -1,0 +1,522 @@
+"""Side-by-side benchmarks of llamabatch against reference clients; writes benchmarks/RESULTS.md.
+
+    python benchmarks/run.py            # the full set (about 20 minutes on 2 cores)
+    python benchmarks/run.py --quick    # a smoke run of every section (CI runs this)
+
+Servers run on core 0 and clients on core 1 (`taskset`) when the machine has
+two cores or more. CPU is the client process's user + sys time (`wait4`),
+start-up included. Every section is repeated `--runs` times and reported as
+min / median / max; ratios are taken run by run, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+TTFT_S, GAP_S, TTFT_TOKENS = 0.1, 0.02, 16
+
+
+@dataclass
+class Measured:
+    cpu_s: float
+    wall_s: float
+    max_rss_mb: float
+    stdout: str
+
+
+def pinned(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and os.cpu_count() > 1 else []
+
+
+def measure(
+    argv: Sequence[str], *, env: dict[str, str] | None = None, stop_after_s: float | None = None
+) -> Measured:
+    """Run a client on core 1; its CPU time and peak RSS come from wait4."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen([*pinned(1), *argv], stdout=out, stderr=err, env=env)
+        if stop_after_s is not None:
+            deadline = started + stop_after_s
+            while (
+                time.perf_counter() < deadline
+                and os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+            ):
+                time.sleep(0.05)
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGINT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        if process.returncode not in (0, 130):
+            raise RuntimeError(f"{argv[:4]} failed ({process.returncode}): {err.read()[-2000:]}")
+        return Measured(usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024, out.read())
+
+
+@contextlib.contextmanager
+def server(argv: Sequence[str], ready: str | None = "ready") -> Iterator[subprocess.Popen[str]]:
+    """A server on core 0, stopped (SIGTERM) on exit."""
+    process = subprocess.Popen(
+        [*pinned(0), *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        if ready is not None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if ready in line:
+                    break
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextlib.contextmanager
+def static_server(port: int, workdir: Path) -> Iterator[str]:
+    """nginx serving the fixed 64-token stream in one write when installed, else sse_server.py."""
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if nginx is None:
+        with server([PY, str(HERE / "sse_server.py"), str(port)]):
+            yield "sse_server.py (asyncio, one write)"
+        return
+    sys.path.insert(0, str(HERE))
+    from sse_server import events
+
+    opening, body, closing = events(64)
+    (workdir / "stream.txt").write_bytes(opening + b"".join(body) + closing)
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""worker_processes 1; daemon off; pid {workdir}/nginx.pid; error_log {workdir}/error.log;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off; keepalive_requests 1000000; client_body_temp_path {workdir};
+  server {{
+    listen 127.0.0.1:{port};
+    location /v1/chat/completions {{
+      default_type text/event-stream;
+      error_page 405 =200 $uri;
+      alias {workdir}/stream.txt;
+    }}
+  }}
+}}
+"""
+    )
+    with server([nginx, "-c", str(conf), "-p", str(workdir)], ready=None):
+        _wait_for_port(port)
+        yield f"nginx {_nginx_version(nginx)} (static file, one write)"
+
+
+def _nginx_version(nginx: str) -> str:
+    out = subprocess.run([nginx, "-v"], capture_output=True, text=True).stderr
+    return out.strip().rsplit("/", 1)[-1]
+
+
+def _wait_for_port(port: int) -> None:
+    import socket
+
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+def write_prompts(path: Path, n: int) -> Path:
+    with path.open("wb") as fh:
+        for i in range(n):
+            fh.write(orjson.dumps({"id": f"p{i}", "prompt": f"prompt {i}"}) + b"\n")
+    return path
+
+
+def llamabatch_config(
+    workdir: Path,
+    name: str,
+    *,
+    base_url: str,
+    prompts: Path,
+    concurrency: int,
+    max_tokens: int,
+    models: int = 1,
+    extra_engine: str = "",
+) -> Path:
+    model = '[[models]]\nname = "m{}"\nprovider = "openai"\nmodel = "bench"\nbase_url = "{}"\n'
+    blocks = "".join(model.format(i, base_url) for i in range(models))
+    path = workdir / f"{name}.toml"
+    path.write_text(
+        f'[run]\nname = "{name}"\ninput = "{prompts}"\noutput = "{workdir / name}"\n'
+        f"[engine]\nconcurrency = {concurrency}\n{extra_engine}\n"
+        f"[defaults]\nmax_tokens = {max_tokens}\n{blocks}"
+    )
+    shutil.rmtree(workdir / name, ignore_errors=True)
+    return path
+
+
+def run_llamabatch(config: Path, **kw: float) -> Measured:
+    return measure([PY, "-m", "llamabatch.cli", "run", str(config), "-q"], **kw)  # type: ignore[arg-type]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def spread(values: Sequence[float], fmt: str = "{:.2f}") -> str:
+    """min / median / max of repeated measurements."""
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def cpu_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    n, sdk_n, c = args.requests, args.sdk_requests, 64
+    prompts = write_prompts(workdir / "cpu.jsonl", n)
+    per_request: dict[str, list[float]] = {"lean": [], "llamabatch": [], "sdk": []}
+    ratios = []
+    with static_server(18181, workdir) as kind:
+        url = "http://127.0.0.1:18181/v1"
+        for _ in range(args.runs):
+            lean = measure(
+                [PY, str(HERE / "lean_client.py"), f"{url}/chat/completions", str(n), str(c)]
+            )
+            config = llamabatch_config(
+                workdir, "cpu", base_url=url, prompts=prompts, concurrency=c, max_tokens=64
+            )
+            ours = run_llamabatch(config)
+            sdk = measure([PY, str(HERE / "sdk_client.py"), url, str(sdk_n), str(c)])
+            per_request["lean"].append(lean.cpu_s / n * 1e3)
+            per_request["llamabatch"].append(ours.cpu_s / n * 1e3)
+            per_request["sdk"].append(sdk.cpu_s / sdk_n * 1e3)
+            ratios.append(ours.cpu_s / lean.cpu_s)
+    rows = [
+        f"Server: {kind} on core 0; clients on core 1; {n:,} streamed 64-token requests at "
+        f"concurrency {c} ({sdk_n:,} for the SDK loop). CPU = client user+sys, start-up included.",
+        "",
+        "| client | CPU ms per request (min / median / max) | requests/s on one core (median) |",
+        "|---|---|---|",
+    ]
+    names = {
+        "lean": "lean aiohttp + orjson loop",
+        "llamabatch": "**llamabatch run** (whole process)",
+        "sdk": "openai SDK + semaphore",
+    }
+    for key, label in names.items():
+        values = per_request[key]
+        rows.append(
+            f"| {label} | {spread(values, '{:.3f}')} | {1e3 / statistics.median(values):,.0f} |"
+        )
+    rows += [
+        "",
+        f"**llamabatch / lean CPU ratio, side by side: {spread(ratios)}** (target <= 1.5).",
+    ]
+    return rows
+
+
+def ttft_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    rows = [
+        f"Server: `sse_server.py` (asyncio + uvloop) on core 0 sending the first token exactly "
+        f"{TTFT_S * 1e3:.0f} ms after the request and {TTFT_TOKENS} chunks "
+        f"{GAP_S * 1e3:.0f} ms apart; "
+        f"error = measured TTFT - {TTFT_S * 1e3:.0f} ms, over {args.waves} waves of requests. "
+        "Server lateness is the server's own delay past each due time (p50 / p99).",
+        "",
+        "| concurrency | client | TTFT error p50 ms | TTFT error p99 ms | server lateness ms |",
+        "|---|---|---|---|---|",
+    ]
+    for c in args.ttft_concurrency:
+        n = c * args.waves
+        prompts = write_prompts(workdir / f"ttft{c}.jsonl", n)
+        clients = ["lean", "llamabatch"] + (["sdk"] if c <= args.sdk_max_concurrency else [])
+        for client in clients:
+            p50s, p99s, late = [], [], []
+            for _ in range(args.runs):
+                errors, lateness = ttft_once(client, c, n, prompts, workdir)
+                p50s.append(percentile(errors, 0.5) * 1e3)
+                p99s.append(percentile(errors, 0.99) * 1e3)
+                late.append(f"{lateness['p50_s'] * 1e3:.1f} / {lateness['p99_s'] * 1e3:.1f}")
+            label = "**llamabatch**" if client == "llamabatch" else client
+            cells = [str(c), label, spread(p50s, "{:.1f}"), spread(p99s, "{:.1f}")]
+            rows.append("| " + " | ".join([*cells, late[len(late) // 2]]) + " |")
+    return rows
+
+
+def ttft_once(
+    client: str, c: int, n: int, prompts: Path, workdir: Path
+) -> tuple[list[float], dict[str, float]]:
+    stats = workdir / "server-stats.json"
+    argv = [
+        PY,
+        str(HERE / "sse_server.py"),
+        "18182",
+        "--tokens",
+        str(TTFT_TOKENS),
+        "--ttft-s",
+        str(TTFT_S),
+        "--gap-s",
+        str(GAP_S),
+        "--stats",
+        str(stats),
+    ]
+    url = "http://127.0.0.1:18182/v1"
+    with server(argv):
+        if client == "llamabatch":
+            config = llamabatch_config(
+                workdir,
+                f"ttft{c}",
+                base_url=url,
+                prompts=prompts,
+                concurrency=c,
+                max_tokens=TTFT_TOKENS,
+            )
+            run_llamabatch(config)
+            import pyarrow.parquet as pq
+
+            ttfts = pq.read_table(workdir / f"ttft{c}", columns=["ttft_s"])["ttft_s"].to_pylist()
+        else:
+            script = "lean_client.py" if client == "lean" else "sdk_client.py"
+            target = f"{url}/chat/completions" if client == "lean" else url
+            out = measure([PY, str(HERE / script), target, str(n), str(c), str(TTFT_TOKENS)])
+            ttfts = json.loads(out.stdout)["ttft_s"]
+    lateness = json.loads(stats.read_text())
+    return [t - TTFT_S for t in ttfts if t is not None], lateness
+
+
+def memory_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    n = args.memory_prompts
+    prompts = write_prompts(workdir / "memory.jsonl", n)
+    rows = [
+        "| measurement | peak RSS MB | wall s | notes |",
+        "|---|---|---|---|",
+    ]
+    with static_server(18183, workdir):
+        config = llamabatch_config(
+            workdir,
+            "memory",
+            base_url="http://127.0.0.1:18183/v1",
+            prompts=prompts,
+            concurrency=64,
+            max_tokens=64,
+            models=3,
+        )
+        run = run_llamabatch(config, stop_after_s=args.memory_seconds)
+    done = _count_rows(workdir / "memory")
+    rows.append(
+        f"| run: {n:,} prompts x 3 models, interrupted after {args.memory_seconds:g} s "
+        f"| **{run.max_rss_mb:.0f}** | {run.wall_s:.1f} "
+        f"| {done:,} rows written (target <= 300 MB) |"
+    )
+    finished = workdir / "resume"
+    _write_finished_rows(prompts, finished, model="m0")
+    config = llamabatch_config(
+        workdir,
+        "resume-run",
+        base_url="http://127.0.0.1:9/v1",
+        prompts=prompts,
+        concurrency=64,
+        max_tokens=64,
+    )
+    text = config.read_text().replace(
+        f'output = "{workdir / "resume-run"}"', f'output = "{finished}"'
+    )
+    config.write_text(text)
+    resume = run_llamabatch(config)
+    rows.append(
+        f"| resume start-up over {n:,} finished rows (nothing left to send) "
+        f"| {resume.max_rss_mb:.0f} "
+        f"| **{resume.wall_s:.1f}** | whole process: validate prompts, repair, index, check "
+        "(target <= 10 s) |"
+    )
+    return rows
+
+
+def _count_rows(output: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(p).num_rows for p in output.glob("part-*.parquet"))
+
+
+def _write_finished_rows(prompts: Path, output: Path, *, model: str) -> None:
+    """An output directory holding an ok row for every prompt, as a finished run leaves it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from llamabatch.prompts import PromptSet
+    from llamabatch.results import result_schema
+
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True)
+    schema = result_schema()
+    template = dict.fromkeys(schema.names)
+    template.update(
+        run_id="bench",
+        model=model,
+        provider="openai",
+        model_id="bench",
+        sample=0,
+        status="ok",
+        attempts=1,
+        usage_source="server",
+        queue_s=0.0,
+        latency_s=0.1,
+        started_at=0,
+        finished_at=0,
+        request_params='{"max_tokens":64}',
+        output_text="x",
+        completion_tokens=64,
+    )
+    batch: list[dict[str, object]] = []
+    part = 0
+    for prompt in PromptSet(prompts):
+        batch.append({**template, "prompt_id": prompt.id, "prompt_hash": prompt.content_hash})
+        if len(batch) == 100_000:
+            pq.write_table(
+                pa.Table.from_pylist(batch, schema), output / f"part-bench-{part:06d}.parquet"
+            )
+            batch, part = [], part + 1
+    if batch:
+        pq.write_table(
+            pa.Table.from_pylist(batch, schema), output / f"part-bench-{part:06d}.parquet"
+        )
+
+
+def ratelimit_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    limit, window, n = args.rate_limit, args.rate_window_s, args.rate_requests
+    prompts = write_prompts(workdir / "rate.jsonl", n)
+    argv = [
+        PY,
+        "-m",
+        "llamabatch.cli",
+        "sim",
+        "--port",
+        "18184",
+        "--rpm-limit",
+        str(limit),
+        "--rpm-window-s",
+        str(window),
+        "--ttft-s",
+        "0.01",
+        "--tokens-per-s",
+        "0",
+        "--output-tokens",
+        "16",
+        "--jitter",
+        "0",
+    ]
+    fractions, rejected = [], []
+    with server(argv, ready="serving"):
+        for _ in range(args.runs):
+            config = llamabatch_config(
+                workdir,
+                "rate",
+                base_url="http://127.0.0.1:18184/v1",
+                prompts=prompts,
+                concurrency=32,
+                max_tokens=16,
+            )
+            run = run_llamabatch(config)
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(
+                workdir / "rate", columns=["attempts", "started_at", "finished_at"]
+            )
+            attempts = sum(table["attempts"].to_pylist())
+            started = min(table["started_at"].to_pylist())
+            elapsed = (max(table["finished_at"].to_pylist()) - started).total_seconds()
+            ideal_s = (n - limit) / (limit / window)  # the first window's worth goes at once
+            fractions.append(ideal_s / elapsed * 100)
+            del run
+            rejected.append((attempts - n) / attempts * 100)
+    return [
+        f"Simulator limit: {limit} requests per sliding {window:g} s window "
+        f"({limit / window * 60:,.0f} RPM), advertised in x-ratelimit-* headers; {n:,} requests, "
+        "concurrency 32, no client-side `rpm` configured. Achieved = ideal time / time from "
+        "the first request's start to the last one's end.",
+        "",
+        "| achieved % of the limit (min / median / max) | % of requests answered 429 |",
+        "|---|---|",
+        f"| **{spread(fractions, '{:.1f}')}** (target >= 95) "
+        f"| **{spread(rejected, '{:.2f}')}** (target <= 2) |",
+    ]
+
+
+def machine() -> list[str]:
+    import aiohttp
+
+    import llamabatch
+
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return [
+        f"- CPU: {model}, {os.cpu_count()} cores; {platform.system()} {platform.release()}",
+        f"- Python {platform.python_version()}, llamabatch {llamabatch.__version__}, "
+        f"aiohttp {aiohttp.__version__}, orjson {orjson.__version__}",
+        f"- Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}`".rstrip(),
+    ]
+
+
+SECTIONS = {
+    "cpu": ("CPU per streamed request", cpu_section),
+    "ttft": ("TTFT honesty under concurrency", ttft_section),
+    "memory": ("Memory and resume start-up", memory_section),
+    "ratelimit": ("Throughput under a server-side rate limit", ratelimit_section),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small smoke run of every section")
+    parser.add_argument("--only", nargs="*", choices=list(SECTIONS), help="run only these sections")
+    parser.add_argument("--runs", type=int, help="repetitions per measurement (default 3; quick 1)")
+    parser.add_argument(
+        "-o", "--output", type=Path, help="report file (default benchmarks/RESULTS.md)"
+    )
+    args = parser.parse_args()
+    quick = args.quick
+    args.runs = args.runs or (1 if quick else 3)
+    args.requests, args.sdk_requests = (1_000, 200) if quick else (20_000, 2_000)
+    args.ttft_concurrency = [32, 256] if quick else [32, 256, 1024]
+    args.waves, args.sdk_max_concurrency = (2, 32) if quick else (4, 256)
+    args.memory_prompts, args.memory_seconds = (20_000, 8.0) if quick else (1_000_000, 60.0)
+    args.rate_limit, args.rate_window_s, args.rate_requests = (
+        (60, 2.0, 150) if quick else (600, 10.0, 3_000)
+    )
+    output = args.output or (HERE / ("RESULTS-quick.md" if quick else "RESULTS.md"))
+    lines = ["# llamabatch benchmarks", "", *machine(), ""]
+    with tempfile.TemporaryDirectory(prefix="llamabatch-bench-") as tmp:
+        for key in args.only or list(SECTIONS):
+            title, section = SECTIONS[key]
+            print(f"== {title}", flush=True)
+            body = section(args, Path(tmp))
+            print("\n".join(body), flush=True)
+            lines += [f"## {title}", "", *body, ""]
+    output.write_text("\n".join(lines))
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
