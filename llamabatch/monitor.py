@@ -37,7 +37,8 @@ class LoopMonitor:
             if len(self.lags_ms) < MAX_SAMPLES:
                 self.lags_ms.append(max(0.0, lag))
 
-    def report(self) -> dict[str, Any]:
+    def report(self, *, sent: int = 1) -> dict[str, Any]:
+        """Lag, CPU and memory; a run that sent nothing produced no figures to distrust."""
         wall = time.perf_counter() - self._wall0
         cpu = time.process_time() - self._cpu0
         lags = sorted(self.lags_ms)
@@ -54,7 +55,8 @@ class LoopMonitor:
             "wall_s": round(wall, 3),
             "cpu_share": round(util, 3),
             "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "client_bound": pct(0.99) > LAG_WARN_MS or (util > CPU_WARN and wall > 1.0),
+            "client_bound": sent > 0
+            and (pct(0.99) > LAG_WARN_MS or (util > CPU_WARN and wall > 1.0)),
         }
 
 

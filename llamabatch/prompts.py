@@ -25,9 +25,13 @@ _NUMBER_PARAMS: Final = ("temperature", "top_p", "presence_penalty", "frequency_
 _INT_PARAMS: Final = ("max_tokens", "max_completion_tokens", "seed", "n", "top_k")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prompt:
-    """One validated row of a prompt set."""
+    """One validated row of a prompt set (treat as read-only).
+
+    Not a frozen dataclass: building a million of them is a resume's hot path,
+    and a frozen __init__ costs about four times as much.
+    """
 
     id: str
     messages: list[dict[str, Any]]

@@ -128,6 +128,7 @@ class ResultWriter:
         self._seq = 0
         self._pending = 0
         self._had_parts = False
+        self.written = 0
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -162,6 +163,7 @@ class ResultWriter:
             assert self._fd is not None, "open() first"
             os.write(self._fd, orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
         self._pending += 1
+        self.written += 1
 
     def sync(self) -> None:
         """fsync the journal (bounds what a machine crash can lose; blocking).
@@ -196,15 +198,19 @@ class ResultWriter:
         """Turn a closed journal segment into a Parquet part, then drop it (blocking)."""
         _compact(self.output, self.run_id, seq, self.schema)
 
-    def close(self) -> None:
-        """Write every remaining row and leave exactly one row per key (blocking)."""
+    def close(self, *, dedupe_keys: bool = True) -> None:
+        """Write every remaining row and leave exactly one row per key (blocking).
+
+        A key can only have two rows when this run wrote it and the directory
+        held an older (errored) row for it; `dedupe_keys=False` says none did.
+        """
         closed = self.rotate()
         if closed is not None:
             self.write_part(closed)
         self._close_segment()
         _segment_path(self.output, self.run_id, self._seq).unlink(missing_ok=True)
         (self._journal / f"{self.run_id}.schema").unlink(missing_ok=True)
-        if self._had_parts:
+        if self._had_parts and self.written and dedupe_keys:
             dedupe(self.output)
         if self._lock_fd is not None:
             (self._journal / ".lock").unlink(missing_ok=True)

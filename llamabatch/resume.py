@@ -8,10 +8,13 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llamabatch.prompts import MASK64, id_hash
 from llamabatch.results import KEY, part_files
+
+LOAD_BATCH_ROWS = 32_768
 
 
 def key_hash(model: str, prompt_id: str, sample: int) -> int:
@@ -72,59 +75,73 @@ class DoneIndex:
 
 def load_done(output: Path, *, keep_errors: bool = False) -> DoneIndex:
     """Index the rows already in `output`; errored rows count as done only with `keep_errors`."""
-    import pyarrow.compute as pc  # only a resumed run reads stored rows
-
-    ok_keys: list[np.ndarray[Any, Any]] = []
-    ok_by_model: Counter[str] = Counter()
-    identities: dict[str, set[tuple[str, str]]] = {}
-    id_parts: list[np.ndarray[Any, Any]] = []
-    content_parts: list[np.ndarray[Any, Any]] = []
-    errors = 0
+    loader = _Loader(keep_errors)
     for path in part_files(output):
         names = set(pq.read_schema(path).names)
         columns = [*KEY, "status", "provider", "model_id"]
         columns += ["prompt_hash"] if "prompt_hash" in names else []
-        table = pq.read_table(path, columns=columns)
+        # Batch by batch, single-threaded: memory stays small however large the parts.
+        for batch in pq.ParquetFile(path).iter_batches(
+            batch_size=LOAD_BATCH_ROWS, columns=columns, use_threads=False
+        ):
+            loader.add(pa.Table.from_batches([batch]))
+    return loader.index()
+
+
+class _Loader:
+    """Accumulates what stored rows say, batch by batch."""
+
+    def __init__(self, keep_errors: bool) -> None:
+        self.keep_errors = keep_errors
+        self.ok_keys: list[np.ndarray[Any, Any]] = []
+        self.ok_by_model: Counter[str] = Counter()
+        self.identities: dict[str, set[tuple[str, str]]] = {}
+        self.id_parts: list[np.ndarray[Any, Any]] = []
+        self.content_parts: list[np.ndarray[Any, Any]] = []
+        self.errors = 0
+
+    def add(self, table: pa.Table) -> None:
+        import pyarrow.compute as pc  # only a resumed run reads stored rows
+
         ok = table.filter(pc.equal(table["status"], "ok"))
-        errors += table.num_rows - ok.num_rows
-        if keep_errors:
+        self.errors += table.num_rows - ok.num_rows
+        if self.keep_errors:
             ok = table
         models, ids, samples = (ok[c].to_pylist() for c in KEY)
-        ok_keys.append(
-            np.fromiter(
-                (key_hash(m, p, s) for m, p, s in zip(models, ids, samples, strict=True)),
-                dtype=np.uint64,
-                count=ok.num_rows,
-            )
-        )
-        ok_by_model.update(models)
+        keys = (key_hash(m, p, s) for m, p, s in zip(models, ids, samples, strict=True))
+        self.ok_keys.append(np.fromiter(keys, dtype=np.uint64, count=ok.num_rows))
+        for entry in pc.value_counts(ok["model"]).to_pylist():
+            self.ok_by_model[entry["values"]] += entry["counts"]
         for row in table.group_by(["model", "provider", "model_id"]).aggregate([]).to_pylist():
-            identities.setdefault(row["model"], set()).add((row["provider"], row["model_id"]))
-        if "prompt_hash" in names:
+            self.identities.setdefault(row["model"], set()).add((row["provider"], row["model_id"]))
+        if "prompt_hash" in table.column_names:
             known = table.filter(pc.is_valid(table["prompt_hash"]))
             pairs = known.group_by(["prompt_id", "prompt_hash"]).aggregate([])
-            n = pairs.num_rows
-            ids_list, contents_list = (
-                pairs["prompt_id"].to_pylist(),
-                pairs["prompt_hash"].to_pylist(),
-            )
-            id_parts.append(np.fromiter(map(id_hash, ids_list), np.uint64, n))
-            content_parts.append(np.fromiter((int(h, 16) for h in contents_list), np.uint64, n))
-    prompt_hashes = None
-    if id_parts:
-        all_ids, all_contents = np.concatenate(id_parts), np.concatenate(content_parts)
-        order = np.argsort(all_ids, kind="stable")
-        prompt_hashes = (all_ids[order], all_contents[order])
-    return DoneIndex(
-        np.concatenate(ok_keys) if ok_keys else None,
-        ok_by_model=ok_by_model,
-        errors=errors,
-        identities=identities,
-        prompt_hashes=prompt_hashes,
-    )
+            prompt_ids = pairs["prompt_id"].to_pylist()
+            self.id_parts.append(np.fromiter(map(id_hash, prompt_ids), np.uint64, len(prompt_ids)))
+            self.content_parts.append(_hex64(pairs["prompt_hash"].to_pylist()))
+
+    def index(self) -> DoneIndex:
+        prompt_hashes = None
+        if self.id_parts:
+            ids, contents = np.concatenate(self.id_parts), np.concatenate(self.content_parts)
+            order = np.argsort(ids, kind="stable")
+            prompt_hashes = (ids[order], contents[order])
+        return DoneIndex(
+            np.concatenate(self.ok_keys) if self.ok_keys else None,
+            ok_by_model=self.ok_by_model,
+            errors=self.errors,
+            identities=self.identities,
+            prompt_hashes=prompt_hashes,
+        )
 
 
 MAX_LISTED = 5
+
+
+def _hex64(values: list[str]) -> np.ndarray[Any, Any]:
+    """16-hex-digit strings as uint64: one bytes.fromhex for all instead of int() per value."""
+    return np.frombuffer(bytes.fromhex("".join(values)), ">u8").astype(np.uint64)
 
 
 class ResumeScan:
@@ -172,7 +189,8 @@ class ResumeScan:
             return
         ids, contents = stored
         keys = np.fromiter((id_hash(p) for _, p, _ in seen), np.uint64, len(seen))
-        mine = np.fromiter((int(h, 16) for _, _, h in seen), np.uint64, len(seen))
+        # 16 hex digits each: one bytes.fromhex over all is far cheaper than int() per row.
+        mine = _hex64([h for _, _, h in seen])
         at = np.searchsorted(ids, keys).clip(max=len(ids) - 1)
         changed = np.flatnonzero((ids[at] == keys) & (contents[at] != mine))
         self.count += len(changed)

@@ -190,7 +190,9 @@ async def arun(
         raise
     finally:
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(writer.close)
+            # Only rows that replaced stored errors can leave a key with two rows.
+            close = functools.partial(writer.close, dedupe_keys=done.errors > 0)
+            await anyio.to_thread.run_sync(close)
             manifest.update(status=status, finished_at=_now_iso(), **run.summary())
             write_manifest(config.output, manifest)
     if scoring.active and status == "finished":
@@ -311,7 +313,7 @@ class _Run:
                 "error": dict(self.tally.errors),
                 "already_done": self.done.count(),
             },
-            "client": self.monitor.report(),
+            "client": self.monitor.report(sent=self.tally.ok + sum(self.tally.errors.values())),
         }
 
 
