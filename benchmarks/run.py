@@ -422,8 +422,9 @@ def ratelimit_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         "0",
     ]
     fractions, rejected = [], []
-    with server(argv, ready="serving"):
-        for _ in range(args.runs):
+    for _ in range(args.runs):
+        # A fresh server per run: the window must not hold the previous run's requests.
+        with server(argv, ready="serving"):
             config = llamabatch_config(
                 workdir,
                 "rate",
@@ -473,7 +474,7 @@ def machine() -> list[str]:
         f"- CPU: {model}, {os.cpu_count()} cores; {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}, llamabatch {llamabatch.__version__}, "
         f"aiohttp {aiohttp.__version__}, orjson {orjson.__version__}",
-        f"- Command: `python benchmarks/run.py {' '.join(sys.argv[1:])}`".rstrip(),
+        "- Command: `python benchmarks/run.py " + " ".join(sys.argv[1:]) + "`",
     ]
 
 
