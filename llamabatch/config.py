@@ -23,6 +23,7 @@ from llamabatch.endpoints import (
 )
 from llamabatch.errors import ConfigError
 from llamabatch.scorers import ScorerSpec, parse_scorers
+from llamabatch.settings import Table
 
 DEFAULT_CONCURRENCY: Final = 64
 DEFAULT_TIMEOUT_S: Final = 120.0
@@ -253,43 +254,25 @@ def _interpolate(value: Any, env: Mapping[str, str], path: Path, where: str) -> 
     return value
 
 
-class _Section:
-    """Typed access to one table of the config, with errors naming file and key."""
+class _Section(Table):
+    """One table of the config file; errors read `<file>: <section>.<key> ...`."""
 
     def __init__(self, data: Any, path: Path, where: str) -> None:
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: [{where}] must be a table")
-        self.data = dict(data)
+        super().__init__(data, f"{path}: {where}")
         self.path = path
         self.where = where
 
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.path}: {self.where}.{key} {message}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        value = self.data.pop(key, None)
-        if value is None:
-            return default
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise self.error(key, f"must be {names}, got {value!r}")
-        return value
-
-    def positive(self, key: str, kind: type, default: Any = None, *, zero: bool = False) -> Any:
-        value = self.get(key, kind, default)
-        if value is not None and (value < 0 or (value == 0 and not zero)):
-            raise self.error(key, f"must be {'>= 0' if zero else '> 0'}, got {value}")
-        return value
+    def rename(self, where: str) -> None:
+        self.where = where
+        self.label = f"{self.path}: {where}"
 
     def finish(self) -> None:
         if self.data:
-            keys = ", ".join(sorted(self.data))
-            raise ConfigError(f"{self.path}: unknown setting in [{self.where}]: {keys}")
+            raise ConfigError(f"{self.path}: unknown setting in [{self.where}]: {self.leftover()}")
 
 
 def _build(data: dict[str, Any], path: Path) -> RunConfig:
@@ -388,7 +371,7 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         raise sec.error("name", "is required (the label used in results)")
     if not _NAME_RE.match(name):
         raise sec.error("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
-    sec.where = f"models[{index}] ({name})"
+    sec.rename(f"models[{index}] ({name})")
     server = server_spec(sec.get("server", dict), sec.error)
     preset, provider, base_url = _endpoint(sec, server)
     model_id = sec.get("model", str, name)

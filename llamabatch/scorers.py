@@ -12,13 +12,14 @@ import importlib
 import json
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from llamabatch import extract
 from llamabatch.errors import ConfigError
+from llamabatch.settings import Table
 
 TYPES: Final = ("exact", "contains", "regex", "json", "numeric", "choice", "python", "judge")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9_]+$")
@@ -44,39 +45,17 @@ class ScorerSpec:
     pass_threshold: float = DEFAULT_PASS_THRESHOLD
 
 
-class _Table:
-    """Typed, named access to one scorer table; leftovers are errors."""
+class _Table(Table):
+    """One scorer table; errors read `<file>: scorers[i]: <key> ...`."""
 
     def __init__(self, data: Any, where: str) -> None:
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where} must be a table")
-        self.data = dict(data)
-        self.where = where
-
-    def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.where}: {key} {message}")
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        value = self.data.pop(key, None)
-        if value is None:
-            return default
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise self.error(key, f"must be {names}, got {value!r}")
-        return value
-
-    def one_of(self, key: str, allowed: Sequence[str], default: str) -> str:
-        value: str = self.get(key, str, default)
-        if value not in allowed:
-            raise self.error(key, f"must be one of {', '.join(allowed)}, got {value!r}")
-        return value
+        super().__init__(data, where, sep=": ")
 
     def finish(self) -> None:
         if self.data:
-            raise ConfigError(f"{self.where}: unknown setting(s): {', '.join(sorted(self.data))}")
+            raise ConfigError(f"{self.label}: unknown setting(s): {self.leftover()}")
 
 
 def parse_scorers(raw: Any, source: Path | str) -> tuple[ScorerSpec, ...]:
@@ -99,7 +78,7 @@ def _parse_one(data: Any, where: str) -> ScorerSpec:
     name = table.get("name", str)
     if name is None or not _NAME_RE.match(name):
         raise table.error("name", f"is required: letters, digits and '_' (got {name!r})")
-    table.where = f"{where} ({name})"
+    table.label = f"{where} ({name})"
     kind = table.get("type", str)
     if kind not in TYPES:
         raise table.error("type", f"must be one of {', '.join(TYPES)}, got {kind!r}")
@@ -120,7 +99,7 @@ def _parse_one(data: Any, where: str) -> ScorerSpec:
         pass_threshold=threshold,
     )
     if kind != "judge":
-        build_scorer(spec, where=table.where)  # fail now on a bad pattern, schema or import
+        build_scorer(spec, where=table.label)  # fail now on a bad pattern, schema or import
     return spec
 
 

@@ -244,6 +244,24 @@ class Provider(Protocol):
     ) -> RequestError: ...
 
 
+def json_post(
+    model: ModelConfig, path: str, body: Mapping[str, Any], api_key: str | None, *, sse: bool
+) -> HttpRequest:
+    """A JSON POST to `<base_url><path>`, bearer-authenticated, asking for SSE when `sse`."""
+    headers = {"Content-Type": "application/json", **model.headers}
+    if sse:
+        headers["Accept"] = "text/event-stream"
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    assert model.base_url is not None
+    return HttpRequest(
+        url=f"{model.base_url}{path}",
+        headers=headers,
+        body=orjson.dumps(body),
+        stream=model.stream,
+    )
+
+
 def handle_each(
     provider: Provider, payloads: list[bytes], times: list[float], resp: Response
 ) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
-import orjson
-
 from llamabatch.config import ModelConfig
 from llamabatch.errors import RequestError
 from llamabatch.providers.base import (
@@ -21,6 +19,7 @@ from llamabatch.providers.base import (
     content_parts,
     decode_json,
     handle_each,
+    json_post,
     status_error,
     stream_error,
 )
@@ -46,19 +45,9 @@ class LlamaProvider:
         body: dict[str, Any] = {"model": model.model, "messages": messages}
         for key, value in params.items():
             body[RENAMED.get(key, key)] = value
-        headers = {"Content-Type": "application/json", **model.headers}
         if model.stream:
             body["stream"] = True
-            headers["Accept"] = "text/event-stream"
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        assert model.base_url is not None
-        return HttpRequest(
-            url=f"{model.base_url}/chat/completions",
-            headers=headers,
-            body=orjson.dumps(body),
-            stream=model.stream,
-        )
+        return json_post(model, "/chat/completions", body, api_key, sse=model.stream)
 
     def decoder(self) -> SSEDecoder:
         return SSEDecoder()

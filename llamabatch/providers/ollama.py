@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
-import orjson
-
 from llamabatch.config import ModelConfig
 from llamabatch.errors import RequestError
 from llamabatch.providers.base import (
@@ -20,6 +18,7 @@ from llamabatch.providers.base import (
     Response,
     decode_json,
     handle_each,
+    json_post,
     number_or_none,
     status_error,
     stream_error,
@@ -56,16 +55,7 @@ class OllamaProvider:
                 options[RENAMED.get(key, key)] = value
         if options:
             body["options"] = options
-        headers = {"Content-Type": "application/json", **model.headers}
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        assert model.base_url is not None
-        return HttpRequest(
-            url=f"{model.base_url}/api/chat",
-            headers=headers,
-            body=orjson.dumps(body),
-            stream=model.stream,
-        )
+        return json_post(model, "/api/chat", body, api_key, sse=False)
 
     def decoder(self) -> NDJSONDecoder:
         return NDJSONDecoder()

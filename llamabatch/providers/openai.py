@@ -21,6 +21,7 @@ from llamabatch.providers.base import (
     Response,
     content_parts,
     decode_json,
+    json_post,
     number_or_none,
     status_error,
     stream_error,
@@ -43,20 +44,10 @@ class OpenAIProvider:
         api_key: str | None,
     ) -> HttpRequest:
         body: dict[str, Any] = {"model": model.model, "messages": messages, **params}
-        headers = {"Content-Type": "application/json", **model.headers}
         if model.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-            headers["Accept"] = "text/event-stream"
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        assert model.base_url is not None
-        return HttpRequest(
-            url=f"{model.base_url}/chat/completions",
-            headers=headers,
-            body=orjson.dumps(body),
-            stream=model.stream,
-        )
+        return json_post(model, "/chat/completions", body, api_key, sse=model.stream)
 
     def decoder(self) -> SSEDecoder:
         return SSEDecoder()

@@ -1,0 +1,52 @@
+"""Typed, consuming access to a table of settings (config sections, scorer tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llamabatch.errors import ConfigError
+
+
+class Table:
+    """Each `get` takes a key out and checks its type; what is left over is an error.
+
+    `error` names the setting as `<label><sep><key>`, so every message says
+    which file and which setting to change.
+    """
+
+    def __init__(self, data: Mapping[str, Any], label: str, *, sep: str = ".") -> None:
+        self.data = dict(data)
+        self.label = label
+        self.sep = sep
+
+    def error(self, key: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.label}{self.sep}{key} {message}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        value = self.data.pop(key, None)
+        if value is None:
+            return default
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.error(key, f"must be {names}, got {value!r}")
+        return value
+
+    def positive(self, key: str, kind: type, default: Any = None, *, zero: bool = False) -> Any:
+        value = self.get(key, kind, default)
+        if value is not None and (value < 0 or (value == 0 and not zero)):
+            raise self.error(key, f"must be {'>= 0' if zero else '> 0'}, got {value}")
+        return value
+
+    def one_of(self, key: str, allowed: Sequence[str], default: str) -> str:
+        value: str = self.get(key, str, default)
+        if value not in allowed:
+            raise self.error(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def leftover(self) -> str:
+        """The keys nobody asked for, comma-separated ('' when none)."""
+        return ", ".join(sorted(self.data))
