@@ -15,6 +15,12 @@ from __future__ import annotations
 
 from typing import Final
 
+# Exit codes of the command line (design.md): all ok, bad input, some rows failed, interrupted.
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2
+EXIT_ROW_ERRORS: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
 ERROR_TYPES: Final = frozenset(
     {
         "rate_limit",

@@ -20,7 +20,7 @@ import anyio
 
 from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.engine import Engine, Lane, Observer, Sink
-from llamabatch.errors import RequestError, UsageError
+from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, RequestError, UsageError
 from llamabatch.monitor import LoopMonitor
 from llamabatch.prompts import PromptSet, ScanReport
 from llamabatch.redact import Redactor
@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 FLUSH_POLL_S = 0.25
 FLUSH_INTERVAL_S = 10.0  # a part at least this often while rows arrive
 SYNC_INTERVAL_S = 1.0  # what a power loss can cost; a killed process loses nothing
-EXIT_OK, EXIT_ROW_ERRORS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 3, 2, 130
 
 
 @dataclass(frozen=True)
