@@ -161,7 +161,8 @@ class ResumeScan:
         self.count = 0
         self.examples: list[str] = []
         self.pending: dict[str, bytearray] = {m: bytearray() for m in self.models}
-        self._seen: list[tuple[int, str, str]] = []
+        # (row, id, content hash); no hash when replaying a file whose content was checked.
+        self._seen: list[tuple[int, str, str | None]] = []
         self.active = done.count() > 0 or done.prompt_hashes is not None
 
     def __call__(self, row_no: int, prompt: Any) -> None:
@@ -169,6 +170,16 @@ class ResumeScan:
             self._seen.append((row_no, prompt.id, prompt.content_hash))
             if len(self._seen) >= self.FLUSH:
                 self.finish()
+
+    def replay(self, rows: Iterator[tuple[int, str]]) -> None:
+        """Mark rows from stored (row, id) pairs of an unchanged, already validated file."""
+        if not self.active:
+            return
+        for row_no, prompt_id in rows:
+            self._seen.append((row_no, prompt_id, None))
+            if len(self._seen) >= self.FLUSH:
+                self.finish()
+        self.finish()
 
     def finish(self) -> None:
         """Process what is buffered (call once more after the scan)."""
@@ -183,21 +194,21 @@ class ResumeScan:
         """The rows of `model` with work left, or None when every row may have some."""
         return self.pending[model] if self.active else None
 
-    def _check_drift(self, seen: list[tuple[int, str, str]]) -> None:
+    def _check_drift(self, seen: list[tuple[int, str, str | None]]) -> None:
         stored = self.done.prompt_hashes
-        if stored is None:
+        if stored is None or seen[0][2] is None:
             return
         ids, contents = stored
         keys = np.fromiter((id_hash(p) for _, p, _ in seen), np.uint64, len(seen))
         # 16 hex digits each: one bytes.fromhex over all is far cheaper than int() per row.
-        mine = _hex64([h for _, _, h in seen])
+        mine = _hex64([h for _, _, h in seen if h is not None])
         at = np.searchsorted(ids, keys).clip(max=len(ids) - 1)
         changed = np.flatnonzero((ids[at] == keys) & (contents[at] != mine))
         self.count += len(changed)
         for i in changed[: MAX_LISTED - len(self.examples)].tolist():
             self.examples.append(seen[i][1])
 
-    def _mark(self, model: str, seen: list[tuple[int, str, str]]) -> None:
+    def _mark(self, model: str, seen: list[tuple[int, str, str | None]]) -> None:
         marks = self.pending[model]
         keys = np.fromiter(
             (key_hash(model, p, s) for _, p, _ in seen for s in range(self.repeats)),

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from llamabatch import scancache
 from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.engine import Engine, Lane, Observer, Sink
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, RequestError, UsageError
 from llamabatch.monitor import LoopMonitor
-from llamabatch.prompts import PromptSet, ScanReport
+from llamabatch.prompts import Prompt, PromptSet, ScanReport
 from llamabatch.redact import Redactor
 from llamabatch.results import (
     COLUMNS,
@@ -220,6 +221,7 @@ async def _open(
     opened = has_results(config.output)
     if opened:
         await anyio.to_thread.run_sync(writer.open)
+    cache: scancache.CacheWriter | None = None
     try:
         done = DoneIndex()
         if opened:
@@ -227,17 +229,49 @@ async def _open(
                 functools.partial(load_done, config.output, keep_errors=keep_errors)
             )
         drift = ResumeScan(done, [m.name for m in config.models], config.repeats)
-        report = await anyio.to_thread.run_sync(prompts.scan, drift)
-        drift.finish()
+        digest = await anyio.to_thread.run_sync(scancache.file_digest, config.input)
+        report, cache = await _validate(config, prompts, drift, digest, reuse=opened)
         _check_scan(config, report)
         _check_resumable(config, done, drift, force=force)
         if not opened:
             await anyio.to_thread.run_sync(writer.open)
+        if cache is not None:
+            cache.commit(config.output, digest, report)
     except BaseException:
+        if cache is not None:
+            cache.discard()
         if opened:
             await anyio.to_thread.run_sync(writer.close)
         raise
     return done, report, drift
+
+
+async def _validate(
+    config: RunConfig, prompts: PromptSet, drift: ResumeScan, digest: str, *, reuse: bool
+) -> tuple[ScanReport, scancache.CacheWriter | None]:
+    """The validation pass, or, for an unchanged file already validated here, its record.
+
+    A fresh pass also records each valid row's id (returned, for `commit`).
+    """
+    if reuse:
+        cached = scancache.load(config.output, config.input, digest)
+        if cached is not None:
+            prompts.report = cached
+            await anyio.to_thread.run_sync(drift.replay, scancache.stored_ids(config.output))
+            return cached, None
+    cache = scancache.CacheWriter()
+    try:
+
+        def visit(row_no: int, prompt: Prompt) -> None:
+            drift(row_no, prompt)
+            cache(row_no, prompt)
+
+        report = await anyio.to_thread.run_sync(prompts.scan, visit)
+        drift.finish()
+    except BaseException:
+        cache.discard()
+        raise
+    return report, cache
 
 
 def _check_scan(config: RunConfig, report: ScanReport) -> None:
@@ -366,6 +400,7 @@ def _prepare_output(output: Path, *, resume: bool, force: bool) -> None:
     for path in part_files(output):
         path.unlink()
     shutil.rmtree(output / JOURNAL_DIR, ignore_errors=True)
+    shutil.rmtree(output / scancache.CACHE_DIR, ignore_errors=True)
     (output / MANIFEST).unlink(missing_ok=True)
 
 

@@ -175,3 +175,26 @@ def test_new_columns_reach_old_parts_so_the_directory_reads_whole(tmp_path: Path
     df = pd.read_parquet(tmp_path).sort_values("prompt_id")
     assert df["prompt_hash"].isna().tolist() == [True, False]
     assert df["topic"].fillna("-").tolist() == ["-", "t"]
+
+
+async def test_resume_of_an_unchanged_file_reuses_its_validation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llamabatch.prompts import PromptSet
+
+    async with SimServer(default=FAST) as sim:
+        config = sim_config(tmp_path, sim.base_url, n_prompts=6, run={"limit": 4})
+        first = await arun(config)
+        assert first.ok == 4 and (config.output / "_scan" / "meta.json").is_file()
+
+        def no_scan(self: PromptSet, visit: object = None) -> None:
+            raise AssertionError("an unchanged, validated file was scanned again")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(PromptSet, "scan", no_scan)
+            more = await arun(dataclasses.replace(config, limit=None))
+        assert (more.ok, more.already_done, sim.stats.requests) == (2, 4, 6)
+        write_jsonl(config.input, [*prompt_rows(6), {"id": "new", "prompt": "Another?"}])
+        changed = await arun(config := dataclasses.replace(config, limit=None))
+        assert changed.ok == 1 and sim.stats.requests == 7
+    assert len(pd.read_parquet(config.output)) == 7
