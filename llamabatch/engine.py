@@ -227,11 +227,10 @@ class Engine:
 
     def _retry_delay(self, job: Job, error: RequestError) -> float | None:
         delay = self.policy.delay(job.attempts, error, self.rng)
-        too_long = self.policy.max_retry_after_s
-        if delay is None and error.retryable and (error.retry_after_s or 0) > too_long:
+        cap = self.policy.max_retry_after_s
+        if delay is None and error.retryable and (error.retry_after_s or 0) > cap:
             error.message += (
-                f" (Retry-After {error.retry_after_s:.0f} s exceeds "
-                f"max_retry_after_s = {self.policy.max_retry_after_s:g})"
+                f" (Retry-After {error.retry_after_s:.0f} s exceeds max_retry_after_s = {cap:g})"
             )
         return delay
 
