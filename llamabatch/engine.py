@@ -10,6 +10,7 @@ or backing off) and releases them only after the finished row is journalled.
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -127,6 +128,21 @@ class Engine:
 
         `only(model)` optionally marks the rows with work left (see resume.ResumeScan).
         """
+        # What exists now (modules, config, indexes) lives for the whole run;
+        # frozen, it is not rescanned by every full collection (~15 ms pauses
+        # that delay reading every stream in flight).
+        gc.freeze()
+        try:
+            await self._run(prompts, done, only)
+        finally:
+            gc.unfreeze()
+
+    async def _run(
+        self,
+        prompts: PromptSource,
+        done: DoneIndex,
+        only: Callable[[str], bytearray | None] | None,
+    ) -> None:
         async with anyio.create_task_group() as tg:
             for index, lane in enumerate(self.lanes):
                 queue = WorkQueue(
@@ -144,6 +160,7 @@ class Engine:
     async def _work(self, lane: Lane, queue: WorkQueue) -> None:
         while (item := await queue.get()) is not None:
             await self._process(lane, *item)
+            await anyio.lowlevel.checkpoint()
 
     async def _process(
         self, lane: Lane, prompt: Prompt, sample: int, scheduled: float | None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 import aiohttp
@@ -15,6 +16,7 @@ import anyio
 
 from llamabatch.errors import RequestError
 from llamabatch.providers.base import HttpRequest, Provider, Response
+from llamabatch.wireclock import WireClock
 
 log = logging.getLogger(__name__)
 MAX_ERROR_BODY = 64 * 1024
@@ -27,9 +29,12 @@ class Transport:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._wire = WireClock()
 
     async def __aenter__(self) -> Transport:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=0, ttl_dns_cache=300, socket_factory=self._wire.socket
+        )
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None),
@@ -52,6 +57,9 @@ class Transport:
         self, request: HttpRequest, provider: Provider, resp: Response, timeout_s: float
     ) -> None:
         """Send `request`, filling `resp` (with monotonic start and end times).
+
+        Response times are when the bytes reached this machine (see wireclock),
+        not when this task got round to reading them.
 
         `timeout_s` bounds the whole attempt, from connect to the last byte.
         """
@@ -124,10 +132,14 @@ class Transport:
             if not 200 <= r.status < 300:
                 body = await _read_capped(r.content, MAX_ERROR_BODY)
                 raise provider.error_for_status(r.status, r.headers, body)
+            wire = self._wire.socket_of(r.connection and r.connection.transport)
+            arrival = time.perf_counter if wire is None else wire.arrival
+            if wire is not None and wire.sent_t > resp.started_t:
+                resp.started_t = wire.sent_t  # the request reached the wire only now
             if not request.stream:
-                provider.parse_body(await r.read(), resp, time.perf_counter())
+                provider.parse_body(await r.read(), resp, arrival())
                 return
-            await _read_stream(r.content, provider, resp)
+            await _read_stream(r.content, provider, resp, arrival)
         if not provider.is_complete(resp):
             raise RequestError(
                 "protocol",
@@ -137,7 +149,12 @@ class Transport:
             )
 
 
-async def _read_stream(stream: aiohttp.StreamReader, provider: Provider, resp: Response) -> None:
+async def _read_stream(
+    stream: aiohttp.StreamReader,
+    provider: Provider,
+    resp: Response,
+    arrival: Callable[[], float],
+) -> None:
     """Frame events as bytes arrive, stamping each with its arrival time; parse them in bulk.
 
     Only framing happens per read, which keeps the event loop free (honest
@@ -147,8 +164,9 @@ async def _read_stream(stream: aiohttp.StreamReader, provider: Provider, resp: R
     decoder = provider.decoder()
     payloads: list[bytes] = []
     times: list[float] = []
+    t = resp.started_t
     async for chunk in stream.iter_any():
-        t = time.perf_counter()
+        t = arrival()
         events = decoder.feed(chunk)
         if events:
             payloads += events
@@ -156,9 +174,10 @@ async def _read_stream(stream: aiohttp.StreamReader, provider: Provider, resp: R
             if b'"error"' in events[-1]:
                 provider.handle_batch(payloads, times, resp)
                 payloads, times = [], []
+    await anyio.lowlevel.checkpoint()
     events = decoder.close()
     payloads += events
-    times += [time.perf_counter()] * len(events)
+    times += [t] * len(events)
     provider.handle_batch(payloads, times, resp)
 
 

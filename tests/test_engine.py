@@ -119,7 +119,8 @@ async def test_timeout_bounds_a_silent_server(tmp_path: Path) -> None:
         result = await arun(config)
     (row,) = result.dataframe().to_dict("records")
     assert (row["error_type"], row["http_status"]) == ("timeout", 200)
-    assert 0.3 <= row["latency_s"] < 2
+    # The deadline runs from connecting; latency from the request's first byte on the wire.
+    assert 0.2 <= row["latency_s"] < 2
 
 
 @pytest.mark.parametrize("fault", ["disconnect", "error-event", "malformed"])

@@ -1,0 +1,123 @@
+"""When bytes crossed the wire: kernel receive times for aiohttp's client sockets.
+
+A timestamp taken when a coroutine wakes up includes however long the event
+loop took to get there; under a burst of streams that is the client's own
+queueing, and it would be reported as the model's time to first token. On
+Linux the kernel stamps each received packet (SO_TIMESTAMPNS); the sockets
+made here read with `recvmsg` to collect that stamp, so a chunk's time is
+when it reached this machine, however busy the loop was.
+
+asyncio's selector transports read through `sock.recv` / `sock.recv_into`,
+which these sockets override. Where that does not hold (uvloop reads the file
+descriptor itself; other systems have no such stamp) `arrival` falls back to
+the time it is called, the usual client-side measurement.
+
+The same sockets note when each request's first byte was written: on
+Python 3.11 aiohttp writes a request body from a task of its own, one loop
+turn after the request was started.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import struct
+import sys
+import time
+import weakref
+from typing import Any
+
+# Linux's SO_TIMESTAMPNS (asm-generic value; Python's socket module lacks it).
+# Architectures with their own socket option numbers are left out.
+_SO_TIMESTAMPNS = 35
+_GENERIC_ABI = {"x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l", "riscv64"}
+SUPPORTED = sys.platform == "linux" and platform.machine().lower() in _GENERIC_ABI
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if SUPPORTED else 0
+
+
+class _StampedSocket(socket.socket):
+    """A client socket that remembers when its bytes crossed the wire.
+
+    `arrival()`: the kernel's receive time of the latest read. The kernel
+    stamps the last packet a read consumed, so when one read takes several
+    packets the time is that of the latest: never earlier than the bytes
+    really arrived. `sent_t`: when the current request's first byte was
+    written (the first write after a read). Both on the `time.perf_counter`
+    clock; `sent_t` is 0.0 until known.
+    """
+
+    __slots__ = ("_arrived_t", "_stamp", "_writing", "sent_t")
+
+    def __init__(self, family: int, kind: int, proto: int) -> None:
+        super().__init__(family, kind, proto)
+        self.sent_t = self._arrived_t = 0.0
+        self._stamp: bytes | None = None  # the latest read's raw timespec
+        self._writing = False
+
+    def arrival(self) -> float:
+        """When the bytes read so far arrived (now, if no read was stamped)."""
+        if self._stamp is not None:  # converted here, not per read: reads are the hot path
+            seconds, nanos = _TIMESPEC.unpack_from(self._stamp)
+            age_ns = time.time_ns() - seconds * 1_000_000_000 - nanos
+            self._arrived_t = time.perf_counter() - max(age_ns, 0) * 1e-9
+            self._stamp = None
+        return self._arrived_t or time.perf_counter()
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        if not self._writing:
+            self._wrote_first()
+        return super().send(data, flags)
+
+    def sendmsg(self, buffers: Any, *args: Any) -> int:
+        if not self._writing:
+            self._wrote_first()
+        return super().sendmsg(buffers, *args)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data, ancillary, _, _ = self.recvmsg(bufsize, _ANCILLARY, flags)
+        if ancillary:
+            self._stamp = ancillary[-1][2]  # the only ancillary data enabled
+        self._writing = False
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer)
+        n, ancillary, _, _ = self.recvmsg_into(
+            [view[:nbytes] if nbytes else view], _ANCILLARY, flags
+        )
+        if ancillary:
+            self._stamp = ancillary[-1][2]
+        self._writing = False
+        return n
+
+    def _wrote_first(self) -> None:
+        self.sent_t = time.perf_counter()
+        self._writing = True
+
+
+class WireClock:
+    """Makes the connector's sockets and tells when a connection's bytes arrived."""
+
+    def __init__(self) -> None:
+        self._sockets: weakref.WeakValueDictionary[int, _StampedSocket] = (
+            weakref.WeakValueDictionary()
+        )
+
+    def socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
+        """aiohttp's `socket_factory`: a stamped socket where the system supports it."""
+        family, kind, proto = addr_info[:3]
+        if not SUPPORTED:
+            return socket.socket(family, kind, proto)
+        sock = _StampedSocket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        except OSError:
+            return sock  # never stamped: `arrival` falls back to the caller's clock
+        self._sockets[sock.fileno()] = sock
+        return sock
+
+    def socket_of(self, transport: Any) -> _StampedSocket | None:
+        """The stamped socket under an asyncio transport, if it is one of ours."""
+        raw = transport.get_extra_info("socket") if transport is not None else None
+        return self._sockets.get(raw.fileno()) if raw is not None else None
