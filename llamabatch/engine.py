@@ -160,6 +160,9 @@ class Engine:
     async def _work(self, lane: Lane, queue: WorkQueue) -> None:
         while (item := await queue.get()) is not None:
             await self._process(lane, *item)
+            # A loop turn between finishing one request and starting the next:
+            # when hundreds of streams end together, their next requests do not
+            # all start in one turn while the sockets of the others go unread.
             await anyio.lowlevel.checkpoint()
 
     async def _process(

@@ -174,7 +174,6 @@ async def _read_stream(
             if b'"error"' in events[-1]:
                 provider.handle_batch(payloads, times, resp)
                 payloads, times = [], []
-    await anyio.lowlevel.checkpoint()
     events = decoder.close()
     payloads += events
     times += [t] * len(events)
