@@ -67,6 +67,6 @@ def client_warning(client: dict[str, Any] | None) -> str | None:
     return (
         f"warning: the client was the bottleneck (event-loop lag p99 "
         f"{client['loop_lag_p99_ms']:.0f} ms, CPU {client['cpu_share']:.0%} of a core): "
-        "latency and TTFT figures include client-side delay; lower concurrency or use a "
+        "latency and TTFT figures may include client-side delay; lower concurrency or use a "
         "faster machine"
     )
