@@ -94,7 +94,7 @@ class Transport:
                 "connection", f"{type(exc).__name__}: {_reason(exc)}", retryable=True
             ) from None
         finally:
-            resp.ended_t = time.perf_counter()
+            resp.ended_t = resp.ended_t or time.perf_counter()  # a complete read set it
 
     async def fetch(self, request: HttpRequest, timeout_s: float) -> tuple[int, bytes]:
         """One small request (a model list, a tokenizer): its status and (capped) body."""
@@ -137,7 +137,9 @@ class Transport:
             if wire is not None and wire.sent_t > resp.started_t:
                 resp.started_t = wire.sent_t  # the request reached the wire only now
             if not request.stream:
-                provider.parse_body(await r.read(), resp, arrival())
+                body = await r.read()
+                resp.ended_t = arrival()
+                provider.parse_body(body, resp, resp.ended_t)
                 return
             await _read_stream(r.content, provider, resp, arrival)
         if not provider.is_complete(resp):
@@ -164,7 +166,7 @@ async def _read_stream(
     decoder = provider.decoder()
     payloads: list[bytes] = []
     times: list[float] = []
-    t = resp.started_t
+    t = arrival()  # the head's, until body bytes come
     async for chunk in stream.iter_any():
         t = arrival()
         events = decoder.feed(chunk)
@@ -177,6 +179,7 @@ async def _read_stream(
     events = decoder.close()
     payloads += events
     times += [t] * len(events)
+    resp.ended_t = t
     provider.handle_batch(payloads, times, resp)
 
 
