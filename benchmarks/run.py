@@ -241,7 +241,9 @@ def ttft_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         f"{TTFT_S * 1e3:.0f} ms after the request and {TTFT_TOKENS} chunks "
         f"{GAP_S * 1e3:.0f} ms apart; "
         f"error = measured TTFT - {TTFT_S * 1e3:.0f} ms, over {args.waves} waves of requests. "
-        "Server lateness is the server's own delay past each due time (p50 / p99).",
+        "Server lateness is the server's own delay past each due time (p50 / p99). "
+        "llamabatch times a chunk by the kernel's receive stamp (Linux); the reference "
+        "loops by when their code sees it.",
         "",
         "| concurrency | client | TTFT error p50 ms | TTFT error p99 ms | server lateness ms |",
         "|---|---|---|---|---|",
@@ -484,6 +486,8 @@ def machine() -> list[str]:
         f"- Python {platform.python_version()}, llamabatch {llamabatch.__version__}, "
         f"aiohttp {aiohttp.__version__}, orjson {orjson.__version__}",
         "- Command: `python benchmarks/run.py " + " ".join(sys.argv[1:]) + "`",
+        "- On a shared VM the same client's CPU time varies by up to ±25 % between runs: "
+        "hence min / median / max, and ratios taken run by run, side by side.",
     ]
 
 

@@ -9,8 +9,8 @@ when it reached this machine, however busy the loop was.
 
 asyncio's selector transports read through `sock.recv` / `sock.recv_into`,
 which these sockets override. Where that does not hold (uvloop reads the file
-descriptor itself; other systems have no such stamp) `arrival` falls back to
-the time it is called, the usual client-side measurement.
+descriptor itself; other systems have no such stamp) times fall back to when
+the bytes are read, the usual client-side measurement.
 
 The same sockets note when each request's first byte was written: on
 Python 3.11 aiohttp writes a request body from a task of its own, one loop
@@ -39,18 +39,18 @@ _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if SUPPORTED else 0
 class _StampedSocket(socket.socket):
     """A client socket that remembers when its bytes crossed the wire.
 
-    `arrival()`: the kernel's receive time of the latest read. The kernel
-    stamps the last packet a read consumed, so when one read takes several
-    packets the time is that of the latest: never earlier than the bytes
-    really arrived. `sent_t`: when the current request's first byte was
-    written (the first write after a read). Both on the `time.perf_counter`
-    clock; `sent_t` is 0.0 until known.
+    `arrival()`: the kernel's receive time of the latest read. Packets that
+    queue up unread are merged and keep the latest one's stamp, so when the
+    loop was away longer than the gap between two chunks they share the later
+    time: never earlier than the bytes really arrived. `sent_t`: when the
+    current request's first byte was written (the first write after a read).
+    Both on the `time.perf_counter` clock; `sent_t` is 0.0 until known.
     """
 
     __slots__ = ("_arrived_t", "_stamp", "_writing", "sent_t")
 
-    def __init__(self, family: int, kind: int, proto: int) -> None:
-        super().__init__(family, kind, proto)
+    def __init__(self, family: int = -1, kind: int = -1, proto: int = -1, fileno: Any = None):
+        super().__init__(family, kind, proto, fileno)  # the signature `dup()` calls
         self.sent_t = self._arrived_t = 0.0
         self._stamp: bytes | None = None  # the latest read's raw timespec
         self._writing = False
