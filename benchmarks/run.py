@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -331,7 +332,15 @@ def memory_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         f"| {done:,} rows written (target <= 300 MB) |"
     )
     finished = workdir / "resume"
-    _write_finished_rows(prompts, finished, model="m0")
+    # Written in a child process: Linux counts a parent's RSS at fork time in a
+    # child's peak RSS, so this process must stay small for the figures below.
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_write_finished_rows, args=(prompts, finished), kwargs={"model": "m0"}
+    )
+    writer.start()
+    writer.join()
+    if writer.exitcode != 0:
+        raise RuntimeError(f"writing finished rows failed ({writer.exitcode})")
     config = llamabatch_config(
         workdir,
         "resume-run",
