@@ -9,6 +9,7 @@ nearly a whole core, is flagged `client_bound`, and its summary says so.
 from __future__ import annotations
 
 import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -54,10 +55,27 @@ class LoopMonitor:
             "cpu_s": round(cpu, 3),
             "wall_s": round(wall, 3),
             "cpu_share": round(util, 3),
-            "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "max_rss_mb": round(peak_rss_mb(), 1),
             "client_bound": sent > 0
             and (pct(0.99) > LAG_WARN_MS or (util > CPU_WARN and wall > 1.0)),
         }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory.
+
+    Linux's VmHWM rather than `ru_maxrss`, which also counts the memory a
+    parent process had when it forked this one.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
 
 
 def client_warning(client: dict[str, Any] | None) -> str | None:

@@ -52,3 +52,14 @@ async def test_the_manifest_records_the_clients_own_costs(tmp_path: Path) -> Non
     client = (read_manifest(config.output) or {})["client"]
     assert client["cpu_s"] > 0 and client["wall_s"] > 0 and client["max_rss_mb"] > 10
     assert {"loop_lag_p50_ms", "loop_lag_p99_ms", "cpu_share"} <= set(client)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's VmHWM")
+def test_peak_memory_is_the_process_own_not_its_parents() -> None:
+    import subprocess
+    import sys
+
+    ballast = b"x" * (200 * 2**20)  # resident in this process when the child is forked
+    code = "from llamabatch.monitor import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert len(ballast) and 0 < float(out.stdout) < 150  # ru_maxrss would say over 200 MB
