@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,9 +58,6 @@ async def test_the_manifest_records_the_clients_own_costs(tmp_path: Path) -> Non
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's VmHWM")
 def test_peak_memory_is_the_process_own_not_its_parents() -> None:
-    import subprocess
-    import sys
-
     ballast = b"x" * (200 * 2**20)  # resident in this process when the child is forked
     code = "from llamabatch.monitor import peak_rss_mb; print(peak_rss_mb())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
