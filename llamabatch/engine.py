@@ -133,29 +133,21 @@ class Engine:
         # that delay reading every stream in flight).
         gc.freeze()
         try:
-            await self._run(prompts, done, only)
+            async with anyio.create_task_group() as tg:
+                for index, lane in enumerate(self.lanes):
+                    queue = WorkQueue(
+                        model=lane.config.name,
+                        prompts=prompts,
+                        done=done,
+                        repeats=self.config.repeats,
+                        arrivals=_arrivals(self.config.engine, index),
+                        stopping=self.stopping,
+                        only=None if only is None else only(lane.config.name),
+                    )
+                    for _ in range(lane.workers):
+                        tg.start_soon(self._work, lane, queue)
         finally:
             gc.unfreeze()
-
-    async def _run(
-        self,
-        prompts: PromptSource,
-        done: DoneIndex,
-        only: Callable[[str], bytearray | None] | None,
-    ) -> None:
-        async with anyio.create_task_group() as tg:
-            for index, lane in enumerate(self.lanes):
-                queue = WorkQueue(
-                    model=lane.config.name,
-                    prompts=prompts,
-                    done=done,
-                    repeats=self.config.repeats,
-                    arrivals=_arrivals(self.config.engine, index),
-                    stopping=self.stopping,
-                    only=None if only is None else only(lane.config.name),
-                )
-                for _ in range(lane.workers):
-                    tg.start_soon(self._work, lane, queue)
 
     async def _work(self, lane: Lane, queue: WorkQueue) -> None:
         while (item := await queue.get()) is not None:
