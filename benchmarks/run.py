@@ -379,7 +379,7 @@ def _write_finished_rows(prompts: Path, output: Path, *, model: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from llamabatch.prompts import PromptSet
+    from llamabatch.prompts.promptset import PromptSet
     from llamabatch.results import result_schema
 
     shutil.rmtree(output, ignore_errors=True)

@@ -1,11 +1,16 @@
-"""llamabatch: an async batch and evaluation runner for LLM chat APIs."""
+"""llamabatch: an async batch and evaluation runner for LLM chat APIs.
+
+The packages, bottom to top (each may import only those below it):
+config, prompts, sim -> wire -> results -> engine -> scoring -> report -> runs
+-> cli. See README, "How it fits together".
+"""
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING
 
-from typing import TYPE_CHECKING, Any
-
+from llamabatch._lazy import lazy_exports
+from llamabatch._version import __version__
 from llamabatch.errors import (
     ConfigError,
     LlamabatchError,
@@ -22,44 +27,38 @@ if TYPE_CHECKING:
         config_from_dict,
         load_config,
     )
+    from llamabatch.engine import Observer
     from llamabatch.prompts import Prompt, PromptSet
-    from llamabatch.runner import RunResult, arun, run
+    from llamabatch.runs import RunResult, arun, run
     from llamabatch.sim import SimProfile, SimServer
 
 # Loaded on first use, so `llamabatch --help` or a run without the simulator
 # does not pay for importing every module.
-_LAZY = {
-    "EngineConfig": "llamabatch.config",
-    "ModelConfig": "llamabatch.config",
-    "RunConfig": "llamabatch.config",
-    "config_from_dict": "llamabatch.config",
-    "load_config": "llamabatch.config",
-    "Prompt": "llamabatch.prompts",
-    "PromptSet": "llamabatch.prompts",
-    "RunResult": "llamabatch.runner",
-    "arun": "llamabatch.runner",
-    "run": "llamabatch.runner",
-    "SimProfile": "llamabatch.sim",
-    "SimServer": "llamabatch.sim",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'llamabatch' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "EngineConfig": "llamabatch.config",
+        "ModelConfig": "llamabatch.config",
+        "RunConfig": "llamabatch.config",
+        "config_from_dict": "llamabatch.config",
+        "load_config": "llamabatch.config",
+        "Observer": "llamabatch.engine",
+        "Prompt": "llamabatch.prompts",
+        "PromptSet": "llamabatch.prompts",
+        "RunResult": "llamabatch.runs",
+        "arun": "llamabatch.runs",
+        "run": "llamabatch.runs",
+        "SimProfile": "llamabatch.sim",
+        "SimServer": "llamabatch.sim",
+    },
+)
 
 __all__ = [
     "ConfigError",
     "EngineConfig",
     "LlamabatchError",
     "ModelConfig",
+    "Observer",
     "Prompt",
     "PromptError",
     "PromptSet",

@@ -7,8 +7,8 @@
     └── RequestError          one request attempt failed; becomes a row with status "error"
 
 Third-party exceptions (aiohttp, sockets) are translated into `RequestError` in
-`transport.py` and nowhere else. Whether a `RequestError` is retried is decided
-by the wire format (`providers/`), which sets `retryable`.
+`wire/transport.py` and nowhere else. Whether a `RequestError` is retried is decided
+by the wire format (`wire/`), which sets `retryable`.
 """
 
 from __future__ import annotations

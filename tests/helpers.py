@@ -9,6 +9,7 @@ from typing import Any
 
 from llamabatch import RunConfig, SimProfile, config_from_dict
 
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 FAST = SimProfile(ttft_s=0.0, tokens_per_s=0.0, output_tokens=8, jitter=0.0)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import llamabatch
 from tests.helpers import prompt_rows, write_jsonl
 
@@ -15,6 +17,7 @@ def test_public_names_are_pinned() -> None:
             "EngineConfig",
             "LlamabatchError",
             "ModelConfig",
+            "Observer",
             "Prompt",
             "PromptError",
             "PromptSet",
@@ -49,3 +52,38 @@ def test_run_from_a_dict_config_with_the_in_process_simulator(tmp_path: Path) ->
     df = result.dataframe()
     assert result.exit_code == 0 and len(df) == 4 and (df["status"] == "ok").all()
     assert llamabatch.run(config, limit=2).ok == 0  # resumed: nothing left to send
+
+
+@pytest.mark.anyio
+async def test_the_commands_are_python_functions_too(tmp_path: Path) -> None:
+    from llamabatch.report import (
+        Thresholds,
+        build_report,
+        compare,
+        load_results,
+        render_html,
+        render_markdown,
+    )
+    from llamabatch.runs import check, score_results
+
+    prompts = write_jsonl(
+        tmp_path / "p.jsonl",
+        [{"id": f"q{i}", "prompt": f"What is {i}?", "expected": "x"} for i in range(3)],
+    )
+    data = {
+        "run": {"input": str(prompts), "output": str(tmp_path / "a")},
+        "models": [{"name": "scout", "provider": "sim", "sim": {"ttft_s": 0.0, "tokens_per_s": 0}}],
+        "scorers": [{"name": "has_x", "type": "contains", "values": ["x"]}],
+    }
+    config = llamabatch.config_from_dict(data)
+    first = await llamabatch.arun(config)
+    second = await llamabatch.arun(config, output=tmp_path / "b")
+    assert first.ok == second.ok == 3
+
+    report = build_report(load_results([first.output]))
+    assert "scout" in render_markdown(report) and "<html" in render_html(report)
+    same = compare(first.output, second.output, thresholds=Thresholds(latency=False))
+    assert not same.regressed
+    assert all(c.ok for c in await check(config))
+    rescored = await score_results(first.output)
+    assert (rescored.parts, rescored.rows) == (1, 3)

@@ -6,13 +6,12 @@ import contextlib
 import io
 import os
 import re
-from pathlib import Path
 
 import pytest
 
-from llamabatch.cli import main
+from llamabatch.cli.commands import main
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 HELP_BLOCK = re.compile(r"(<!-- help:(\S+) -->\n```text\n)(.*?)(```\n<!-- /help:\2 -->)", re.DOTALL)
 

@@ -1,0 +1,242 @@
+"""The `llamabatch` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llamabatch._version import __version__
+from llamabatch.cli.evaluate import add_evaluation_commands
+from llamabatch.cli.options import add_field_options, field_values
+from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llamabatch",
+        description="Async batch and evaluation runner for LLM chat APIs.",
+    )
+    parser.add_argument("--version", action="version", version=f"llamabatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser(
+        "run",
+        help="send a prompt set to every configured model, write Parquet results",
+        description="Send every prompt to every model in CONFIG and write one Parquet row "
+        "per (model, prompt, sample). Re-running resumes: rows already ok are skipped. "
+        "Exit codes: 0 all rows ok, 3 some rows failed, 2 bad config or input (nothing "
+        "sent), 130 interrupted (finished rows are saved).",
+    )
+    run.add_argument("config", type=Path, help="run config (TOML or YAML)")
+    run.add_argument("--limit", type=int, metavar="N", help="only the first N prompts")
+    run.add_argument("--models", metavar="A,B", help="only these models (by name)")
+    run.add_argument("-o", "--output", type=Path, metavar="DIR", help="results directory")
+    run.add_argument(
+        "--no-resume", action="store_true", help="start fresh instead of skipping finished rows"
+    )
+    run.add_argument(
+        "--keep-errors",
+        action="store_true",
+        help="on resume, do not resend rows that ended in error (default: resend them)",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --no-resume: replace existing results; otherwise: resume even if the "
+        "config changed in a way that makes old rows incomparable",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    run.set_defaults(handler=_run)
+
+    validate = commands.add_parser(
+        "validate",
+        help="check a prompt set and report every invalid row",
+        description="Read a prompt set (JSONL, Parquet or CSV) and report invalid rows "
+        "with file and line. Exit 0 when valid, 2 otherwise.",
+    )
+    validate.add_argument("prompts", type=Path, help="prompt file")
+    validate.set_defaults(handler=_validate)
+
+    _add_check(commands)
+
+    sim = commands.add_parser(
+        "sim",
+        help="serve the built-in simulated LLM (OpenAI, Llama API and Ollama formats)",
+        description="Serve simulated models at http://HOST:PORT/v1 until interrupted "
+        "(the native Llama API at /llama/v1, Ollama's API at the root). "
+        "Model ids containing maverick, scout, 70b or 8b get Llama-like speed profiles; "
+        "the options below set the profile of every other model.",
+    )
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    sim.add_argument("--rpm-limit", type=float, help="server-side request limit per window")
+    sim.add_argument(
+        "--rpm-window-s", type=float, default=60.0, help="the limit's sliding window (default 60)"
+    )
+    sim.add_argument("--api-key", help="require this bearer key")
+    sim.add_argument("--seed", type=int, default=0, help="changes every generated text")
+    from llamabatch.sim.profile import SimProfile
+
+    add_field_options(sim, SimProfile)
+    sim.set_defaults(handler=_sim)
+    add_evaluation_commands(commands)
+    return parser
+
+
+def _add_check(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="check that every configured endpoint answers, before a long run",
+        description="For every model in CONFIG: list the server's models (reachable? key "
+        "accepted? model listed?) and send one chat request for a single token (its TTFT). "
+        "Servers the config starts (simulator, local model) are started for the check. "
+        "Exit 0 when every model answered, 1 otherwise, 2 for a bad config.",
+    )
+    check.add_argument("config", type=Path, help="run config (TOML or YAML)")
+    check.add_argument("--models", metavar="A,B", help="only these models (by name)")
+    check.add_argument("--timeout-s", type=float, default=30.0, help="per request (default: 30)")
+    check.set_defaults(handler=_check)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    warnings.showwarning = _show_warning
+    try:
+        code: int = args.handler(args)
+    except UsageError as exc:
+        print(f"llamabatch: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    print(f"llamabatch: warning: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from llamabatch.cli.progress import ProgressBar
+    from llamabatch.runs.runner import run
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    progress = ProgressBar(disable=args.quiet)
+    try:
+        result = run(
+            args.config,
+            observer=progress,
+            resume=not args.no_resume,
+            force=args.force,
+            handle_signals=True,
+            keep_errors=args.keep_errors,
+            output=args.output,
+            limit=args.limit,
+            models=models,
+        )
+    except KeyboardInterrupt:
+        result = None
+    progress.close()
+    if result is None or result.interrupted:
+        print(
+            "llamabatch: interrupted; finished rows are saved. Resume with: "
+            + _resume_command(args),
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        from llamabatch.report.summary import format_table, summarize
+        from llamabatch.results import read_manifest
+
+        snapshot = (read_manifest(result.output) or {}).get("config") or {}
+        slo = snapshot.get("slo") or None
+        print(format_table(summarize(result.dataframe(), result.models, slo)))
+        rate = (snapshot.get("engine") or {}).get("request_rate")
+        if rate:
+            arrival = snapshot["engine"]["arrival"]
+            print(f"\nopen loop: target {rate:g} requests/s per model ({arrival} arrivals)")
+        print(f"\nresults: {result.output}  (run {result.run_id})")
+        if result.error_count:
+            kinds = ", ".join(f"{k}: {v}" for k, v in sorted(result.errors.items()))
+            print(f"{result.error_count} row(s) failed ({kinds}); run again to retry them")
+    from llamabatch.results.manifest import client_warning
+
+    if (warning := client_warning(dict(result.client))) is not None:
+        print(f"llamabatch: {warning}", file=sys.stderr)
+    return result.exit_code
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    parts = ["llamabatch", "run", str(args.config)]
+    if args.output:
+        parts += ["--output", str(args.output)]
+    if args.limit:
+        parts += ["--limit", str(args.limit)]
+    if args.models:
+        parts += ["--models", args.models]
+    if args.keep_errors:
+        parts.append("--keep-errors")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from llamabatch.prompts.promptset import PromptSet
+
+    prompts = PromptSet(args.prompts)
+    report = prompts.scan()
+    for message in report.errors:
+        print(message, file=sys.stderr)
+    hidden = report.error_count - len(report.errors)
+    if hidden:
+        print(f"... and {hidden} more", file=sys.stderr)
+    status = "valid" if not report.error_count else f"{report.error_count} invalid"
+    print(f"{args.prompts}: {report.rows} rows, {report.valid} valid, {status}")
+    return 0 if not report.error_count else EXIT_USAGE
+
+
+def _check(args: argparse.Namespace) -> int:
+    from llamabatch.config.load import load_config
+    from llamabatch.runs.preflight import format_results, run_check
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    results = run_check(load_config(args.config, models=models), timeout_s=args.timeout_s)
+    print(format_results(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _sim(args: argparse.Namespace) -> int:
+    import anyio
+
+    from llamabatch.sim import SimProfile
+    from llamabatch.sim.server import SimServer
+
+    default = SimProfile(**field_values(args, SimProfile))
+
+    async def serve() -> None:
+        server = SimServer(
+            default=default,
+            seed=args.seed,
+            rpm_limit=args.rpm_limit,
+            rpm_window_s=args.rpm_window_s,
+            api_key=args.api_key,
+            host=args.host,
+            port=args.port,
+        )
+        async with server:
+            print(f"llamabatch sim serving {server.base_url}  (Ctrl-C to stop)", flush=True)
+            await anyio.sleep_forever()
+
+    try:
+        anyio.run(serve)
+    except KeyboardInterrupt:
+        return 0
+    return 0

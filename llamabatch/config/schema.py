@@ -1,0 +1,147 @@
+"""The run configuration as immutable values: run, engine and model settings, with defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from llamabatch.config.endpoints import ServerSpec
+from llamabatch.config.scorers import ScorerSpec
+from llamabatch.errors import ConfigError
+
+DEFAULT_CONCURRENCY: Final = 64
+DEFAULT_TIMEOUT_S: Final = 120.0
+DEFAULT_MAX_RETRIES: Final = 6
+DEFAULT_BACKOFF_BASE_S: Final = 0.5
+DEFAULT_BACKOFF_MAX_S: Final = 30.0
+DEFAULT_MAX_RETRY_AFTER_S: Final = 120.0
+DEFAULT_GRACE_S: Final = 10.0
+ARRIVALS: Final = ("poisson", "constant")
+SLO_KEYS: Final = ("ttft_s", "tpot_s", "latency_s")
+DEFAULT_SLO_ATTAINMENT: Final = 0.9
+DEFAULT_BREAKER_THRESHOLD: Final = 8
+DEFAULT_BREAKER_COOLDOWN_S: Final = 2.0
+DEFAULT_BREAKER_MAX_OPEN_S: Final = 300.0
+DEFAULT_OUTPUT_ROOT: Final = "results"
+
+PROVIDERS: Final = ("openai", "llama", "ollama", "sim")
+_SECRET_HEADER_RE: Final = re.compile(r"(?i)auth|key|token|secret")
+REDACTED: Final = "<redacted>"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """One model to send every prompt to."""
+
+    name: str
+    provider: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+    concurrency: int | None = None
+    rpm: float | None = None
+    tpm: float | None = None
+    stream: bool = True
+    params: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    sim: Mapping[str, Any] = field(default_factory=dict)
+    tokenize: str | None = None
+    context_tokens: int | None = None
+    server: ServerSpec | None = None
+
+    usd_per_mtok: Mapping[str, float] = field(default_factory=dict)  # {input, output} prices
+
+    def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The key to send, from `api_key_env` (or inline); None when the model needs none."""
+        if self.api_key is not None:
+            return self.api_key
+        if self.api_key_env is None:
+            return None
+        env = os.environ if environ is None else environ
+        key = env.get(self.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"model {self.name!r}: environment variable {self.api_key_env} is not set "
+                f"(api_key_env); export it or remove api_key_env"
+            )
+        return key
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Limits, timeouts and retry policy of the engine."""
+
+    concurrency: int = DEFAULT_CONCURRENCY
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
+    backoff_base_s: float = DEFAULT_BACKOFF_BASE_S
+    backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
+    max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
+    grace_s: float = DEFAULT_GRACE_S
+    breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD
+    breaker_cooldown_s: float = DEFAULT_BREAKER_COOLDOWN_S
+    breaker_max_open_s: float = DEFAULT_BREAKER_MAX_OPEN_S
+    request_rate: float | None = None  # open loop: new requests per second, per model
+    arrival: str = "poisson"  # or "constant"
+    arrival_seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """A whole run: what to read, where to write, which models, how hard to push."""
+
+    name: str
+    input: Path
+    output: Path
+    models: tuple[ModelConfig, ...]
+    repeats: int = 1
+    limit: int | None = None
+    skip_invalid: bool = False
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+    scorers: tuple[ScorerSpec, ...] = ()
+    judge_models: tuple[ModelConfig, ...] = ()  # kept whole even when --models narrows `models`
+    slo: Mapping[str, float] = field(default_factory=dict)  # ttft_s, tpot_s, latency_s, attainment
+
+    def snapshot(self) -> dict[str, Any]:
+        """The config as plain data, without secrets, for the manifest."""
+        data = dataclasses.asdict(self)
+        for model in [*data["models"], *data["judge_models"]]:
+            if model.pop("api_key", None) is not None:
+                model["api_key"] = REDACTED
+            model["headers"] = {
+                k: REDACTED if _SECRET_HEADER_RE.search(k) else v
+                for k, v in model["headers"].items()
+            }
+        snapshot: dict[str, Any] = _plain(data)
+        return snapshot
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every API key or secret header value this run may send, for redaction."""
+        found: list[str] = []
+        for model in (*self.models, *self.judge_models):
+            try:
+                key = model.resolve_api_key()
+            except ConfigError:
+                key = None
+            if key:
+                found.append(key)
+            found.extend(v for k, v in model.headers.items() if _SECRET_HEADER_RE.search(k))
+        return tuple(found)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

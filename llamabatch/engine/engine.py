@@ -1,0 +1,236 @@
+"""Scheduling: per-model worker pools pulling lazily from the prompt stream.
+
+Each model has its own reader of the prompt set, its own pool of workers, its
+own admission control (rate limits, AIMD on 429s) and circuit breaker, so a
+slow, rate-limited or failing model never holds back the others; a global
+limiter caps the requests in flight across models. A worker holds its
+concurrency slots only while a request is on the wire (never while waiting
+or backing off) and releases them only after the finished row is journalled.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
+
+import anyio
+import orjson
+
+from llamabatch.config import EngineConfig, RunConfig
+from llamabatch.engine.lane import Lane
+from llamabatch.engine.ratelimit import NO_LIMIT
+from llamabatch.engine.retry import RetryPolicy
+from llamabatch.engine.workqueue import PromptSource, WorkQueue
+from llamabatch.errors import RequestError
+from llamabatch.prompts import Prompt
+from llamabatch.prompts.text import estimate_prompt_tokens
+from llamabatch.results import Sink
+from llamabatch.results.resume import DoneIndex
+from llamabatch.results.rowbuilder import Job, RowBuilder
+from llamabatch.wire import HttpRequest, Response
+from llamabatch.wire.transport import Transport
+
+DEFAULT_MAX_TOKENS_ESTIMATE = 256
+
+
+class Observer(Protocol):
+    """Receives engine events (progress bars, live stats); must not block."""
+
+    def on_start(self, pending: int) -> None: ...
+
+    def on_row(self, row: Mapping[str, Any]) -> None: ...
+
+    def on_retry(self, model: str, error: RequestError, delay_s: float) -> None: ...
+
+
+class Engine:
+    """Runs every (prompt, model, sample) not yet done, writing one row each."""
+
+    def __init__(
+        self,
+        *,
+        config: RunConfig,
+        lanes: list[Lane],
+        transport: Transport,
+        sink: Sink,
+        rows: RowBuilder,
+        observer: Observer | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config
+        self.lanes = lanes
+        self.transport = transport
+        self.sink = sink
+        self.rows = rows
+        self.observer = observer
+        self.policy = RetryPolicy.from_config(config.engine)
+        self.limiter = anyio.CapacityLimiter(config.engine.concurrency)
+        # Each model's workers are capped already; the global cap binds only when they add up.
+        shared = sum(lane.workers for lane in lanes) > config.engine.concurrency
+        self.slot = self.limiter if shared else NO_LIMIT
+        self.rng = random.Random(seed)
+        self.stopping = anyio.Event()
+
+    def stop(self) -> None:
+        """Admit no new work; requests in flight finish (or are cancelled by the caller)."""
+        self.stopping.set()
+
+    async def run(
+        self,
+        prompts: PromptSource,
+        done: DoneIndex,
+        only: Callable[[str], bytearray | None] | None = None,
+    ) -> None:
+        """Send all pending work; returns when every started row is written.
+
+        `only(model)` optionally marks the rows with work left (see resume.ResumeScan).
+        """
+        # What exists now (modules, config, indexes) lives for the whole run;
+        # frozen, it is not rescanned by every full collection (~15 ms pauses
+        # that delay reading every stream in flight).
+        gc.freeze()
+        try:
+            async with anyio.create_task_group() as tg:
+                for index, lane in enumerate(self.lanes):
+                    queue = WorkQueue(
+                        model=lane.config.name,
+                        prompts=prompts,
+                        done=done,
+                        repeats=self.config.repeats,
+                        arrivals=_arrivals(self.config.engine, index),
+                        stopping=self.stopping,
+                        only=None if only is None else only(lane.config.name),
+                    )
+                    for _ in range(lane.workers):
+                        tg.start_soon(self._work, lane, queue)
+        finally:
+            gc.unfreeze()
+
+    async def _work(self, lane: Lane, queue: WorkQueue) -> None:
+        while (item := await queue.get()) is not None:
+            await self._process(lane, *item)
+            # A loop turn between finishing one request and starting the next:
+            # when hundreds of streams end together, their next requests do not
+            # all start in one turn while the sockets of the others go unread.
+            await anyio.lowlevel.checkpoint()
+
+    async def _process(
+        self, lane: Lane, prompt: Prompt, sample: int, scheduled: float | None
+    ) -> None:
+        if prompt.params:
+            params = {**lane.params, **prompt.params}
+            params_json = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+        else:
+            params, params_json = lane.params, lane.params_json
+        job = Job(lane.config, prompt, sample, params, params_json, _token_estimate(prompt, params))
+        request = lane.provider.build_request(lane.config, prompt.messages, params, lane.api_key)
+        waited_from = time.perf_counter() if scheduled is None else scheduled
+        if scheduled is not None:
+            job.scheduled_wall = time.time() - (time.perf_counter() - scheduled)
+        while True:
+            try:
+                probe = await lane.breaker.wait() if lane.breaker.is_open else False
+            except RequestError as outage:
+                job.queue_s += time.perf_counter() - waited_from
+                self._finish(job, Response(), outage)
+                return
+            ticket = lane.admission.take_now()
+            if ticket is None:
+                ticket = await lane.admission.wait(job.token_estimate)
+            async with lane.admission.slot, self.slot:
+                job.queue_s += time.perf_counter() - waited_from
+                job.attempts += 1
+                if job.attempts == 1:
+                    job.started_wall = time.time()
+                resp = Response()
+                try:
+                    error = await self._attempt(lane, request, resp, prompt)
+                except anyio.get_cancelled_exc_class():
+                    self._finish(job, resp, RequestError("cancelled", "run interrupted in flight"))
+                    raise
+                self._observe(lane, job, resp, error, probe, ticket)
+                delay = None if error is None else self._retry_delay(job, error)
+                if delay is None:
+                    self._finish(job, resp, error)
+                    return
+            assert error is not None
+            if self.observer is not None:
+                self.observer.on_retry(lane.config.name, error, delay)
+            waited_from = time.perf_counter()
+            with anyio.move_on_after(delay):
+                await self.stopping.wait()
+            if self.stopping.is_set():
+                self._finish(job, resp, error)
+                return
+
+    async def _attempt(
+        self, lane: Lane, request: HttpRequest, resp: Response, prompt: Prompt
+    ) -> RequestError | None:
+        try:
+            await self.transport.send(request, lane.provider, resp, self.config.engine.timeout_s)
+        except RequestError as exc:
+            return exc
+        if lane.counter is not None and resp.completion_tokens is None:
+            await lane.counter.fill(self.transport, resp, prompt.messages)
+        return None
+
+    def _observe(
+        self,
+        lane: Lane,
+        job: Job,
+        resp: Response,
+        error: RequestError | None,
+        probe: bool,
+        ticket: int,
+    ) -> None:
+        """Feed the outcome to the model's admission control and breaker."""
+        admission = lane.admission
+        admission.observe_headers(resp.headers or {}, ticket)
+        lane.breaker.record(error, probe=probe)
+        if error is None:
+            admission.on_success(resp.total_tokens, job.token_estimate)
+            return
+        admission.on_failure(job.token_estimate)
+        if error.error_type == "rate_limit":
+            admission.on_rate_limited(error.retry_after_s)
+
+    def _retry_delay(self, job: Job, error: RequestError) -> float | None:
+        delay = self.policy.delay(job.attempts, error, self.rng)
+        cap = self.policy.max_retry_after_s
+        if delay is None and error.retryable and (error.retry_after_s or 0) > cap:
+            error.message += (
+                f" (Retry-After {error.retry_after_s:.0f} s exceeds max_retry_after_s = {cap:g})"
+            )
+        return delay
+
+    def _finish(self, job: Job, resp: Response, error: RequestError | None) -> None:
+        """Make the row durable, then tell observers (a cancellation cannot split the two)."""
+        row = self.rows.build(job, resp, error)
+        self.sink.write(row)
+        if self.observer is not None:
+            self.observer.on_row(row)
+
+
+def _arrivals(engine: EngineConfig, lane_index: int) -> Iterator[float] | None:
+    """Scheduled send times (perf_counter clock) at `request_rate`, or None for a closed loop."""
+    rate = engine.request_rate
+    if rate is None:
+        return None
+    rng = random.Random(engine.arrival_seed * 1000 + lane_index)
+    poisson = engine.arrival == "poisson"
+
+    def times() -> Iterator[float]:
+        t = time.perf_counter()
+        while True:
+            yield t
+            t += rng.expovariate(rate) if poisson else 1.0 / rate
+
+    return times()
+
+
+def _token_estimate(prompt: Prompt, params: Mapping[str, Any]) -> int:
+    max_tokens = params.get("max_tokens") or DEFAULT_MAX_TOKENS_ESTIMATE
+    return estimate_prompt_tokens(prompt.messages) + int(max_tokens)

@@ -1,0 +1,49 @@
+"""A lane: everything the engine needs to send requests to one model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from llamabatch.config import ModelConfig, RunConfig
+from llamabatch.engine.breaker import CircuitBreaker
+from llamabatch.engine.ratelimit import Admission
+from llamabatch.wire import Provider, provider_for
+from llamabatch.wire.tokenizers import TokenCounter
+
+
+@dataclass
+class Lane:
+    """Everything the engine needs to send requests to one model."""
+
+    config: ModelConfig
+    provider: Provider
+    api_key: str | None
+    params: dict[str, Any]
+    workers: int
+    admission: Admission
+    breaker: CircuitBreaker
+    counter: TokenCounter | None = None
+    params_json: str = "{}"
+
+    @classmethod
+    def build(cls, model: ModelConfig, config: RunConfig, api_key: str | None) -> Lane:
+        workers = min(model.concurrency or config.engine.concurrency, config.engine.concurrency)
+        params = {**config.defaults, **model.params}
+        return cls(
+            config=model,
+            provider=provider_for(model.provider),
+            api_key=api_key,
+            params=params,
+            params_json=orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode(),
+            workers=workers,
+            admission=Admission(concurrency=workers, rpm=model.rpm, tpm=model.tpm),
+            breaker=CircuitBreaker(
+                threshold=config.engine.breaker_threshold,
+                cooldown_s=config.engine.breaker_cooldown_s,
+                max_open_s=config.engine.breaker_max_open_s,
+            ),
+            counter=TokenCounter.for_model(model, api_key),
+        )

@@ -1,0 +1,73 @@
+"""One model's pending work: (prompt, sample) pairs read lazily from the prompt stream."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from typing import Protocol
+
+import anyio
+
+from llamabatch.prompts import Prompt
+from llamabatch.results.resume import DoneIndex
+
+WorkItem = tuple[Prompt, int, float | None]  # prompt, sample, scheduled send time (open loop)
+
+
+class PromptSource(Protocol):
+    """Where prompts come from: a PromptSet, or any batches of prompts."""
+
+    def batches(self, *, only: bytearray | None = None) -> Iterator[list[Prompt]]: ...
+
+
+class WorkQueue:
+    """Workers take items without a trip through the event loop.
+
+    A batch of prompts is read (in a worker thread) only when the queue runs
+    dry, so memory holds one batch per model however long the prompt set. In
+    open loop the items carry their scheduled send times and `get` waits for
+    them; a worker that takes an item late makes the delay visible.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        prompts: PromptSource,
+        done: DoneIndex,
+        repeats: int,
+        arrivals: Iterator[float] | None,
+        stopping: anyio.Event,
+        only: bytearray | None = None,
+    ) -> None:
+        self._model = model
+        self._batches = prompts.batches(only=only)
+        self._done = done
+        self._repeats = repeats
+        self._arrivals = arrivals
+        self._stopping = stopping
+        self._items: deque[tuple[Prompt, int]] = deque()
+        self._exhausted = False
+        self._refill = anyio.Lock()
+
+    async def get(self) -> WorkItem | None:
+        """The next item, or None when there is no more work (or the run is stopping)."""
+        while not self._items:
+            if self._exhausted or self._stopping.is_set():
+                return None
+            async with self._refill:
+                if not self._items and not self._exhausted:
+                    batch = await anyio.to_thread.run_sync(next, self._batches, None)
+                    if batch is None:
+                        self._exhausted = True
+                    else:
+                        self._items.extend(self._done.pending(self._model, batch, self._repeats))
+        if self._stopping.is_set():
+            return None
+        prompt, sample = self._items.popleft()
+        if self._arrivals is None:
+            return prompt, sample, None
+        scheduled = next(self._arrivals)
+        await anyio.sleep(max(0.0, scheduled - time.perf_counter()))
+        return prompt, sample, scheduled

@@ -1,0 +1,21 @@
+"""Prompt sets: read JSONL, Parquet or CSV as a stream, validate every row, derive stable ids."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llamabatch._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from llamabatch.prompts.prompt import Prompt
+    from llamabatch.prompts.promptset import PromptSet, ScanReport
+
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "Prompt": "llamabatch.prompts.prompt",
+        "PromptSet": "llamabatch.prompts.promptset",
+        "ScanReport": "llamabatch.prompts.promptset",
+    },
+)
+__all__ = ["Prompt", "PromptSet", "ScanReport"]

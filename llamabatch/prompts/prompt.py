@@ -1,0 +1,149 @@
+"""One prompt: a validated row of a prompt set, its stable id and its content hash."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+import pyarrow as pa
+
+RESERVED: Final = frozenset({"id", "messages", "prompt", "system", "params", "expected"})
+MASK64: Final = (1 << 64) - 1
+_NUMBER_PARAMS: Final = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_INT_PARAMS: Final = ("max_tokens", "max_completion_tokens", "seed", "n", "top_k")
+
+
+@dataclass(slots=True)
+class Prompt:
+    """One validated row of a prompt set (treat as read-only).
+
+    Not a frozen dataclass: building a million of them is a resume's hot path,
+    and a frozen __init__ costs about four times as much.
+    """
+
+    id: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    expected: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    content_hash: str = ""
+
+
+class RowError(Exception):
+    """A row's problem; the caller adds where the row is."""
+
+
+class Undecodable(dict[str, Any]):
+    """A row that could not even be decoded; parsing it raises its message."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__()
+        self.message = message
+
+
+def parse_row(row: dict[str, Any]) -> Prompt:
+    """The prompt a row describes; raises RowError saying what is wrong with it."""
+    if isinstance(row, Undecodable):
+        raise RowError(row.message)
+    messages = _messages(row)
+    params = row.get("params")
+    if params is None:
+        params = {}
+    elif not isinstance(params, dict):
+        raise RowError(f"'params' must be an object, got {type(params).__name__}")
+    _check_params(params)
+    expected = row.get("expected")
+    if expected is not None and not isinstance(expected, str):
+        expected = orjson.dumps(expected).decode()
+    content_hash = _content_hash(messages, params)
+    prompt_id = row.get("id")
+    if prompt_id is None:
+        prompt_id = content_hash
+    elif isinstance(prompt_id, int) and not isinstance(prompt_id, bool):
+        prompt_id = str(prompt_id)
+    elif not isinstance(prompt_id, str) or not prompt_id:
+        raise RowError(f"'id' must be a non-empty string, got {prompt_id!r}")
+    extra = {k: v for k, v in row.items() if k not in RESERVED}
+    return Prompt(
+        id=prompt_id,
+        messages=messages,
+        params=params,
+        expected=expected,
+        extra=extra,
+        content_hash=content_hash,
+    )
+
+
+def _messages(row: Mapping[str, Any]) -> list[dict[str, Any]]:
+    messages = row.get("messages")
+    prompt = row.get("prompt")
+    system = row.get("system")
+    if messages is not None and prompt is not None:
+        raise RowError("has both 'messages' and 'prompt'; give exactly one")
+    if messages is None and prompt is None:
+        raise RowError("needs 'messages' (a list) or 'prompt' (a string)")
+    if prompt is not None:
+        if not isinstance(prompt, str) or not prompt:
+            raise RowError("'prompt' must be a non-empty string")
+        if system is not None and not isinstance(system, str):
+            raise RowError("'system' must be a string")
+        head = [{"role": "system", "content": system}] if system else []
+        return [*head, {"role": "user", "content": prompt}]
+    if system is not None:
+        raise RowError("'system' goes with 'prompt'; put it in 'messages' instead")
+    if not isinstance(messages, list) or not messages:
+        raise RowError("'messages' must be a non-empty list of {role, content}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RowError(f"messages[{i}] must be an object with role and content")
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise RowError(f"messages[{i}].role must be a non-empty string")
+        content = message.get("content")
+        if not isinstance(content, str | list) and not (content is None and role == "assistant"):
+            raise RowError(f"messages[{i}].content must be a string or a list of parts")
+    # Parquet structs come back with every key; drop the nulls they add.
+    return [{k: v for k, v in m.items() if v is not None} for m in messages]
+
+
+def _check_params(params: Mapping[str, Any]) -> None:
+    if not params:
+        return
+    for key in _NUMBER_PARAMS:
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise RowError(f"params.{key} must be a number, got {value!r}")
+    for key in _INT_PARAMS:
+        value = params.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise RowError(f"params.{key} must be an integer, got {value!r}")
+    max_tokens = params.get("max_tokens")
+    if max_tokens is not None and max_tokens < 1:
+        raise RowError(f"params.max_tokens must be >= 1, got {max_tokens}")
+    stop = params.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise RowError("params.stop must be a string or a list of strings")
+
+
+def id_hash(prompt_id: str) -> int:
+    """A prompt id as 64 bits, for compact sets of millions of ids (valid within one process)."""
+    return hash(prompt_id) & MASK64
+
+
+def _content_hash(messages: list[dict[str, Any]], params: Mapping[str, Any]) -> str:
+    canonical = orjson.dumps({"messages": messages, "params": params}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=8).hexdigest()
+
+
+def carried_value(value: Any, arrow_type: pa.DataType) -> Any:
+    """A prompt's extra value as stored in its result column."""
+    if value is None:
+        return None
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    return value

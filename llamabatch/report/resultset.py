@@ -1,0 +1,147 @@
+"""Load results directories for reports and compare, and reduce scores per prompt.
+
+Column names come from `results/schema.py` (checked at import, so a schema change
+breaks loudly here rather than silently in a report).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from llamabatch.config import ScorerSpec
+from llamabatch.config.scorers import DEFAULT_PASS_THRESHOLD, specs_from_snapshot
+from llamabatch.errors import UsageError
+from llamabatch.report.stats import reduce_samples
+from llamabatch.results import COLUMNS, part_files, read_manifest
+from llamabatch.results.manifest import client_warning
+from llamabatch.results.schema import COST_COLUMN, SCORE_PREFIX
+
+
+def _col(name: str) -> str:
+    if name not in COLUMNS:
+        raise AssertionError(f"results schema has no column {name!r}")
+    return name
+
+
+MODEL, PROMPT_ID, SAMPLE, STATUS = map(_col, ("model", "prompt_id", "sample", "status"))
+ERROR_TYPE, EXPECTED, OUTPUT = map(_col, ("error_type", "expected", "output_text"))
+TTFT, LATENCY, DECODE_TPS = map(_col, ("ttft_s", "latency_s", "decode_tps"))
+PROMPT_TOKENS, COMPLETION_TOKENS = map(_col, ("prompt_tokens", "completion_tokens"))
+STARTED, FINISHED, RUN_ID = map(_col, ("started_at", "finished_at", "run_id"))
+COST = COST_COLUMN
+OK = "ok"
+_SKIP_COLUMNS = frozenset({_col("request_params")})
+
+
+@dataclass(frozen=True)
+class ResultSet:
+    """Rows of one or more results directories; `model` holds each model's label."""
+
+    frame: pd.DataFrame
+    sources: tuple[Path, ...]
+    specs: dict[str, ScorerSpec]
+    order: tuple[str, ...] = ()  # model labels in config order, where manifests tell it
+    warnings: tuple[str, ...] = ()  # e.g. a run whose client was the bottleneck
+
+    @property
+    def models(self) -> list[str]:
+        present = set(self.frame[MODEL])
+        ordered = [m for m in self.order if m in present]
+        return ordered + sorted(present - set(ordered))
+
+    @property
+    def score_names(self) -> list[str]:
+        return [c[len(SCORE_PREFIX) :] for c in self.frame.columns if c.startswith(SCORE_PREFIX)]
+
+    def spec(self, score: str) -> ScorerSpec:
+        return self.specs.get(score) or ScorerSpec(name=score, type="unknown")
+
+    @property
+    def repeats(self) -> int:
+        return int(self.frame[SAMPLE].max()) + 1 if len(self.frame) else 0
+
+
+def read_results_dir(path: Path) -> pd.DataFrame:
+    """Every part of one results directory as one frame (parts may differ in columns)."""
+    if not path.is_dir():
+        raise UsageError(f"{path}: not a results directory")
+    parts = part_files(path)
+    if not parts:
+        raise UsageError(f"{path}: holds no results (no part-*.parquet files)")
+    tables = []
+    for part in parts:
+        schema = pq.read_schema(part)
+        columns = [name for name in schema.names if name not in _SKIP_COLUMNS]
+        tables.append(pq.read_table(part, columns=columns))
+    frame: pd.DataFrame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    return frame
+
+
+def load_results(paths: Sequence[Path]) -> ResultSet:
+    """Load directories; a model name found in several of them is labelled `<dir>/<model>`."""
+    frames = [read_results_dir(Path(p)) for p in paths]
+    seen: dict[str, int] = {}
+    for frame in frames:
+        for model in frame[MODEL].unique():
+            seen[model] = seen.get(model, 0) + 1
+    specs: dict[str, ScorerSpec] = {}
+    order: list[str] = []
+    warnings: list[str] = []
+    for path, frame in zip(paths, frames, strict=True):
+        prefix = Path(path).name + "/"
+        clashing = frame[MODEL].map(lambda m: seen[m] > 1)
+        frame.loc[clashing, MODEL] = prefix + frame.loc[clashing, MODEL]
+        manifest = read_manifest(Path(path)) or {}
+        if (warning := client_warning(manifest.get("client"))) is not None:
+            warnings.append(f"{path}: {warning}")
+        snapshot = manifest.get("config") or {}
+        for spec in specs_from_snapshot(snapshot):
+            specs.setdefault(spec.name, spec)
+        for model in snapshot.get("models") or []:
+            name = model.get("name", "")
+            order.append(prefix + name if seen.get(name, 0) > 1 else name)
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    sources = tuple(Path(p) for p in paths)
+    return ResultSet(
+        frame=frame, sources=sources, specs=specs, order=tuple(order), warnings=tuple(warnings)
+    )
+
+
+def prompt_scores(frame: pd.DataFrame, score: str, spec: ScorerSpec) -> pd.Series:
+    """One score per (model, prompt_id): the scorer's reducer over that prompt's samples."""
+    column = SCORE_PREFIX + score
+    scored = frame[[MODEL, PROMPT_ID, column]].dropna(subset=[column])
+    threshold = spec.pass_threshold if spec.type != "unknown" else DEFAULT_PASS_THRESHOLD
+    if scored.empty:
+        return pd.Series(dtype=np.float64)
+    if int(frame[SAMPLE].max()) == 0 and spec.reduce == "mean":
+        return scored.set_index([MODEL, PROMPT_ID])[column].astype(np.float64)
+
+    def reduce(values: pd.Series) -> float:
+        return reduce_samples(values.to_numpy(np.float64), spec.reduce, threshold)
+
+    return scored.groupby([MODEL, PROMPT_ID], sort=False)[column].agg(reduce)
+
+
+def per_prompt(frame: pd.DataFrame, column: str, how: str = "mean") -> pd.Series:
+    """A metric per (model, prompt_id) over ok samples (latency, TTFT, ...)."""
+    ok = frame[frame[STATUS] == OK]
+    grouped = ok.groupby([MODEL, PROMPT_ID], sort=False)[column]
+    result: pd.Series = grouped.agg(how)
+    return result
+
+
+def paired(series: pd.Series, a: str, b: str) -> tuple[Any, Any]:
+    """Values of models a and b on the prompts both have, aligned by prompt."""
+    left = series.xs(a, level=0) if a in series.index.get_level_values(0) else pd.Series()
+    right = series.xs(b, level=0) if b in series.index.get_level_values(0) else pd.Series()
+    shared = left.index.intersection(right.index)
+    return left.loc[shared].to_numpy(np.float64), right.loc[shared].to_numpy(np.float64)

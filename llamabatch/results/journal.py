@@ -1,0 +1,218 @@
+"""Crash-safe writing of result rows: a journal first, Parquet parts off the event loop.
+
+Layout of an output directory:
+
+    part-<run_id>-<seq>.parquet      result rows (what pandas.read_parquet reads)
+    _journal/<run_id>-<seq>.jsonl    rows not yet in a part, one JSON line each
+    _journal/<run_id>.schema         the Arrow schema those rows belong to
+    _manifest.json                   config snapshot, versions, times, counts
+
+Each row is appended to the journal with one write() before it is counted, so
+a killed process loses nothing; every `rows_per_part` rows the journal segment
+is rotated and written out as a part in a worker thread, after which the
+segment is deleted. Opening a directory finishes whatever a crash left half
+done and keeps exactly one row per (model, prompt_id, sample): the newest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import orjson
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from llamabatch.errors import UsageError
+from llamabatch.results.parts import dedupe, part_files, part_path, store_part, unify_parts
+from llamabatch.results.schema import result_schema
+
+JOURNAL_DIR: Final = "_journal"
+ROWS_PER_PART: Final = 5000
+
+
+class Sink(Protocol):
+    """Where finished rows go (the writer, or a wrapper that adds derived columns first)."""
+
+    def write(self, row: dict[str, Any]) -> None: ...
+
+
+class ResultWriter:
+    """Journal each row on arrival; write Parquet parts off the event loop."""
+
+    def __init__(self, output: Path, run_id: str, *, rows_per_part: int = ROWS_PER_PART) -> None:
+        self.output = output
+        self.schema = result_schema()
+        self.run_id = run_id
+        self.rows_per_part = rows_per_part
+        self._journal = output / JOURNAL_DIR
+        self._seq = 0
+        self._pending = 0
+        self._had_parts = False
+        self.written = 0
+        self._fd: int | None = None
+        self._fd_lock = threading.Lock()
+        self._lock_fd: int | None = None
+
+    def open(self) -> None:
+        """Take the directory's lock, repair what a previous run left, start a journal."""
+        self._journal.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self._journal / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise UsageError(
+                f"{self.output} is in use by another llamabatch run; wait for it or pick "
+                "another --output"
+            ) from None
+        recover(self.output)
+        # Only a directory that already held rows can end up with two rows for one key.
+        self._had_parts = bool(part_files(self.output))
+
+    def start(self, schema: pa.Schema) -> None:
+        """Begin journalling rows of `schema`, widened to match the parts already here."""
+        schema = unify_parts(self.output, schema)
+        self.schema = schema
+        (self._journal / f"{self.run_id}.schema").write_bytes(schema.serialize().to_pybytes())
+        self._open_segment()
+
+    def write(self, row: dict[str, Any]) -> None:
+        """Make `row` durable against a process kill (one write to the journal)."""
+        with self._fd_lock:
+            assert self._fd is not None, "open() first"
+            os.write(self._fd, orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+        self._pending += 1
+        self.written += 1
+
+    def sync(self) -> None:
+        """fsync the journal (bounds what a machine crash can lose; blocking).
+
+        The fsync runs on a duplicate descriptor outside the lock: held during a
+        slow disk flush, the lock would stall every row written meanwhile.
+        """
+        with self._fd_lock:
+            fd = None if self._fd is None else os.dup(self._fd)
+        if fd is not None:
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def rotate(self) -> int | None:
+        """Close the current segment and start the next; return the closed one's number."""
+        if not self._pending:
+            return None
+        seq = self._seq
+        self._close_segment()
+        self._seq += 1
+        self._pending = 0
+        self._open_segment()
+        return seq
+
+    def write_part(self, seq: int) -> None:
+        """Turn a closed journal segment into a Parquet part, then drop it (blocking)."""
+        _compact(self.output, self.run_id, seq, self.schema)
+
+    def close(self, *, dedupe_keys: bool = True) -> None:
+        """Write every remaining row and leave exactly one row per key (blocking).
+
+        A key can only have two rows when this run wrote it and the directory
+        held an older (errored) row for it; `dedupe_keys=False` says none did.
+        """
+        closed = self.rotate()
+        if closed is not None:
+            self.write_part(closed)
+        self._close_segment()
+        _segment_path(self.output, self.run_id, self._seq).unlink(missing_ok=True)
+        (self._journal / f"{self.run_id}.schema").unlink(missing_ok=True)
+        if self._had_parts and self.written and dedupe_keys:
+            dedupe(self.output)
+        if self._lock_fd is not None:
+            (self._journal / ".lock").unlink(missing_ok=True)
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+        with contextlib.suppress(OSError):
+            self._journal.rmdir()  # only when empty: a finished run leaves no journal
+
+    def _open_segment(self) -> None:
+        path = _segment_path(self.output, self.run_id, self._seq)
+        with self._fd_lock:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def _close_segment(self) -> None:
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def _segment_path(output: Path, run_id: str, seq: int) -> Path:
+    return output / JOURNAL_DIR / f"{run_id}-{seq:06d}.jsonl"
+
+
+def _compact(output: Path, run_id: str, seq: int, schema: pa.Schema) -> int:
+    """Journal segment -> Parquet part -> segment deleted; returns the rows moved.
+
+    The part is parsed from the journal's own bytes by Arrow's JSON reader, so
+    a part always holds exactly what was journalled, and no row is converted
+    in Python. A torn last line (a killed process's unfinished write) is
+    dropped: that row was never counted.
+    """
+    segment = _segment_path(output, run_id, seq)
+    data = segment.read_bytes()
+    data = data[: data.rfind(b"\n") + 1]
+    if data:
+        table = _parse_journal(data, schema)
+        store_part(table, part_path(output, run_id, seq))
+    segment.unlink(missing_ok=True)
+    return data.count(b"\n")
+
+
+def _parse_journal(data: bytes, schema: pa.Schema) -> pa.Table:
+    # Timestamps are journalled as integer microseconds: read as int64, then cast.
+    as_read = pa.schema(
+        [pa.field(f.name, pa.int64()) if pa.types.is_timestamp(f.type) else f for f in schema]
+    )
+    table = pajson.read_json(
+        io.BytesIO(data),
+        read_options=pajson.ReadOptions(block_size=len(data) + 1),
+        parse_options=pajson.ParseOptions(
+            explicit_schema=as_read, unexpected_field_behavior="ignore"
+        ),
+    )
+    columns = [table[f.name].cast(f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def recover(output: Path) -> int:
+    """Turn journal segments a killed run left behind into parts; returns rows recovered."""
+    journal = output / JOURNAL_DIR
+    if not journal.is_dir():
+        return 0
+    for tmp in output.glob(".part-*.tmp"):
+        tmp.unlink()
+    recovered = 0
+    for segment in sorted(journal.glob("*.jsonl")):
+        run_id, _, seq_text = segment.stem.rpartition("-")
+        if part_path(output, run_id, int(seq_text)).exists():
+            segment.unlink()  # compacted, but killed before the segment was deleted
+            continue
+        schema_file = journal / f"{run_id}.schema"
+        schema = pa.ipc.read_schema(pa.py_buffer(schema_file.read_bytes()))
+        recovered += _compact(output, run_id, int(seq_text), schema)
+    for schema_file in journal.glob("*.schema"):
+        schema_file.unlink()
+    if recovered:
+        dedupe(output)
+    return recovered

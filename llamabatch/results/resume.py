@@ -1,0 +1,279 @@
+"""Resume state: which rows an output directory already holds, and whether they still fit."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from llamabatch.prompts.prompt import MASK64, id_hash
+from llamabatch.results.parts import part_files
+from llamabatch.results.schema import KEY
+
+LOAD_BATCH_ROWS = 8_192
+
+
+def key_hash(model: str, prompt_id: str, sample: int) -> int:
+    """A row's key as 64 bits: compact enough to hold millions (valid within one process)."""
+    return hash((model, prompt_id, sample)) & MASK64
+
+
+class DoneIndex:
+    """What an output directory already holds: the keys with an `ok` row, and more.
+
+    Keys are kept as sorted 64-bit hashes (8 bytes a row), so resuming over
+    millions of rows stays cheap.
+    """
+
+    def __init__(
+        self,
+        ok_keys: np.ndarray[Any, np.dtype[np.uint64]] | None = None,
+        *,
+        ok_by_model: Mapping[str, int] | None = None,
+        errors: int = 0,
+        identities: Mapping[str, set[tuple[str, str]]] | None = None,
+        prompt_hashes: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None,
+    ) -> None:
+        self._ok = np.sort(ok_keys) if ok_keys is not None else np.empty(0, np.uint64)
+        self.ok_by_model = dict(ok_by_model or {})
+        self.errors = errors
+        self.identities = dict(identities or {})
+        self.prompt_hashes = prompt_hashes
+
+    def count(self, model: str | None = None) -> int:
+        if model is not None:
+            return self.ok_by_model.get(model, 0)
+        return len(self._ok)
+
+    def is_done(self, model: str, prompt_id: str, sample: int) -> bool:
+        return bool(self.contains(np.array([key_hash(model, prompt_id, sample)], np.uint64))[0])
+
+    def pending(self, model: str, prompts: list[Any], repeats: int) -> Iterator[tuple[Any, int]]:
+        """The (prompt, sample) pairs of a batch that have no `ok` row yet."""
+        pairs = [(p, s) for p in prompts for s in range(repeats)]
+        if not len(self._ok):
+            yield from pairs
+            return
+        hashes = np.fromiter(
+            (key_hash(model, p.id, s) for p, s in pairs), dtype=np.uint64, count=len(pairs)
+        )
+        for pair, done in zip(pairs, self.contains(hashes), strict=True):
+            if not done:
+                yield pair
+
+    def contains(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """For each key hash, whether it has an `ok` row."""
+        if not len(self._ok):
+            return np.zeros(len(hashes), bool)
+        at = np.searchsorted(self._ok, hashes).clip(max=len(self._ok) - 1)
+        return np.asarray(self._ok[at] == hashes)
+
+
+def load_done(output: Path, *, keep_errors: bool = False) -> DoneIndex:
+    """Index the rows already in `output`; errored rows count as done only with `keep_errors`."""
+    loader = _Loader(keep_errors)
+    for path in part_files(output):
+        names = set(pq.read_schema(path).names)
+        columns = [*KEY, "status", "provider", "model_id"]
+        columns += ["prompt_hash"] if "prompt_hash" in names else []
+        # Batch by batch, single-threaded: memory stays small however large the parts.
+        for batch in pq.ParquetFile(path).iter_batches(
+            batch_size=LOAD_BATCH_ROWS, columns=columns, use_threads=False
+        ):
+            loader.add(pa.Table.from_batches([batch]))
+            # Arrow's allocator keeps freed batches for reuse; over a million
+            # rows that alone was ~50 MB of peak memory.
+            pa.default_memory_pool().release_unused()
+    return loader.index()
+
+
+class _Loader:
+    """Accumulates what stored rows say, batch by batch."""
+
+    def __init__(self, keep_errors: bool) -> None:
+        self.keep_errors = keep_errors
+        self.ok_keys: list[np.ndarray[Any, Any]] = []
+        self.ok_by_model: Counter[str] = Counter()
+        self.identities: dict[str, set[tuple[str, str]]] = {}
+        self.id_parts: list[np.ndarray[Any, Any]] = []
+        self.content_parts: list[np.ndarray[Any, Any]] = []
+        self.errors = 0
+
+    def add(self, table: pa.Table) -> None:
+        import pyarrow.compute as pc  # only a resumed run reads stored rows
+
+        ok = table.filter(pc.equal(table["status"], "ok"))
+        self.errors += table.num_rows - ok.num_rows
+        if self.keep_errors:
+            ok = table
+        models, ids, samples = (ok[c].to_pylist() for c in KEY)
+        keys = (key_hash(m, p, s) for m, p, s in zip(models, ids, samples, strict=True))
+        self.ok_keys.append(np.fromiter(keys, dtype=np.uint64, count=ok.num_rows))
+        for entry in pc.value_counts(ok["model"]).to_pylist():
+            self.ok_by_model[entry["values"]] += entry["counts"]
+        for row in table.group_by(["model", "provider", "model_id"]).aggregate([]).to_pylist():
+            self.identities.setdefault(row["model"], set()).add((row["provider"], row["model_id"]))
+        if "prompt_hash" in table.column_names:
+            known = table.filter(pc.is_valid(table["prompt_hash"]))
+            pairs = known.group_by(["prompt_id", "prompt_hash"]).aggregate([])
+            prompt_ids = pairs["prompt_id"].to_pylist()
+            self.id_parts.append(np.fromiter(map(id_hash, prompt_ids), np.uint64, len(prompt_ids)))
+            self.content_parts.append(_hex64(pairs["prompt_hash"].to_pylist()))
+
+    def index(self) -> DoneIndex:
+        prompt_hashes = None
+        if self.id_parts:
+            ids, contents = np.concatenate(self.id_parts), np.concatenate(self.content_parts)
+            order = np.argsort(ids, kind="stable")
+            prompt_hashes = (ids[order], contents[order])
+        return DoneIndex(
+            np.concatenate(self.ok_keys) if self.ok_keys else None,
+            ok_by_model=self.ok_by_model,
+            errors=self.errors,
+            identities=self.identities,
+            prompt_hashes=prompt_hashes,
+        )
+
+
+MAX_LISTED = 5
+
+
+def _hex64(values: list[str]) -> np.ndarray[Any, Any]:
+    """16-hex-digit strings as uint64: one bytes.fromhex for all instead of int() per value."""
+    return np.frombuffer(bytes.fromhex("".join(values)), ">u8").astype(np.uint64)
+
+
+class ResumeScan:
+    """Rides along the validation pass when resuming: finds prompts whose content changed
+    under a stored id, and marks, per model, the rows that still have work to send.
+
+    Lookups are batched and vectorised; the marks (one byte per row and model)
+    let each model's reader skip finished rows without parsing them.
+    """
+
+    FLUSH = 8192
+
+    def __init__(self, done: DoneIndex, models: Sequence[str], repeats: int) -> None:
+        self.done = done
+        self.models = list(models)
+        self.repeats = repeats
+        self.count = 0
+        self.examples: list[str] = []
+        self.pending: dict[str, bytearray] = {m: bytearray() for m in self.models}
+        # (row, id, content hash); no hash when replaying a file whose content was checked.
+        self._seen: list[tuple[int, str, str | None]] = []
+        self.active = done.count() > 0 or done.prompt_hashes is not None
+
+    def __call__(self, row_no: int, prompt: Any) -> None:
+        if self.active:
+            self._seen.append((row_no, prompt.id, prompt.content_hash))
+            if len(self._seen) >= self.FLUSH:
+                self.finish()
+
+    def replay(self, rows: Iterator[tuple[int, str]]) -> None:
+        """Mark rows from stored (row, id) pairs of an unchanged, already validated file."""
+        if not self.active:
+            return
+        for row_no, prompt_id in rows:
+            self._seen.append((row_no, prompt_id, None))
+            if len(self._seen) >= self.FLUSH:
+                self.finish()
+        self.finish()
+
+    def finish(self) -> None:
+        """Process what is buffered (call once more after the scan)."""
+        seen, self._seen = self._seen, []
+        if not seen:
+            return
+        self._check_drift(seen)
+        for model in self.models:
+            self._mark(model, seen)
+
+    def only(self, model: str) -> bytearray | None:
+        """The rows of `model` with work left, or None when every row may have some."""
+        return self.pending[model] if self.active else None
+
+    def _check_drift(self, seen: list[tuple[int, str, str | None]]) -> None:
+        stored = self.done.prompt_hashes
+        if stored is None or seen[0][2] is None:
+            return
+        ids, contents = stored
+        keys = np.fromiter((id_hash(p) for _, p, _ in seen), np.uint64, len(seen))
+        # 16 hex digits each: one bytes.fromhex over all is far cheaper than int() per row.
+        mine = _hex64([h for _, _, h in seen if h is not None])
+        at = np.searchsorted(ids, keys).clip(max=len(ids) - 1)
+        changed = np.flatnonzero((ids[at] == keys) & (contents[at] != mine))
+        self.count += len(changed)
+        for i in changed[: MAX_LISTED - len(self.examples)].tolist():
+            self.examples.append(seen[i][1])
+
+    def _mark(self, model: str, seen: list[tuple[int, str, str | None]]) -> None:
+        marks = self.pending[model]
+        keys = np.fromiter(
+            (key_hash(model, p, s) for _, p, _ in seen for s in range(self.repeats)),
+            np.uint64,
+            len(seen) * self.repeats,
+        )
+        finished = self.done.contains(keys).reshape(len(seen), self.repeats).all(axis=1)
+        done = cast(list[bool], finished.tolist())
+        last = seen[-1][0]
+        if len(marks) <= last:
+            marks.extend(bytes(last + 1 - len(marks)))
+        for (row_no, _, _), is_done in zip(seen, done, strict=True):
+            marks[row_no] = 0 if is_done else 1
+
+
+def fingerprint(defaults: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+    """What must stay the same for a model's old rows to be comparable with new ones."""
+    return {
+        "provider": model["provider"],
+        "model": model["model"],
+        "stream": model.get("stream", True),
+        "params": {**defaults, **model.get("params", {})},
+    }
+
+
+def incompatibilities(
+    snapshot: Mapping[str, Any],
+    previous: Mapping[str, Any] | None,
+    done: DoneIndex,
+    drift: ResumeScan,
+) -> list[str]:
+    """Reasons the existing rows cannot be mixed with this config's (empty when they can)."""
+    problems = []
+    old_models = {}
+    if previous is not None:
+        old_config = previous.get("config", {})
+        old_models = {
+            m["name"]: fingerprint(old_config.get("defaults", {}), m)
+            for m in old_config.get("models", [])
+        }
+    for model in snapshot["models"]:
+        name = model["name"]
+        has_rows = name in done.identities
+        for provider, model_id in sorted(done.identities.get(name, ())):
+            if (provider, model_id) != (model["provider"], model["model"]):
+                now = f"{model['provider']}:{model['model']}"
+                problems.append(f"model {name!r} was {provider}:{model_id}, now {now}")
+        new = fingerprint(snapshot.get("defaults", {}), model)
+        old = old_models.get(name)
+        if has_rows and old is not None and old["params"] != new["params"]:
+            problems.append(
+                f"model {name!r} request parameters changed: {old['params']} -> {new['params']}"
+            )
+        if has_rows and old is not None and old["stream"] != new["stream"]:
+            problems.append(f"model {name!r} stream changed to {new['stream']}")
+    if drift.count:
+        listed = ", ".join(drift.examples)
+        more = (
+            f" and {drift.count - len(drift.examples)} more"
+            if drift.count > len(drift.examples)
+            else ""
+        )
+        problems.append(f"prompt content changed under existing ids: {listed}{more}")
+    return problems

@@ -1,0 +1,110 @@
+"""Turning one finished request into its result row (columns as in `schema.py`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from llamabatch.config import ModelConfig
+from llamabatch.errors import RequestError
+from llamabatch.prompts import Prompt
+from llamabatch.prompts.prompt import carried_value
+from llamabatch.prompts.text import estimate_prompt_tokens, estimate_tokens
+from llamabatch.results.metrics import timings
+from llamabatch.results.schema import COLUMNS
+from llamabatch.wire import Response
+
+
+@dataclass(slots=True)
+class Job:
+    """One (prompt, model, sample) on its way through its attempts."""
+
+    model: ModelConfig
+    prompt: Prompt
+    sample: int
+    params: Mapping[str, Any]
+    params_json: str
+    token_estimate: int
+    attempts: int = 0
+    queue_s: float = 0.0
+    started_wall: float = 0.0
+    scheduled_wall: float | None = None  # open loop: when the arrival process sent it
+
+
+class RowBuilder:
+    """Builds rows for one run: fixed columns, carried prompt columns, redacted errors."""
+
+    def __init__(
+        self,
+        run_id: str,
+        extra_types: Mapping[str, pa.DataType],
+        redact: Callable[[str], str],
+    ) -> None:
+        self.run_id = run_id
+        self.redact = redact
+        self._blank = dict.fromkeys(COLUMNS)
+        self._blank["run_id"] = run_id
+        self._extras = list(extra_types.items())
+
+    def build(self, job: Job, resp: Response, error: RequestError | None) -> dict[str, Any]:
+        prompt, model = job.prompt, job.model
+        row = self._blank.copy()
+        for name, arrow_type in self._extras:
+            row[name] = carried_value(prompt.extra.get(name), arrow_type)
+        row.update(
+            model=model.name,
+            provider=model.provider,
+            model_id=model.model,
+            prompt_id=prompt.id,
+            prompt_hash=prompt.content_hash,
+            sample=job.sample,
+            attempts=job.attempts,
+            queue_s=job.queue_s,
+            request_params=job.params_json,
+            http_status=resp.http_status,
+            started_at=int((job.started_wall or time.time()) * 1e6),
+            finished_at=int(time.time() * 1e6),
+            scheduled_at=None if job.scheduled_wall is None else int(job.scheduled_wall * 1e6),
+            expected=prompt.expected,
+        )
+        if error is None:
+            _fill_ok(row, prompt, resp)
+        else:
+            row.update(
+                status="error",
+                error_type=error.error_type,
+                error_message=self.redact(error.message),
+                http_status=error.http_status or resp.http_status,
+                usage_source="estimated",
+                latency_s=max(0.0, resp.ended_t - resp.started_t),
+            )
+        return row
+
+
+def _fill_ok(row: dict[str, Any], prompt: Prompt, resp: Response) -> None:
+    text = resp.text
+    usage_source = resp.usage_source or "server"
+    prompt_tokens, completion_tokens = resp.prompt_tokens, resp.completion_tokens
+    if completion_tokens is None:
+        usage_source = "estimated"
+        completion_tokens = estimate_tokens(text + "".join(resp.reasoning_parts))
+        if prompt_tokens is None:
+            prompt_tokens = estimate_prompt_tokens(prompt.messages)
+    total = resp.total_tokens
+    if total is None and prompt_tokens is not None:
+        total = prompt_tokens + completion_tokens
+    row.update(
+        status="ok",
+        output_text=text,
+        finish_reason=resp.finish_reason,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=total,
+        usage_source=usage_source,
+        **timings(resp, completion_tokens),
+        **resp.extra_columns(),
+    )

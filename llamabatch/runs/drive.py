@@ -1,0 +1,165 @@
+"""Driving a run once its output is open: the engine and what runs beside it.
+
+Beside the engine run the local servers it needs, the flusher that turns the
+journal into Parquet parts and fsyncs it, the client's self-check, and (for
+the command line) the signal handler that stops a run gracefully.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from llamabatch.config import RunConfig
+from llamabatch.engine import Engine, Lane, Observer
+from llamabatch.engine.monitor import LoopMonitor
+from llamabatch.errors import RequestError
+from llamabatch.prompts import PromptSet
+from llamabatch.redact import Redactor
+from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
+from llamabatch.runs.servers import local_servers
+from llamabatch.wire import Transport
+
+log = logging.getLogger(__name__)
+
+FLUSH_POLL_S = 0.25
+FLUSH_INTERVAL_S = 10.0  # a part at least this often while rows arrive
+SYNC_INTERVAL_S = 1.0  # what a power loss can cost; a killed process loses nothing
+
+
+@dataclass
+class Tally:
+    """Counts rows as they finish and forwards events to the caller's observer."""
+
+    forward: Observer | None
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def on_start(self, pending: int) -> None:
+        if self.forward is not None:
+            self.forward.on_start(pending)
+
+    def on_row(self, row: Mapping[str, Any]) -> None:
+        if row["status"] == "ok":
+            self.ok += 1
+        else:
+            self.errors[row["error_type"]] += 1
+        if self.forward is not None:
+            self.forward.on_row(row)
+
+    def on_retry(self, model: str, error: RequestError, delay_s: float) -> None:
+        if self.forward is not None:
+            self.forward.on_retry(model, error, delay_s)
+
+
+@dataclass
+class ActiveRun:
+    """One run's moving parts, once the output is open."""
+
+    config: RunConfig
+    prompts: PromptSet
+    done: DoneIndex
+    writer: ResultWriter
+    sink: Sink
+    rows: RowBuilder
+    tally: Tally
+    handle_signals: bool
+    only: Callable[[str], bytearray | None]
+    monitor: LoopMonitor = field(default_factory=LoopMonitor)
+
+    async def drive(self) -> bool:
+        """Run the engine with its helpers (servers, flusher, monitor, signals); True if stopped."""
+        per_model = self.prompts.count() * self.config.repeats
+        pending = sum(max(0, per_model - self.done.count(m.name)) for m in self.config.models)
+        self.tally.on_start(pending)
+        async with Transport() as transport, local_servers(self.config) as config:
+            lanes = [Lane.build(m, config, m.resolve_api_key()) for m in config.models]
+            engine = Engine(
+                config=config,
+                lanes=lanes,
+                transport=transport,
+                sink=self.sink,
+                rows=self.rows,
+                observer=self.tally,
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_flush_periodically, self.writer)
+                tg.start_soon(self.monitor.watch)
+                with anyio.CancelScope() as engine_scope:
+                    if self.handle_signals:
+                        tg.start_soon(_watch_signals, engine, engine_scope, config.engine.grace_s)
+                    await engine.run(self.prompts, self.done, self.only)
+                tg.cancel_scope.cancel()
+            return engine.stopping.is_set()
+
+    def summary(self) -> dict[str, Any]:
+        """What the manifest records at the end: counts and how the client fared."""
+        return {
+            "counts": {
+                "ok": self.tally.ok,
+                "error": dict(self.tally.errors),
+                "already_done": self.done.count(),
+            },
+            "client": self.monitor.report(sent=self.tally.ok + sum(self.tally.errors.values())),
+        }
+
+
+async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace_s: float) -> None:
+    """First SIGINT/SIGTERM: stop admitting, cancel in-flight after a grace; second: cancel now."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if engine.stopping.is_set():
+                scope.cancel()
+                return
+            engine.stop()
+            scope.deadline = anyio.current_time() + grace_s
+            log.warning(
+                "interrupted: no new requests; waiting up to %g s for %s in flight "
+                "(interrupt again to cancel them now)",
+                grace_s,
+                "the requests",
+            )
+
+
+@contextmanager
+def redacted_logs(redactor: Redactor) -> Iterator[None]:
+    """Keep secrets out of every llamabatch log record for the duration of a run."""
+
+    def scrub(record: logging.LogRecord) -> bool:
+        record.msg = redactor(record.getMessage())
+        record.args = ()
+        return True
+
+    logger = logging.getLogger("llamabatch")
+    logger.addFilter(scrub)
+    try:
+        yield
+    finally:
+        logger.removeFilter(scrub)
+
+
+async def _flush_periodically(writer: ResultWriter) -> None:
+    """Move journalled rows into Parquet parts and fsync the journal, off the event loop."""
+    last_part = last_sync = time.monotonic()
+    while True:
+        await anyio.sleep(FLUSH_POLL_S)
+        now = time.monotonic()
+        with anyio.CancelScope(shield=True):
+            if writer.pending >= writer.rows_per_part or (
+                writer.pending and now - last_part >= FLUSH_INTERVAL_S
+            ):
+                closed = writer.rotate()
+                if closed is not None:
+                    await anyio.to_thread.run_sync(writer.write_part, closed)
+                last_part = now
+            if now - last_sync >= SYNC_INTERVAL_S:
+                await anyio.to_thread.run_sync(writer.sync)
+                last_sync = now

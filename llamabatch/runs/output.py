@@ -1,0 +1,170 @@
+"""A run's output directory: check the input and the stored rows together, then open it.
+
+One validation pass over the prompts also checks that rows already stored
+(when resuming) can be mixed with this config's; a fresh directory is only
+created once both checks pass, so bad input leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from llamabatch.config import RunConfig
+from llamabatch.errors import UsageError
+from llamabatch.prompts import Prompt, PromptSet, ScanReport, scancache
+from llamabatch.results import (
+    COLUMNS,
+    DoneIndex,
+    ResultWriter,
+    load_done,
+    part_files,
+    read_manifest,
+)
+from llamabatch.results.journal import JOURNAL_DIR
+from llamabatch.results.manifest import MANIFEST, versions
+from llamabatch.results.resume import ResumeScan, incompatibilities
+from llamabatch.results.schema import is_derived
+
+log = logging.getLogger(__name__)
+
+
+async def open_output(
+    writer: ResultWriter, config: RunConfig, prompts: PromptSet, *, keep_errors: bool, force: bool
+) -> tuple[DoneIndex, ScanReport, ResumeScan]:
+    """Validate the prompt set and, when resuming, the rows already stored; then open the output.
+
+    One pass over the prompts does both checks; a fresh output directory is
+    only created once they pass, so bad input leaves nothing behind.
+    """
+    opened = has_results(config.output)
+    if opened:
+        await anyio.to_thread.run_sync(writer.open)
+    cache: scancache.CacheWriter | None = None
+    try:
+        done = DoneIndex()
+        if opened:
+            done = await anyio.to_thread.run_sync(
+                functools.partial(load_done, config.output, keep_errors=keep_errors)
+            )
+        drift = ResumeScan(done, [m.name for m in config.models], config.repeats)
+        digest = await anyio.to_thread.run_sync(scancache.file_digest, config.input)
+        report, cache = await _validate(config, prompts, drift, digest, reuse=opened)
+        _check_scan(config, report)
+        _check_resumable(config, done, drift, force=force)
+        if not opened:
+            await anyio.to_thread.run_sync(writer.open)
+        if cache is not None:
+            cache.commit(config.output, digest, report)
+    except BaseException:
+        if cache is not None:
+            cache.discard()
+        if opened:
+            await anyio.to_thread.run_sync(writer.close)
+        raise
+    return done, report, drift
+
+
+async def _validate(
+    config: RunConfig, prompts: PromptSet, drift: ResumeScan, digest: str, *, reuse: bool
+) -> tuple[ScanReport, scancache.CacheWriter | None]:
+    """The validation pass, or, for an unchanged file already validated here, its record.
+
+    A fresh pass also records each valid row's id (returned, for `commit`).
+    """
+    if reuse:
+        cached = scancache.load(config.output, config.input, digest)
+        if cached is not None:
+            prompts.report = cached
+            await anyio.to_thread.run_sync(drift.replay, scancache.stored_ids(config.output))
+            return cached, None
+    cache = scancache.CacheWriter()
+    try:
+
+        def visit(row_no: int, prompt: Prompt) -> None:
+            drift(row_no, prompt)
+            cache(row_no, prompt)
+
+        report = await anyio.to_thread.run_sync(prompts.scan, visit)
+        drift.finish()
+    except BaseException:
+        cache.discard()
+        raise
+    return report, cache
+
+
+def _check_scan(config: RunConfig, report: ScanReport) -> None:
+    """Bad rows stop the run (unless skipped); so do columns that would shadow results."""
+    if not config.skip_invalid:
+        report.raise_if_invalid()
+    clashes = sorted(c for c in report.extra_types if c in COLUMNS or is_derived(c))
+    if clashes:
+        raise UsageError(
+            f"{config.input}: column(s) {', '.join(clashes)} clash with result columns; rename them"
+        )
+
+
+def _check_resumable(config: RunConfig, done: DoneIndex, drift: ResumeScan, *, force: bool) -> None:
+    """Refuse to mix new rows with existing ones they cannot be compared with."""
+    problems = incompatibilities(config.snapshot(), read_manifest(config.output), done, drift)
+    if problems and not force:
+        raise UsageError(
+            f"{config.output} holds rows that are not comparable with this config "
+            f"({'; '.join(problems)}): use another --output, --no-resume --force to start "
+            "over, or --force to keep the old rows and continue"
+        )
+    for problem in problems:
+        log.warning("continuing despite --force: %s", problem)
+
+
+def has_results(output: Path) -> bool:
+    return output.is_dir() and (bool(part_files(output)) or (output / JOURNAL_DIR).is_dir())
+
+
+def prepare_output(output: Path, *, resume: bool, force: bool) -> None:
+    """With --no-resume: refuse to replace results unless forced, then clear them."""
+    if resume or not has_results(output):
+        return
+    if not force:
+        raise UsageError(
+            f"{output} already holds results; --no-resume would replace them: "
+            "add --force, or choose another --output"
+        )
+    for path in part_files(output):
+        path.unlink()
+    shutil.rmtree(output / JOURNAL_DIR, ignore_errors=True)
+    shutil.rmtree(output / scancache.CACHE_DIR, ignore_errors=True)
+    (output / MANIFEST).unlink(missing_ok=True)
+
+
+def new_manifest(config: RunConfig, run_id: str, valid: int, invalid: int) -> dict[str, Any]:
+    snapshot = config.snapshot()
+    previous = read_manifest(config.output)
+    history = []
+    if previous:
+        history = previous.pop("previous_runs", [])
+        keep = ("run_id", "status", "started_at", "finished_at", "counts")
+        history.append({k: previous.get(k) for k in keep})
+    return {
+        "run_id": run_id,
+        "name": config.name,
+        "status": "running",
+        "started_at": now_iso(),
+        "finished_at": None,
+        "input": {"path": str(config.input), "valid_rows": valid, "invalid_rows": invalid},
+        "config": snapshot,
+        "versions": versions(),
+        "counts": {},
+        "client": {},
+        "previous_runs": history,
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

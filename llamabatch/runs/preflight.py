@@ -1,0 +1,164 @@
+"""`llamabatch check`: is every configured endpoint ready before a long run?
+
+For each model: list the server's models (reachable? key accepted? model
+listed?), then send one chat request for a single token and time it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+import orjson
+
+from llamabatch.config import ModelConfig, RunConfig
+from llamabatch.errors import RequestError
+from llamabatch.redact import Redactor
+from llamabatch.runs.servers import local_servers
+from llamabatch.wire import HttpRequest, Response, provider_for
+from llamabatch.wire.request import auth_headers
+from llamabatch.wire.tokenizers import server_root
+from llamabatch.wire.transport import Transport
+
+DEFAULT_CHECK_TIMEOUT_S: Final = 30.0
+CHECK_MESSAGES: Final = [{"role": "user", "content": "Reply with the single word: OK"}]
+CHECK_PARAMS: Final = {"max_tokens": 1, "temperature": 0.0}
+
+
+@dataclass
+class CheckResult:
+    """What one model's check found; `ok` is False when its test request failed."""
+
+    model: str
+    url: str
+    reachable: str = "?"
+    key: str = "?"
+    listed: str = "?"
+    ttft_s: float | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+async def check(
+    config: RunConfig, *, timeout_s: float = DEFAULT_CHECK_TIMEOUT_S
+) -> list[CheckResult]:
+    """Check every model of `config` at once; results in config order."""
+    keys = {m.name: m.resolve_api_key() for m in config.models}
+    redact = Redactor(config.secrets())
+    results: dict[str, CheckResult] = {}
+    async with Transport() as transport, local_servers(config) as started:
+
+        async def one(model: ModelConfig) -> None:
+            result = await check_model(transport, model, keys[model.name], timeout_s)
+            if result.problem:
+                result.problem = redact(result.problem)
+            results[model.name] = result
+
+        async with anyio.create_task_group() as tg:
+            for model in started.models:
+                tg.start_soon(one, model)
+    return [results[m.name] for m in config.models]
+
+
+async def check_model(
+    transport: Transport, model: ModelConfig, api_key: str | None, timeout_s: float
+) -> CheckResult:
+    assert model.base_url is not None
+    result = CheckResult(model.name, model.base_url, key="-" if not api_key else "?")
+    request, parse = models_request(model, api_key)
+    try:
+        status, body = await transport.fetch(request, timeout_s)
+    except RequestError as exc:
+        result.reachable, result.problem = "no", f"{exc.error_type}: {exc.message}"
+        return result
+    result.reachable = "yes"
+    if status in (401, 403):
+        result.key, result.problem = "rejected", f"HTTP {status} from {request.url}"
+        return result
+    if 200 <= status < 300:
+        result.key = "ok" if api_key else "-"
+        ids = parse(body)
+        if ids is not None:
+            result.listed = "yes" if model.model in ids else "no"
+    await _one_token(transport, model, api_key, timeout_s, result)
+    return result
+
+
+async def _one_token(
+    transport: Transport,
+    model: ModelConfig,
+    api_key: str | None,
+    timeout_s: float,
+    result: CheckResult,
+) -> None:
+    provider = provider_for(model.provider)
+    request = provider.build_request(model, list(CHECK_MESSAGES), CHECK_PARAMS, api_key)
+    resp = Response()
+    try:
+        await transport.send(request, provider, resp, timeout_s)
+    except RequestError as exc:
+        if exc.error_type == "auth":
+            result.key = "rejected"
+        elif exc.error_type == "not_found":
+            result.listed = "no"
+        result.problem = f"{exc.error_type}: {exc.message}"
+        return
+    if api_key:
+        result.key = "ok"
+    first = resp.first_token_t if resp.first_token_t is not None else resp.ended_t
+    result.ttft_s = first - resp.started_t
+
+
+def models_request(
+    model: ModelConfig, api_key: str | None
+) -> tuple[HttpRequest, Callable[[bytes], set[str] | None]]:
+    """The format's model-list request, and a parser of its answer into model ids."""
+    assert model.base_url is not None
+    headers = auth_headers(model, api_key)
+    if model.provider == "ollama":
+        url, key, field = f"{server_root(model.base_url)}/api/tags", "models", "name"
+    else:
+        url, key, field = f"{model.base_url}/models", "data", "id"
+
+    def parse(body: bytes) -> set[str] | None:
+        try:
+            data: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        items = data.get(key) if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            return None
+        ids = {str(i.get(field)) for i in items if isinstance(i, dict)}
+        return ids | {str(i.get("model")) for i in items if isinstance(i, dict) and "model" in i}
+
+    request = HttpRequest(url=url, headers=headers, body=b"", stream=False, method="GET")
+    return request, parse
+
+
+def format_results(results: Sequence[CheckResult]) -> str:
+    """A fixed-width table, one line per model."""
+    header = ("model", "endpoint", "reachable", "key", "model listed", "TTFT", "result")
+    rows = [header]
+    for r in results:
+        ttft = "-" if r.ttft_s is None or math.isnan(r.ttft_s) else f"{r.ttft_s:.3f}s"
+        rows.append((r.model, r.url, r.reachable, r.key, r.listed, ttft, "ok" if r.ok else "FAIL"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += [f"{r.model}: {r.problem}" for r in results if r.problem]
+    return "\n".join(lines)
+
+
+def run_check(
+    config: RunConfig, *, timeout_s: float = DEFAULT_CHECK_TIMEOUT_S
+) -> list[CheckResult]:
+    """Blocking `check`."""
+    return anyio.run(lambda: check(config, timeout_s=timeout_s))

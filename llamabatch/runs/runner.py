@@ -1,0 +1,171 @@
+"""`run` / `arun`: validate, open the output, start what is needed, drive the engine."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from llamabatch.config import RunConfig, apply_overrides, load_config
+from llamabatch.engine import Observer
+from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS
+from llamabatch.prompts import PromptSet
+from llamabatch.redact import Redactor
+from llamabatch.results import ResultWriter, RowBuilder, result_schema, write_manifest
+from llamabatch.runs.drive import ActiveRun, Tally, redacted_logs
+from llamabatch.runs.judge import Judge, rescore_judged
+from llamabatch.runs.output import new_manifest, now_iso, open_output, prepare_output
+from llamabatch.scoring import Scoring
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run did; `dataframe()` loads the whole results directory."""
+
+    run_id: str
+    output: Path
+    ok: int
+    errors: Mapping[str, int]
+    already_done: int
+    interrupted: bool = False
+    models: tuple[str, ...] = ()
+    client: Mapping[str, Any] = field(default_factory=dict)  # loop lag, CPU: see engine/monitor
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        return EXIT_ROW_ERRORS if self.error_count else EXIT_OK
+
+    def dataframe(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.read_parquet(self.output)
+
+
+def run(
+    config: RunConfig | str | Path,
+    *,
+    output: str | Path | None = None,
+    limit: int | None = None,
+    models: Sequence[str] | None = None,
+    observer: Observer | None = None,
+    resume: bool = True,
+    force: bool = False,
+    keep_errors: bool = False,
+    handle_signals: bool = False,
+) -> RunResult:
+    """Run a config (a file, or a `RunConfig`) to completion; blocking.
+
+    `output`, `limit` and `models` override the config as the command line's
+    options do. See `arun` for the rest.
+    """
+    return anyio.run(
+        functools.partial(
+            arun,
+            config,
+            output=output,
+            limit=limit,
+            models=models,
+            observer=observer,
+            resume=resume,
+            force=force,
+            keep_errors=keep_errors,
+            handle_signals=handle_signals,
+        )
+    )
+
+
+async def arun(
+    config: RunConfig | str | Path,
+    *,
+    output: str | Path | None = None,
+    limit: int | None = None,
+    models: Sequence[str] | None = None,
+    observer: Observer | None = None,
+    resume: bool = True,
+    force: bool = False,
+    keep_errors: bool = False,
+    handle_signals: bool = False,
+) -> RunResult:
+    """Like `run`, for code already inside an event loop.
+
+    Re-running into the same output resumes; rows that ended in error are sent
+    again unless `keep_errors`. `resume=False` starts over (with `force`, over
+    existing results); `force` also resumes despite a config change that makes
+    old rows incomparable. `observer` receives progress events. With
+    `handle_signals`, the first SIGINT/SIGTERM stops admitting work and gives
+    in-flight requests `engine.grace_s` to finish; a second cancels them.
+    """
+    if isinstance(config, RunConfig):
+        config = apply_overrides(config, output=output, limit=limit, models=models)
+    else:
+        config = load_config(config, output=output, limit=limit, models=models)
+    prompts = PromptSet(config.input, limit=config.limit)
+    for model in config.models:
+        model.resolve_api_key()  # a missing key fails here, before anything is touched
+    scoring = Scoring.from_config(config)
+    # A judge checks its model's key up front; it runs after the requests.
+    judge = Judge(scoring.judges, config) if scoring.judges else None
+    prepare_output(config.output, resume=resume, force=force)
+    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    writer = ResultWriter(config.output, run_id)
+    done, report, resume_scan = await open_output(
+        writer, config, prompts, keep_errors=keep_errors, force=force
+    )
+    writer.start(result_schema(report.extra_types, scoring.fields()))
+    redactor = Redactor(config.secrets())
+    active = ActiveRun(
+        config=config,
+        prompts=prompts,
+        done=done,
+        writer=writer,
+        sink=scoring.sink(writer),
+        rows=RowBuilder(run_id, report.extra_types, redactor),
+        tally=Tally(observer),
+        handle_signals=handle_signals,
+        only=resume_scan.only,
+    )
+    manifest = new_manifest(config, run_id, report.valid, report.error_count)
+    write_manifest(config.output, manifest)
+    status = "failed"
+    try:
+        with redacted_logs(redactor):
+            status = "interrupted" if await active.drive() else "finished"
+    except BaseException as exc:
+        cancelled = isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class())
+        status = "interrupted" if cancelled else "failed"
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            # Only rows that replaced stored errors can leave a key with two rows.
+            close = functools.partial(writer.close, dedupe_keys=done.errors > 0)
+            await anyio.to_thread.run_sync(close)
+            manifest.update(status=status, finished_at=now_iso(), **active.summary())
+            write_manifest(config.output, manifest)
+    if scoring.active and status == "finished":
+        # Judges run now; parts from earlier runs may predate the scorers.
+        await rescore_judged(config.output, scoring, judge, only_stale=True)
+    return RunResult(
+        run_id=run_id,
+        output=config.output,
+        ok=active.tally.ok,
+        errors=dict(active.tally.errors),
+        already_done=done.count(),
+        interrupted=status == "interrupted",
+        models=tuple(m.name for m in config.models),
+        client=manifest["client"],
+    )

@@ -1,0 +1,85 @@
+"""What the simulator answers a request with, and when: a deterministic `Plan` per request."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from llamabatch.sim.answers import answer_table, answer_tokens, table_reply
+from llamabatch.sim.profile import SimProfile
+
+_TEXT = (
+    "the model answers with a short and careful reply about llamas latency tokens and "
+    "batching while the server streams each piece as soon as it is ready for the client "
+    "to measure time to first token throughput and the whole response under load"
+)
+_WORDS = _TEXT.split()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The reply to one request: its tokens, counts and timing."""
+
+    tokens: list[str]
+    prompt_tokens: int
+    finish_reason: str
+    ttft_s: float
+    decode_s: float
+
+    def usage(self) -> dict[str, int]:
+        n = len(self.tokens)
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": n,
+            "total_tokens": self.prompt_tokens + n,
+        }
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+
+def make_plan(body: dict[str, Any], profile: SimProfile, seed: int, max_tokens: Any) -> Plan:
+    """Decide the reply: same prompt, model and seed give the same text."""
+    messages = body.get("messages") or []
+    options = body.get("options") or {}
+    request_seed = body.get("seed", options.get("seed"))
+    key = orjson.dumps(
+        [body.get("model"), messages, request_seed, seed], option=orjson.OPT_SORT_KEYS
+    )
+    if body.get("temperature", options.get("temperature")) and request_seed is None:
+        key += random.randbytes(8)
+    rng = random.Random(hashlib.blake2b(key, digest_size=8).digest())
+    mean = max(1, profile.output_tokens)
+    length = max(1, round(rng.lognormvariate(math.log(mean), 0.35)))
+    finish = "stop"
+    if isinstance(max_tokens, int) and length >= max_tokens:
+        length, finish = max_tokens, "length"
+    words = [rng.choice(_WORDS) for _ in range(length)]
+    tokens = [words[0].capitalize()] + [" " + w for w in words[1:]]
+    prompt_tokens = sum(
+        len(str(m.get("content", "")).split()) + 4 for m in messages if isinstance(m, dict)
+    )
+    if profile.answers:
+        answer = table_reply(answer_table(profile.answers), messages, rng, profile.accuracy)
+        if answer is not None:
+            tokens, finish = answer_tokens(answer, max_tokens)
+            length = len(tokens)
+    jitter = 1.0 + rng.uniform(-profile.jitter, profile.jitter)
+    return Plan(
+        tokens=tokens,
+        prompt_tokens=prompt_tokens,
+        finish_reason=finish,
+        ttft_s=profile.ttft_s * jitter,
+        decode_s=(length - 1) / profile.tokens_per_s * jitter if profile.tokens_per_s > 0 else 0.0,
+    )
+
+
+def count_tokens(text: str) -> int:
+    """The simulator's tokenizer: one token per word (what its replies are made of)."""
+    return len(text.split())

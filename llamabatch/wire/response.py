@@ -1,0 +1,180 @@
+"""The state of one attempt's response, which the wire formats fill in as events arrive."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+# End-of-turn markers some servers leave at the end of the text (Llama 3, Gemma, ChatML, ...).
+STOP_TOKENS: Final = (
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<eos>",
+    "</s>",
+)
+
+
+class Response:
+    """The state of one attempt's response, filled in as events arrive."""
+
+    __slots__ = (
+        "_tool_keys",
+        "completion_tokens",
+        "done",
+        "ended_t",
+        "finish_reason",
+        "first_token_t",
+        "headers",
+        "http_status",
+        "last_token_t",
+        "prompt_tokens",
+        "reasoning_parts",
+        "server_decode_s",
+        "server_load_s",
+        "server_prompt_s",
+        "started_t",
+        "text_parts",
+        "token_chunks",
+        "tool_calls",
+        "total_tokens",
+        "usage_source",
+    )
+
+    def __init__(self) -> None:
+        self.text_parts: list[str] = []
+        self.reasoning_parts: list[str] = []
+        self.finish_reason: str | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.total_tokens: int | None = None
+        self.first_token_t: float | None = None
+        self.last_token_t: float | None = None
+        self.token_chunks = 0
+        self.done = False
+        self.http_status: int | None = None
+        self.headers: Mapping[str, str] | None = None
+        self.started_t = 0.0
+        self.ended_t = 0.0
+        self.tool_calls: list[dict[str, Any]] = []
+        self._tool_keys: dict[int | str, dict[str, Any]] = {}
+        self.server_prompt_s: float | None = None
+        self.server_decode_s: float | None = None
+        self.server_load_s: float | None = None
+        self.usage_source: str | None = None
+
+    def mark(self, t: float) -> None:
+        """Record that a chunk carrying generated output arrived at `t`."""
+        if self.first_token_t is None:
+            self.first_token_t = t
+        self.last_token_t = t
+        self.token_chunks += 1
+
+    def mark_many(self, first: float, last: float, count: int) -> None:
+        """Record `count` output-carrying chunks that arrived from `first` to `last`."""
+        if self.first_token_t is None or first < self.first_token_t:
+            self.first_token_t = first
+        if self.last_token_t is None or last > self.last_token_t:
+            self.last_token_t = last
+        self.token_chunks += count
+
+    @property
+    def text(self) -> str:
+        """The answer, without end-of-turn markers a server left at its end."""
+        return strip_stop_tokens("".join(self.text_parts))
+
+    def add_tool_call(self, key: int | str | None, call_id: Any, name: Any, arguments: Any) -> None:
+        """Merge one tool-call piece; pieces with the same `key` (index or id) are one call.
+
+        A piece without a key continues the latest call. Arguments arrive as
+        string fragments (appended) or, from some servers, as a whole object.
+        """
+        call = self._tool_keys.get(key) if key is not None else None
+        if call is None and key is None and self.tool_calls:
+            call = self.tool_calls[-1]
+        if call is None:
+            call = {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
+            self.tool_calls.append(call)
+            if key is not None:
+                self._tool_keys[key] = call
+        function = call["function"]
+        if call_id and not call["id"]:
+            call["id"] = str(call_id)
+        if name and not function["name"]:
+            function["name"] = str(name)
+        if isinstance(arguments, str):
+            function["arguments"] += arguments
+        elif arguments is not None:
+            function["arguments"] = orjson.dumps(arguments).decode()
+
+    def extra_columns(self) -> dict[str, Any]:
+        """Result columns only some endpoints fill: reasoning, tool calls, server timings."""
+        return {
+            "reasoning_text": "".join(self.reasoning_parts) or None,
+            "tool_calls": orjson.dumps(self.tool_calls).decode() if self.tool_calls else None,
+            "server_prompt_s": self.server_prompt_s,
+            "server_decode_s": self.server_decode_s,
+            "server_load_s": self.server_load_s,
+        }
+
+    def set_usage(self, prompt: Any, completion: Any, total: Any) -> None:
+        self.prompt_tokens = _int_or_none(prompt)
+        self.completion_tokens = _int_or_none(completion)
+        self.total_tokens = _int_or_none(total)
+        if self.total_tokens is None and None not in (self.prompt_tokens, self.completion_tokens):
+            self.total_tokens = self.prompt_tokens + self.completion_tokens  # type: ignore[operator]
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def number_or_none(value: Any, scale: float = 1.0) -> float | None:
+    """`value * scale` for a JSON number, None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) * scale
+
+
+def strip_stop_tokens(text: str) -> str:
+    """Drop end-of-turn markers (`<|eot_id|>`, ...) that a server left at the end of `text`."""
+    while text.endswith(STOP_TOKENS):
+        token = next(t for t in STOP_TOKENS if text.endswith(t))
+        text = text[: -len(token)]
+    return text
+
+
+def content_parts(content: Any) -> tuple[str, str]:
+    """(text, reasoning) of a message `content`: a string, `{type, text}`, or a list of chunks.
+
+    Mistral sends lists of `{"type": "text", "text": ...}` and
+    `{"type": "thinking", "thinking": [...]}` chunks; Meta's native API a
+    single `{"type": "text", "text": ...}` object.
+    """
+    if isinstance(content, str):
+        return content, ""
+    if isinstance(content, dict):
+        content = [content]
+    if not isinstance(content, list):
+        return "", ""
+    text: list[str] = []
+    reasoning: list[str] = []
+    for chunk in content:
+        if isinstance(chunk, str):
+            text.append(chunk)
+        elif isinstance(chunk, dict):
+            kind = chunk.get("type")
+            if kind in ("thinking", "reasoning"):
+                inner = chunk.get(kind)
+                reasoning.append(inner if isinstance(inner, str) else content_parts(inner)[0])
+            elif isinstance(chunk.get("text"), str):
+                text.append(chunk["text"])
+    return "".join(text), "".join(reasoning)

@@ -1,0 +1,111 @@
+"""Times taken where bytes cross the wire, not where the event loop gets round to them."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import anyio
+import pytest
+
+from llamabatch.config import ModelConfig
+from llamabatch.wire import Response, wireclock
+from llamabatch.wire.openai import OpenAIProvider
+from llamabatch.wire.transport import Transport
+
+pytestmark = pytest.mark.skipif(not wireclock.SUPPORTED, reason="kernel receive stamps are Linux")
+
+FIRST_TOKEN_AFTER_S = 0.05
+LOOP_BLOCKED_S = 0.5
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def slow_stream_server(listener: socket.socket, opened: threading.Event) -> None:
+    """Headers at once, the first token 50 ms later, the end 50 ms after that (HTTP chunked)."""
+    conn, _ = listener.accept()
+    with conn:
+        request = b""
+        while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
+            request += conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + chunk(b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n')
+        )
+        opened.set()
+        time.sleep(FIRST_TOKEN_AFTER_S)
+        conn.sendall(chunk(b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'))
+        time.sleep(FIRST_TOKEN_AFTER_S)
+        stop = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        conn.sendall(chunk(stop + b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        conn.recv(1)
+
+
+@pytest.mark.anyio
+async def test_ttft_and_latency_are_when_bytes_arrived_even_if_the_loop_was_busy() -> None:
+    opened = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=slow_stream_server, args=(listener, opened), daemon=True)
+        server.start()
+        port = listener.getsockname()[1]
+        model = ModelConfig(
+            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
+        )
+        provider = OpenAIProvider()
+        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        resp = Response()
+
+        async def block_the_loop() -> None:
+            while not opened.is_set():
+                await anyio.sleep(0.002)
+            time.sleep(LOOP_BLOCKED_S)  # the whole answer arrives while nothing can read it
+
+        async with Transport() as transport, anyio.create_task_group() as tg:
+            tg.start_soon(block_the_loop)
+            await transport.send(request, provider, resp, 5.0)
+        server.join(5)
+
+    assert resp.text_parts == ["hi"]
+    assert resp.first_token_t is not None
+    ttft = resp.first_token_t - resp.started_t
+    latency = resp.ended_t - resp.started_t
+    # Stamped when read, both would be about LOOP_BLOCKED_S.
+    assert FIRST_TOKEN_AFTER_S <= ttft <= latency < LOOP_BLOCKED_S / 2
+
+
+def test_each_request_starts_at_its_first_write_after_a_reply() -> None:
+    clock = wireclock.WireClock()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        address = listener.getsockname()
+        client = clock.socket(socket.getaddrinfo(*address, type=socket.SOCK_STREAM)[0])
+        client.connect(address)
+        peer, _ = listener.accept()
+        with client, peer:
+            stamped = clock.socket_of(_FakeTransport(client))
+            assert stamped is client
+            before = time.perf_counter()
+            client.send(b"POST / HTTP/1.1\r\n")
+            first = stamped.sent_t
+            client.send(b"body")  # the same request: its start stays put
+            assert before <= first == stamped.sent_t
+            peer.sendall(b"reply")
+            assert client.recv(100) == b"reply"
+            arrived = stamped.arrival()
+            assert first <= arrived <= time.perf_counter()
+            client.send(b"POST / HTTP/1.1\r\n")  # the next request on the connection
+            assert stamped.sent_t > arrived
+
+
+class _FakeTransport:
+    """What `socket_of` uses of an asyncio transport: its socket, by file descriptor."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def get_extra_info(self, name: str) -> socket.socket:
+        assert name == "socket"
+        return self._sock
