@@ -30,6 +30,8 @@ async def eval_run(
     scorers: Sequence[Mapping[str, Any]] = SCORERS,
     temperature: float = 0.0,
     seed: int = 0,
+    name: str = "eval",
+    prices: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Path:
     """Run every prompt against simulated models with the given accuracies; return `out`."""
     profiles = {
@@ -46,11 +48,22 @@ async def eval_run(
     async with SimServer(profiles=profiles, seed=seed) as sim:
         config = config_from_dict(
             {
-                "run": {"input": str(prompts), "output": str(out), "repeats": repeats},
+                "run": {
+                    "name": name,
+                    "input": str(prompts),
+                    "output": str(out),
+                    "repeats": repeats,
+                },
                 "engine": {"timeout_s": 10, "max_retries": 0},
                 "defaults": {"temperature": temperature},
                 "models": [
-                    {"name": m, "provider": "openai", "model": m, "base_url": sim.base_url}
+                    {
+                        "name": m,
+                        "provider": "openai",
+                        "model": m,
+                        "base_url": sim.base_url,
+                        **({"usd_per_mtok": prices[m]} if prices and m in prices else {}),
+                    }
                     for m in accuracy
                 ],
                 "scorers": list(scorers),

@@ -87,10 +87,13 @@ def _add_report(commands: Any) -> None:
     report = commands.add_parser(
         "report",
         help="compare models from results directories: tables, and charts with -o",
-        description="Per-model tables (errors, TTFT, latency, throughput, tokens, cost, scores "
-        "with 95%% confidence intervals) and pairwise comparisons on shared prompts, as "
-        "Markdown on stdout. With -o FILE.html, also one self-contained HTML page with charts "
-        "and the outputs of each prompt side by side; with -o FILE.md, the Markdown.",
+        description="A headline (which model wins on what, by how much, how surely), per-model "
+        "tables (errors, TTFT, latency, throughput, tokens, cost, scores with 95%% confidence "
+        "intervals), the Pareto frontier of a score against latency and cost, and pairwise "
+        "comparisons on shared prompts (across runs: each model against its namesake), as "
+        "Markdown on stdout. Successive runs of one config add a trend. With -o FILE.html, "
+        "also one self-contained HTML page with charts and the outputs of each prompt side by "
+        "side; with -o FILE.md, the Markdown.",
     )
     report.add_argument("results", type=Path, nargs="+", help="results directories")
     report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write .html or .md")
@@ -100,6 +103,11 @@ def _add_report(commands: Any) -> None:
         default=200,
         metavar="N",
         help="prompts shown side by side in the HTML (default 200)",
+    )
+    report.add_argument(
+        "--pareto-score",
+        metavar="NAME",
+        help="the score the Pareto chart and the trend follow (default: the first)",
     )
     report.set_defaults(handler=_report)
 
@@ -162,7 +170,7 @@ def _report(args: argparse.Namespace) -> int:
     from llamabatch.report.resultset import load_results
     from llamabatch.report.tables import build_report, render_markdown
 
-    report = build_report(load_results(args.results))
+    report = build_report(load_results(args.results), score=args.pareto_score)
     markdown = render_markdown(report)
     print(markdown, end="")
     if args.output is not None:

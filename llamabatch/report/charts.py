@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from llamabatch.report import resultset as rs
+from llamabatch.report.across import Pareto, Trend
 from llamabatch.report.stats import Estimate
 
 WIDTH_IN: Final = 7.5
@@ -78,8 +79,10 @@ def cdf_chart(frame: pd.DataFrame, column: str, models: Sequence[str], title: st
     return to_svg(fig, f"cdf-{column}")
 
 
-def throughput_chart(table: pd.DataFrame) -> str:
+def throughput_chart(table: pd.DataFrame) -> str | None:
     """Aggregate output tokens/s over the run's wall time, and decode tokens/s p50, per model."""
+    if not (table["output_tok_s"].fillna(0) > 0).any():
+        return None  # nothing succeeded (or no tokens): empty bars would say nothing
     fig = Figure(figsize=(WIDTH_IN, 3.2))
     axes = fig.subplots(1, 2)
     models = table["model"].tolist()
@@ -101,7 +104,7 @@ def throughput_chart(table: pd.DataFrame) -> str:
 def score_chart(scores: Mapping[str, Mapping[str, Estimate]], models: Sequence[str]) -> str | None:
     """Mean score per model and scorer, with 95% interval whiskers."""
     names = list(scores)
-    if not names:
+    if all(math.isnan(e.value) for per in scores.values() for e in per.values()):
         return None
     fig, ax = _figure(3.4)
     width = 0.8 / max(1, len(models))
@@ -148,3 +151,100 @@ def error_chart(frame: pd.DataFrame, models: Sequence[str]) -> str | None:
     ax.set_title("Errors by type")
     ax.legend(frameon=False, loc="lower right")
     return to_svg(fig, "errors")
+
+
+def cost_chart(table: pd.DataFrame) -> str | None:
+    """Cost per 1,000 prompts per model; None without prices."""
+    if "cost_per_1k" not in table or table["cost_per_1k"].isna().all():
+        return None
+    models = table["model"].tolist()
+    fig, ax = _figure(0.6 + 0.45 * len(models))
+    values = table["cost_per_1k"].fillna(0).to_numpy(np.float64)
+    ax.barh(models, values, color=[_colour(i) for i in range(len(models))])
+    ax.invert_yaxis()
+    ax.set_xlabel("USD per 1,000 prompts")
+    ax.set_title("Cost")
+    return to_svg(fig, "cost")
+
+
+def pareto_chart(p: Pareto) -> str:
+    """The score against latency p50 (and cost per 1,000 prompts, with prices), the models
+    on the frontier filled, labelled and joined."""
+    panels = [("latency_p50_s", "latency p50 (s)", "best_on_latency")]
+    if p.has_cost:
+        panels.append(("cost_per_1k", "USD per 1,000 prompts", "best_on_cost"))
+    fig = Figure(figsize=(WIDTH_IN, 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (attr, label, best) in zip(axes, panels, strict=True):
+        points = [q for q in p.points if not math.isnan(getattr(q, attr) + q.score)]
+        for i, q in enumerate(p.points):
+            if q not in points:
+                continue
+            on = getattr(q, best)
+            ax.scatter(
+                getattr(q, attr),
+                q.score,
+                s=60,
+                color=_colour(i) if on else "white",
+                edgecolors=_colour(i),
+                linewidths=1.5,
+                zorder=3,
+            )
+            ax.annotate(
+                q.model,
+                (getattr(q, attr), q.score),
+                textcoords="offset points",
+                xytext=(5, 4),
+                fontsize=8,
+                color="#1f2328" if on else "#777777",
+            )
+        frontier = sorted((getattr(q, attr), q.score) for q in points if getattr(q, best))
+        if len(frontier) > 1:
+            xs, ys = zip(*frontier, strict=True)
+            ax.step(xs, ys, where="post", color="#999999", linewidth=1, linestyle="--")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"{p.score} (mean)")
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.grid(alpha=0.25)
+    fig.suptitle(f"Pareto: {p.score} (filled: on the frontier)", fontsize=11)
+    fig.tight_layout()
+    return to_svg(fig, "pareto")
+
+
+def trend_chart(t: Trend) -> str:
+    """Score and latency p50 per model over successive runs, the baseline run marked."""
+    panels = ([("score", f"{t.score} (mean)")] if t.score else []) + [
+        ("latency_p50_s", "latency p50 (s)")
+    ]
+    fig = Figure(figsize=(WIDTH_IN, 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (attr, label) in zip(axes, panels, strict=True):
+        for i, model in enumerate(t.models):
+            mine = [q for q in t.points if q.model == model]
+            ax.plot(
+                [q.run for q in mine],
+                [getattr(q, attr) for q in mine],
+                marker="o",
+                label=model,
+                color=_colour(i),
+            )
+        ax.axvline(t.baseline, color="#999999", linestyle=":", linewidth=1)
+        ax.annotate(
+            "baseline",
+            (t.baseline, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -10),
+            textcoords="offset points",
+            fontsize=8,
+            color="#59636e",
+        )
+        ax.set_xticks(
+            range(len(t.runs)), [r.label for r in t.runs], rotation=30, ha="right", fontsize=8
+        )
+        ax.set_ylabel(label)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.grid(alpha=0.25)
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(f"Trend over {len(t.runs)} runs", fontsize=11)
+    fig.tight_layout()
+    return to_svg(fig, "trend")

@@ -41,6 +41,7 @@ figure { margin: 0; } figure svg { max-width: 100%; height: auto; }
   margin: 4px 0 0; font: 13px/1.4 ui-monospace, SFMono-Regular, Menlo, monospace; }
 .badge { display: inline-block; border-radius: 10px; padding: 0 7px; font-size: 12px;
   margin-left: 4px; }
+.headline { background: #f6f8fa; border-left: 4px solid #4c72b0; padding: .6em 1em .6em 2em; }
 .pass { background: #dafbe1; } .fail { background: #ffebe9; } .err { background: #ffebe9; }
 """
 
@@ -87,24 +88,56 @@ def render_html(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> st
         f'<h1>llamabatch report</h1><p class="muted">{_e(sources)} — {len(results.frame):,} rows, '
         f"{len(results.models)} model(s)</p>"
         + "".join(f'<p class="warning"><strong>{_e(w)}</strong></p>' for w in results.warnings)
+        + headline_html(report)
         + f"<nav>{nav}</nav>"
         + "".join(sections)
         + "</body></html>\n"
     )
 
 
-def _charts(report: Report) -> str:
+def report_charts(report: Report) -> dict[str, str]:
+    """The report's charts as SVG by key, in reading order; charts without data are left out."""
     frame, models = report.results.frame, report.results.models
-    figures = [
-        charts.cdf_chart(frame, rs.TTFT, models, "TTFT"),
-        charts.cdf_chart(frame, rs.LATENCY, models, "Latency"),
-        charts.throughput_chart(report.models),
-        charts.score_chart(report.scores, models),
-        charts.error_chart(frame, models),
-    ]
-    body = "".join(f"<figure>{svg}</figure>" for svg in figures if svg is not None)
-    if figures[-1] is None:
-        body += '<p class="muted">No errors: every row succeeded.</p>'
+    figures = {
+        "ttft": charts.cdf_chart(frame, rs.TTFT, models, "TTFT"),
+        "latency": charts.cdf_chart(frame, rs.LATENCY, models, "Latency"),
+        "throughput": charts.throughput_chart(report.models),
+        "cost": charts.cost_chart(report.models),
+        "scores": charts.score_chart(report.scores, models),
+        "pareto": charts.pareto_chart(report.pareto) if report.pareto else None,
+        "trend": charts.trend_chart(report.trend) if report.trend else None,
+        "errors": charts.error_chart(frame, models),
+    }
+    return {key: svg for key, svg in figures.items() if svg is not None}
+
+
+def chart_notes(report: Report, drawn: Mapping[str, str]) -> list[str]:
+    """Why expected charts are missing, so an empty section is not a puzzle."""
+    notes = []
+    if "latency" not in drawn:
+        notes.append("No request succeeded: no timing or throughput charts.")
+    if "errors" not in drawn:
+        notes.append("No errors: every row succeeded.")
+    return notes
+
+
+def headline_html(report: Report) -> str:
+    if not report.headline:
+        return ""
+    items = "".join(f"<li>{_strong(line)}</li>" for line in report.headline)
+    return f'<ul class="headline">{items}</ul>'
+
+
+def _strong(line: str) -> str:
+    """Escape a headline sentence, then turn its Markdown **bold** into <strong>."""
+    parts = _e(line).split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _charts(report: Report) -> str:
+    drawn = report_charts(report)
+    body = "".join(f'<figure id="chart-{key}">{svg}</figure>' for key, svg in drawn.items())
+    body += "".join(f'<p class="muted">{_e(n)}</p>' for n in chart_notes(report, drawn))
     return f'<h2 id="charts">Charts</h2><div class="charts">{body}</div>'
 
 
@@ -149,7 +182,7 @@ def _prompt_card(
     parts = [f"<h3>{_e(pid)}</h3>"]
     if text:
         parts.append(f"<details><summary>prompt</summary><pre>{_e(text)}</pre></details>")
-    if expected is not None:
+    if expected is not None and not pd.isna(expected):  # rows without one read back as NaN
         parts.append(f"<div><b>expected:</b> {_e(expected)}</div>")
     cells = "".join(_output_cell(m, rows.get((m, pid))) for m in models)
     style = f"grid-template-columns: repeat({len(models)}, minmax(0, 1fr))"

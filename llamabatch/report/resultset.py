@@ -7,7 +7,7 @@ breaks loudly here rather than silently in a report).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,16 @@ _SKIP_COLUMNS = frozenset({_col("request_params")})
 
 
 @dataclass(frozen=True)
+class RunInfo:
+    """One results directory of a result set, as its manifest describes it."""
+
+    path: Path
+    label: str  # the directory's name: the prefix of its models' labels when they clash
+    name: str  # the config's run name
+    started_at: str  # ISO time from the manifest ("" when there is none)
+
+
+@dataclass(frozen=True)
 class ResultSet:
     """Rows of one or more results directories; `model` holds each model's label."""
 
@@ -50,6 +60,8 @@ class ResultSet:
     specs: dict[str, ScorerSpec]
     order: tuple[str, ...] = ()  # model labels in config order, where manifests tell it
     warnings: tuple[str, ...] = ()  # e.g. a run whose client was the bottleneck
+    runs: tuple[RunInfo, ...] = ()  # one per source, in the order given
+    model_runs: dict[str, tuple[int, str]] = field(default_factory=dict)  # label: (run, name)
 
     @property
     def models(self) -> list[str]:
@@ -69,8 +81,11 @@ class ResultSet:
         return int(self.frame[SAMPLE].max()) + 1 if len(self.frame) else 0
 
 
-def read_results_dir(path: Path) -> pd.DataFrame:
-    """Every part of one results directory as one frame (parts may differ in columns)."""
+def read_results_dir(path: Path, skip: frozenset[str] = frozenset()) -> pd.DataFrame:
+    """Every part of one results directory as one frame (parts may differ in columns).
+
+    `skip` leaves columns out (the viewer's run page needs no output texts).
+    """
     if not path.is_dir():
         raise UsageError(f"{path}: not a results directory")
     parts = part_files(path)
@@ -79,15 +94,15 @@ def read_results_dir(path: Path) -> pd.DataFrame:
     tables = []
     for part in parts:
         schema = pq.read_schema(part)
-        columns = [name for name in schema.names if name not in _SKIP_COLUMNS]
+        columns = [n for n in schema.names if n not in _SKIP_COLUMNS and n not in skip]
         tables.append(pq.read_table(part, columns=columns))
     frame: pd.DataFrame = pa.concat_tables(tables, promote_options="default").to_pandas()
     return frame
 
 
-def load_results(paths: Sequence[Path]) -> ResultSet:
+def load_results(paths: Sequence[Path], skip: frozenset[str] = frozenset()) -> ResultSet:
     """Load directories; a model name found in several of them is labelled `<dir>/<model>`."""
-    frames = [read_results_dir(Path(p)) for p in paths]
+    frames = [read_results_dir(Path(p), skip) for p in paths]
     seen: dict[str, int] = {}
     for frame in frames:
         for model in frame[MODEL].unique():
@@ -95,11 +110,23 @@ def load_results(paths: Sequence[Path]) -> ResultSet:
     specs: dict[str, ScorerSpec] = {}
     order: list[str] = []
     warnings: list[str] = []
-    for path, frame in zip(paths, frames, strict=True):
+    runs: list[RunInfo] = []
+    model_runs: dict[str, tuple[int, str]] = {}
+    for index, (path, frame) in enumerate(zip(paths, frames, strict=True)):
         prefix = Path(path).name + "/"
+        for model in frame[MODEL].unique():
+            model_runs[prefix + model if seen[model] > 1 else model] = (index, model)
         clashing = frame[MODEL].map(lambda m: seen[m] > 1)
         frame.loc[clashing, MODEL] = prefix + frame.loc[clashing, MODEL]
         manifest = read_manifest(Path(path)) or {}
+        runs.append(
+            RunInfo(
+                Path(path),
+                Path(path).name,
+                str(manifest.get("name") or ""),
+                str(manifest.get("started_at") or ""),
+            )
+        )
         if (warning := client_warning(manifest.get("client"))) is not None:
             warnings.append(f"{path}: {warning}")
         snapshot = manifest.get("config") or {}
@@ -111,7 +138,13 @@ def load_results(paths: Sequence[Path]) -> ResultSet:
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     sources = tuple(Path(p) for p in paths)
     return ResultSet(
-        frame=frame, sources=sources, specs=specs, order=tuple(order), warnings=tuple(warnings)
+        frame=frame,
+        sources=sources,
+        specs=specs,
+        order=tuple(order),
+        warnings=tuple(warnings),
+        runs=tuple(runs),
+        model_runs=model_runs,
     )
 
 

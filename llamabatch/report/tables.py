@@ -11,7 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from llamabatch.errors import UsageError
 from llamabatch.report import resultset as rs
+from llamabatch.report.across import Pareto, Trend, pareto, trend
+from llamabatch.report.headline import headline
 from llamabatch.report.resultset import ResultSet
 from llamabatch.report.stats import (
     Estimate,
@@ -73,11 +76,21 @@ class Report:
     reducers: pd.DataFrame | None = None
     score_pairs: list[ScorePair] = field(default_factory=list)
     latency_pairs: list[LatencyPair] = field(default_factory=list)
+    headline: list[str] = field(default_factory=list)
+    pareto: Pareto | None = None
+    trend: Trend | None = None
 
 
-def build_report(results: ResultSet) -> Report:
-    """Every table of the report, computed once (Markdown and HTML render from this)."""
+def build_report(results: ResultSet, *, score: str | None = None) -> Report:
+    """Every table of the report, computed once (Markdown and HTML render from this).
+
+    `score` is the one the Pareto chart and the trend follow (default: the first).
+    """
     frame, models = results.frame, results.models
+    if score is not None and score not in results.score_names:
+        known = ", ".join(results.score_names) or "none"
+        raise UsageError(f"--pareto-score {score}: no such score in the results (scores: {known})")
+    score = score or next(iter(results.score_names), None)
     table = model_table(frame, models)
     report = Report(results=results, models=table)
     prompt_scores = {s: rs.prompt_scores(frame, s, results.spec(s)) for s in results.score_names}
@@ -92,7 +105,11 @@ def build_report(results: ResultSet) -> Report:
         report.reducers = reducer_table(results)
     latency = rs.per_prompt(frame, rs.LATENCY, "median")
     ttft = rs.per_prompt(frame, rs.TTFT, "median")
-    for a, b in itertools.combinations(models, 2):
+    report.headline = headline(table, prompt_scores, latency)
+    if score is not None:
+        report.pareto = pareto(table, report.scores, score)
+    report.trend = trend(results, table, report.scores, score)
+    for a, b in model_pairs(results):
         for score, per_prompt in prompt_scores.items():
             xa, xb = rs.paired(per_prompt, a, b)
             mean_a = float(xa.mean()) if len(xa) else math.nan
@@ -109,24 +126,40 @@ def build_report(results: ResultSet) -> Report:
     return report
 
 
+def model_pairs(results: ResultSet) -> list[tuple[str, str]]:
+    """Every pair of models of one run; across runs, each model against its namesake in the
+    first run holding it (a week of CI runs compares like with like, not every pair)."""
+    by_name: dict[str, list[str]] = {}
+    for label in results.models:
+        by_name.setdefault(results.model_runs.get(label, (0, label))[1], []).append(label)
+    shared = [labels for labels in by_name.values() if len(labels) > 1]
+    if len(results.runs) > 1 and shared:
+        return [(labels[0], other) for labels in shared for other in labels[1:]]
+    return list(itertools.combinations(results.models, 2))
+
+
 def model_table(frame: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
     """The end-of-run summary (summary.py) widened: p99s, error types, tokens and cost."""
     extras = []
     for model, group in frame.groupby(rs.MODEL, sort=False):
         ok = group[group[rs.STATUS] == rs.OK]
         kinds = group[rs.ERROR_TYPE].dropna().value_counts()
+        prompts = int(group[rs.PROMPT_ID].nunique())
         row = {
             "model": model,
             "ok_pct": 100.0 * len(ok) / len(group),
             "error_types": ", ".join(f"{k} {v}" for k, v in kinds.items()) or "-",
             "ttft_p99_s": ok[rs.TTFT].quantile(0.99),
             "latency_p99_s": ok[rs.LATENCY].quantile(0.99),
+            "prompts": prompts,
             "prompt_tokens": group[rs.PROMPT_TOKENS].sum(),
             "completion_tokens": group[rs.COMPLETION_TOKENS].sum(),
         }
         if rs.COST in group:
             cost = group[rs.COST]
-            row["cost_usd"] = cost.sum() if cost.notna().any() else math.nan
+            total = float(cost.sum()) if cost.notna().any() else math.nan
+            row["cost_usd"] = total
+            row["cost_per_1k"] = 1000 * total / prompts
         extras.append(row)
     return summarize(frame, models).merge(pd.DataFrame(extras), on="model", how="left")
 
@@ -214,9 +247,13 @@ class Table:
 
 def tables(report: Report) -> list[Table]:
     """The report's tables, in reading order."""
-    out = [_models_table(report)]
+    out = [_models_table(report), _volume_table(report)]
     if report.scores:
         out.append(_scores_table(report))
+    if report.pareto is not None:
+        out.append(_pareto_table(report.pareto))
+    if report.trend is not None:
+        out.append(_trend_table(report.trend))
     if report.reducers is not None and not report.reducers.empty:
         t = report.reducers
         out.append(
@@ -233,6 +270,8 @@ def render_markdown(report: Report) -> str:
     sources = ", ".join(f"`{p}`" for p in report.results.sources)
     parts = [f"# llamabatch report\n\nResults: {sources} — {len(report.results.frame):,} rows"]
     parts += [f"> **{w}**" for w in report.results.warnings]
+    if report.headline:
+        parts.append("\n".join(f"- {line}" for line in report.headline))
     for table in tables(report):
         text = f"## {table.title}\n\n" + markdown_table(table.headers, table.rows)
         parts.append(text + (f"\n\n{table.note}" if table.note else ""))
@@ -240,22 +279,74 @@ def render_markdown(report: Report) -> str:
 
 
 def _models_table(report: Report) -> Table:
-    t = report.models
-    has_cost = "cost_usd" in t
     headers = ["model", "rows", "ok %", "errors", "TTFT p50", "TTFT p90", "TTFT p99"]
-    headers += ["latency p50", "latency p90", "latency p99", "decode tok/s p50", "output tok/s"]
-    headers += ["prompt tok", "completion tok"] + (["cost $"] if has_cost else [])
+    headers += ["latency p50", "latency p90", "latency p99"]
     rows = []
-    for r in t.to_dict("records"):
+    for r in report.models.to_dict("records"):
         row = [r["model"], int(r["rows"]), f"{r['ok_pct']:.1f}", r["error_types"]]
         row += [seconds(r[c]) for c in ("ttft_p50_s", "ttft_p90_s", "ttft_p99_s")]
         row += [seconds(r[c]) for c in ("latency_p50_s", "latency_p90_s", "latency_p99_s")]
-        row += [_one(r["decode_tok_s_p50"]), _one(r["output_tok_s"])]
-        row += [int(r["prompt_tokens"]), int(r["completion_tokens"])]
-        if has_cost:
-            row.append("-" if math.isnan(r["cost_usd"]) else f"{r['cost_usd']:.4f}")
         rows.append(row)
     return Table("models", "Models", headers, rows)
+
+
+def _volume_table(report: Report) -> Table:
+    has_cost = "cost_usd" in report.models
+    headers = ["model", "prompts", "decode tok/s p50", "output tok/s", "prompt tok"]
+    headers += ["completion tok"] + (["cost $", "$ per 1,000 prompts"] if has_cost else [])
+    rows = []
+    for r in report.models.to_dict("records"):
+        row = [r["model"], int(r["prompts"]), _one(r["decode_tok_s_p50"]), _one(r["output_tok_s"])]
+        row += [int(r["prompt_tokens"]), int(r["completion_tokens"])]
+        if has_cost:
+            row += [_money(r["cost_usd"]), _money(r["cost_per_1k"])]
+        rows.append(row)
+    return Table("volume", "Throughput, tokens and cost", headers, rows)
+
+
+def _money(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4f}"
+
+
+def _pareto_table(p: Pareto) -> Table:
+    headers = ["model", f"{p.score} (mean)", "latency p50", "on the latency frontier"]
+    if p.has_cost:
+        headers += ["$ per 1,000 prompts", "on the cost frontier"]
+    rows = []
+    for point in p.points:
+        row = [point.model, _three(point.score), seconds(point.latency_p50_s)]
+        row.append("yes" if point.best_on_latency else "")
+        if p.has_cost:
+            row += [_money(point.cost_per_1k), "yes" if point.best_on_cost else ""]
+        rows.append(row)
+    note = (
+        "A model is on a frontier when no other model scores at least as high for less "
+        "(latency, cost) — the models worth choosing between."
+    )
+    return Table("pareto", f"Pareto: {p.score} against latency and cost", headers, rows, note)
+
+
+def _trend_table(t: Trend) -> Table:
+    models = t.models
+    headers = ["run", "started"]
+    for m in models:
+        headers += ([f"{m} {t.score}"] if t.score else []) + [f"{m} latency p50"]
+    cells = {(p.run, p.model): p for p in t.points}
+    rows = []
+    for i, run in enumerate(t.runs):
+        row: list[Any] = [run.label + (" (baseline)" if i == t.baseline else ""), run.started_at]
+        for m in models:
+            point = cells.get((i, m))
+            if t.score:
+                row.append(_three(point.score) if point else "-")
+            row.append(seconds(point.latency_p50_s) if point else "-")
+        rows.append(row)
+    note = "Successive runs of one config, oldest first."
+    return Table("trend", f"Trend over {len(t.runs)} runs", headers, rows, note)
+
+
+def _three(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
 
 
 def _one(value: float) -> str:

@@ -48,7 +48,7 @@ async def test_html_is_self_contained_with_charts_and_outputs(report_html: Path)
     # Nothing is fetched: no external scripts, styles, images or links.
     assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", text)
     assert "<link" not in text and "<script" not in text
-    assert text.count("<svg") == 5
+    assert text.count("<svg") == 6  # with the Pareto chart of two scored models
     for title in ("TTFT: cumulative distribution", "Latency: cumulative distribution"):
         assert title in text
     for title in ("output tokens/s (whole run)", "Scores", "Errors by type"):
@@ -80,7 +80,7 @@ async def test_html_renders_in_chromium(report_html: Path, tmp_path: Path) -> No
         timeout=120,
         check=True,
     ).stdout
-    assert dom.count("<svg") == 5 and "Pairwise scores" in dom
+    assert dom.count("<svg") == 6 and "Pairwise scores" in dom
     subprocess.run(
         [
             *base,
