@@ -9,12 +9,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from llamabatch._version import __version__
 from llamabatch.cli.evaluate import add_evaluation_commands
 from llamabatch.cli.options import add_field_options, field_values
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from llamabatch.escape import terminal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,21 +109,41 @@ def _add_check(commands: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(_TerminalFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
     warnings.showwarning = _show_warning
+    stdout, sys.stdout = sys.stdout, _TerminalStream(sys.stdout)
     try:
         code: int = args.handler(args)
     except UsageError as exc:
-        print(f"llamabatch: error: {exc}", file=sys.stderr)
+        print(terminal(f"llamabatch: error: {exc}"), file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        sys.stdout = stdout
     return code
 
 
+class _TerminalStream:
+    """Standard output with control characters escaped: server text cannot drive the terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(terminal(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _TerminalFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal(super().format(record))
+
+
 def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
-    print(f"llamabatch: warning: {message}", file=sys.stderr)
+    print(terminal(f"llamabatch: warning: {message}"), file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 import tomllib
+import urllib.parse
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +35,7 @@ from llamabatch.config.schema import (
     DEFAULT_OUTPUT_ROOT,
     DEFAULT_SLO_ATTAINMENT,
     DEFAULT_TIMEOUT_S,
+    MAX_CONCURRENCY,
     PROVIDERS,
     SLO_KEYS,
     EngineConfig,
@@ -46,6 +48,11 @@ from llamabatch.errors import ConfigError
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VAR_RE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+_HEADER_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_SECRET_PARAM_RE: Final = re.compile(r"(?i)key|token|secret|passw|auth|sig|credential")
+# Settings whose interpolated values are secrets (a key in a header, a token in a URL).
+_SECRET_PLACE_RE: Final = re.compile(r"models\[\d+\]\.(headers|base_url|api_key)\b")
 
 
 def load_config(
@@ -60,15 +67,24 @@ def load_config(
     path = Path(path)
     raw = _read(path)
     env = os.environ if environ is None else environ
-    data = _interpolate(raw, env, path, "")
-    config = _build(data, path)
+    interpolated: list[tuple[str, str]] = []
+    data = _interpolate(raw, env, path, "", interpolated)
+    config = _with_secrets(_build(data, path), interpolated)
     return apply_overrides(config, output=output, limit=limit, models=models)
 
 
 def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> RunConfig:
     """Validate an in-memory config (same rules as a file, ${VAR} interpolated)."""
     path = Path(source)
-    return _build(_interpolate(dict(data), os.environ, path, ""), path)
+    interpolated: list[tuple[str, str]] = []
+    config = _build(_interpolate(dict(data), os.environ, path, "", interpolated), path)
+    return _with_secrets(config, interpolated)
+
+
+def _with_secrets(config: RunConfig, interpolated: list[tuple[str, str]]) -> RunConfig:
+    """Remember the values of ${VAR}s used in headers, URLs and keys: they are secrets."""
+    found = tuple(value for where, value in interpolated if _SECRET_PLACE_RE.match(where))
+    return dataclasses.replace(config, secret_values=found) if found else config
 
 
 def apply_overrides(
@@ -122,23 +138,27 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-def _interpolate(value: Any, env: Mapping[str, str], path: Path, where: str) -> Any:
+def _interpolate(
+    value: Any, env: Mapping[str, str], path: Path, where: str, found: list[tuple[str, str]]
+) -> Any:
+    """`value` with ${VAR}s replaced; `found` collects (setting, value) of each replacement."""
     if isinstance(value, str):
 
         def repl(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in env:
                 raise ConfigError(f"{path}: {where or 'value'} uses ${{{name}}}, which is not set")
+            found.append((where, env[name]))
             return env[name]
 
         return _VAR_RE.sub(repl, value)
     if isinstance(value, dict):
         return {
-            k: _interpolate(v, env, path, f"{where}.{k}" if where else str(k))
+            k: _interpolate(v, env, path, f"{where}.{k}" if where else str(k), found)
             for k, v in value.items()
         }
     if isinstance(value, list):
-        return [_interpolate(v, env, path, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_interpolate(v, env, path, f"{where}[{i}]", found) for i, v in enumerate(value)]
     return value
 
 
@@ -226,7 +246,7 @@ def _build_slo(sec: _Section) -> dict[str, float]:
 
 def _build_engine(sec: _Section) -> EngineConfig:
     config = EngineConfig(
-        concurrency=sec.positive("concurrency", int, DEFAULT_CONCURRENCY),
+        concurrency=_concurrency(sec, DEFAULT_CONCURRENCY),
         timeout_s=sec.positive("timeout_s", float, DEFAULT_TIMEOUT_S),
         max_retries=sec.positive("max_retries", int, DEFAULT_MAX_RETRIES, zero=True),
         backoff_base_s=sec.positive("backoff_base_s", float, DEFAULT_BACKOFF_BASE_S, zero=True),
@@ -252,6 +272,13 @@ def _build_engine(sec: _Section) -> EngineConfig:
     return config
 
 
+def _concurrency(sec: _Section, default: Any) -> Any:
+    value = sec.positive("concurrency", int, default)
+    if value is not None and value > MAX_CONCURRENCY:
+        raise sec.error("concurrency", f"must be at most {MAX_CONCURRENCY:,}, got {value:,}")
+    return value
+
+
 def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
     sec = _Section(data, path, f"models[{index}]")
     name = sec.get("name", str)
@@ -263,8 +290,8 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
     server = server_spec(sec.get("server", dict), sec.error)
     preset, provider, base_url = _endpoint(sec, server)
     model_id = sec.get("model", str, name)
-    if base_url is not None and not base_url.startswith(("http://", "https://")):
-        raise sec.error("base_url", f"must start with http:// or https://, got {base_url!r}")
+    if base_url is not None:
+        _check_base_url(base_url, sec)
     api_key = sec.get("api_key", str)
     if api_key is not None:
         warnings.warn(
@@ -280,7 +307,7 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         # An explicit empty api_key_env turns off a preset's key.
         api_key_env=sec.get("api_key_env", str, preset.api_key_env) or None,
         api_key=api_key,
-        concurrency=sec.positive("concurrency", int),
+        concurrency=_concurrency(sec, None),
         rpm=sec.positive("rpm", float),
         tpm=sec.positive("tpm", float),
         stream=sec.get("stream", bool, True),
@@ -317,8 +344,8 @@ def _prices(sec: _Section) -> dict[str, float]:
     if prices and set(prices) != {"input", "output"}:
         raise sec.error("usd_per_mtok", "must be { input = <USD>, output = <USD> } per 1M tokens")
     for key, value in prices.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise sec.error(f"usd_per_mtok.{key}", f"must be a number >= 0, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+            raise sec.error(f"usd_per_mtok.{key}", f"must be a finite number >= 0, got {value!r}")
     return {k: float(v) for k, v in prices.items()}
 
 
@@ -343,6 +370,38 @@ def _judge_models(
 def _headers(sec: _Section) -> dict[str, str]:
     headers = sec.get("headers", dict, {})
     for key, value in headers.items():
+        if not _HEADER_NAME_RE.fullmatch(key):
+            raise sec.error(f"headers.{key!r}", "is not a valid header name")
         if not isinstance(value, str):
-            raise sec.error(f"headers.{key}", f"must be a string, got {value!r}")
+            raise sec.error(f"headers.{key}", "must be a string")
+        if _HEADER_VALUE_BAD_RE.search(value):
+            # A CR or LF would start a new header (or a body) on the wire.
+            raise sec.error(f"headers.{key}", "holds a line break or control character")
     return dict(headers)
+
+
+def _check_base_url(url: str, sec: _Section) -> None:
+    """An http(s) URL without credentials in it (they would be logged and written)."""
+    if not url.startswith(("http://", "https://")):
+        raise sec.error("base_url", f"must start with http:// or https://, got {_shown(url)!r}")
+    if _HEADER_VALUE_BAD_RE.search(url) or " " in url:
+        raise sec.error("base_url", "holds a space, line break or control character")
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        raise sec.error(
+            "base_url",
+            "holds credentials (user:password@); they would be sent as Basic auth and "
+            "written to logs: put the key in the variable named by api_key_env instead",
+        )
+    secret = [k for k, _ in urllib.parse.parse_qsl(parts.query) if _SECRET_PARAM_RE.search(k)]
+    if secret:
+        raise sec.error(
+            "base_url",
+            f"carries a credential in its query ({', '.join(secret)}=...): send it as a header "
+            "(api_key_env, or headers = {...} with ${VAR}) so it stays out of URLs and logs",
+        )
+
+
+def _shown(url: str) -> str:
+    """A URL for an error message: its query and anything up to an `@` (user info) left out."""
+    return url.split("?", 1)[0].rsplit("@", 1)[-1]

@@ -13,8 +13,10 @@ from typing import Any, Final
 from llamabatch.config.endpoints import ServerSpec
 from llamabatch.config.scorers import ScorerSpec
 from llamabatch.errors import ConfigError
+from llamabatch.redact import Redactor
 
 DEFAULT_CONCURRENCY: Final = 64
+MAX_CONCURRENCY: Final = 10_000  # requests in flight; each holds a socket and a worker
 DEFAULT_TIMEOUT_S: Final = 120.0
 DEFAULT_MAX_RETRIES: Final = 6
 DEFAULT_BACKOFF_BASE_S: Final = 0.5
@@ -109,10 +111,13 @@ class RunConfig:
     scorers: tuple[ScorerSpec, ...] = ()
     judge_models: tuple[ModelConfig, ...] = ()  # kept whole even when --models narrows `models`
     slo: Mapping[str, float] = field(default_factory=dict)  # ttft_s, tpot_s, latency_s, attainment
+    # Values of ${VAR}s interpolated into headers, URLs or keys (see load.py): never written.
+    secret_values: tuple[str, ...] = field(default=(), repr=False)
 
     def snapshot(self) -> dict[str, Any]:
         """The config as plain data, without secrets, for the manifest."""
         data = dataclasses.asdict(self)
+        del data["secret_values"]
         for model in [*data["models"], *data["judge_models"]]:
             if model.pop("api_key", None) is not None:
                 model["api_key"] = REDACTED
@@ -120,7 +125,7 @@ class RunConfig:
                 k: REDACTED if _SECRET_HEADER_RE.search(k) else v
                 for k, v in model["headers"].items()
             }
-        snapshot: dict[str, Any] = _plain(data)
+        snapshot: dict[str, Any] = Redactor(self.secrets()).data(_plain(data))
         return snapshot
 
     def secrets(self) -> tuple[str, ...]:
@@ -134,7 +139,7 @@ class RunConfig:
             if key:
                 found.append(key)
             found.extend(v for k, v in model.headers.items() if _SECRET_HEADER_RE.search(k))
-        return tuple(found)
+        return (*found, *self.secret_values)
 
 
 def _plain(value: Any) -> Any:

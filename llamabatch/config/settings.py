@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from llamabatch.errors import ConfigError
+
+# No setting needs more; larger numbers (and inf, nan) overflow timers and int64 columns.
+MAX_NUMBER: Final = 2.0**53
 
 
 class Table:
@@ -29,10 +33,14 @@ class Table:
             return default
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            value = float(value) if abs(value) < MAX_NUMBER else math.inf
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise self.error(key, f"must be {names}, got {value!r}")
+        if isinstance(value, float) and not abs(value) < MAX_NUMBER:
+            raise self.error(key, f"must be a finite number, got {value!r}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= MAX_NUMBER:
+            raise self.error(key, f"is out of range, got {value!r}")
         return value
 
     def positive(self, key: str, kind: type, default: Any = None, *, zero: bool = False) -> Any:

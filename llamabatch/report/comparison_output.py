@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from llamabatch.escape import markdown_cell, xml_text
 from llamabatch.report.comparison import Comparison, Flip, RuleResult
 from llamabatch.results import read_manifest
 
@@ -45,20 +46,24 @@ def render_markdown(result: Comparison) -> str:
     ]
     if regressions:
         lines.append(f"**{len(regressions)} check(s) regressed:**")
-        lines += [f"- {r.model} {r.rule}: {r.change} (limit: {r.limit})" for r in regressions]
+        lines += [
+            f"- {markdown_cell(r.model)} {r.rule}: {r.change} (limit: {r.limit})"
+            for r in regressions
+        ]
         lines.append("")
     lines += ["| model | check | baseline | candidate | change | limit | result |"]
     lines += ["|:---|:---|---:|---:|---:|:---|:---|"]
     for r in result.rules:
         mark = "❌ regressed" if r.regressed else "✅ ok"
         lines.append(
-            f"| {r.model} | {r.rule} | {_value(r, r.baseline)} | {_value(r, r.candidate)} | "
+            f"| {markdown_cell(r.model)} | {r.rule} | {_value(r, r.baseline)} | "
+            f"{_value(r, r.candidate)} | "
             f"{r.change} | {r.limit} | {mark} |"
         )
     lines += ["", _coverage(result)]
     lines += _flips_markdown(result.flips)
     if result.notes:
-        lines += ["", *[f"- {note}" for note in result.notes]]
+        lines += ["", *[f"- {markdown_cell(note)}" for note in result.notes]]
     lines += [
         "",
         "Scores are means over shared prompts (each prompt's samples reduced first); a score "
@@ -72,7 +77,7 @@ def _coverage(result: Comparison) -> str:
     parts = []
     for model, matched in result.matched.items():
         only_b, only_c = result.unmatched[model]
-        text = f"{model}: {matched} rows matched"
+        text = f"{markdown_cell(model)}: {matched} rows matched"
         if only_b or only_c:
             text += f" ({only_b} only in baseline, {only_c} only in candidate)"
         parts.append(text)
@@ -86,7 +91,8 @@ def _flips_markdown(flips: list[Flip]) -> list[str]:
     lines += ["| model | score | prompt | baseline | candidate |", "|:---|:---|:---|---:|---:|"]
     for f in flips[:MAX_FLIPS_SHOWN]:
         lines.append(
-            f"| {f.model} | {f.score} | `{f.prompt_id}` | {f.baseline:.3f} | {f.candidate:.3f} |"
+            f"| {markdown_cell(f.model)} | {markdown_cell(f.score)} | {markdown_cell(f.prompt_id)} "
+            f"| {f.baseline:.3f} | {f.candidate:.3f} |"
         )
     if len(flips) > MAX_FLIPS_SHOWN:
         lines.append(f"\n… and {len(flips) - MAX_FLIPS_SHOWN} more (see --json or --junit).")
@@ -163,8 +169,18 @@ def junit_tree(result: Comparison) -> ET.ElementTree[ET.Element]:
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("time", "0")
+    _xml_safe(root)
     ET.indent(root)
     return ET.ElementTree(root)
+
+
+def _xml_safe(root: ET.Element) -> None:
+    """Escape what XML 1.0 cannot hold (NUL, ESC, ...) in every name, message and text."""
+    for element in root.iter():
+        for key, value in element.attrib.items():
+            element.set(key, xml_text(value))
+        if element.text:
+            element.text = xml_text(element.text)
 
 
 def _rule_case(suite: ET.Element, model: str, rule: RuleResult) -> None:

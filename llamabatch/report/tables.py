@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from llamabatch.errors import UsageError
+from llamabatch.escape import markdown_cell
 from llamabatch.report import resultset as rs
 from llamabatch.report.across import Pareto, Trend, pareto, trend
 from llamabatch.report.headline import headline
@@ -199,7 +200,7 @@ def _mean_pass_at(n: Any, c: Any, k: int) -> float:
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured Markdown table; the first column left-aligned, the rest right."""
     cells = [[_cell(v) for v in row] for row in rows]
-    lines = ["| " + " | ".join(headers) + " |"]
+    lines = ["| " + " | ".join(markdown_cell(h) for h in headers) + " |"]
     lines.append("|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|")
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines)
@@ -212,7 +213,7 @@ def _cell(value: Any) -> str:
         return f"{value:.3f}" if abs(value) < 100 else f"{value:,.0f}"
     if isinstance(value, np.integer | int):
         return f"{int(value):,}"
-    return str(value).replace("|", "\\|")
+    return markdown_cell(str(value))
 
 
 def seconds(value: float) -> str:

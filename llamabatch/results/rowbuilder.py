@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +14,7 @@ from llamabatch.errors import RequestError
 from llamabatch.prompts import Prompt
 from llamabatch.prompts.prompt import carried_value
 from llamabatch.prompts.text import estimate_prompt_tokens, estimate_tokens
+from llamabatch.redact import Redactor
 from llamabatch.results.metrics import timings
 from llamabatch.results.schema import COLUMNS
 from llamabatch.wire import Response
@@ -39,10 +40,7 @@ class RowBuilder:
     """Builds rows for one run: fixed columns, carried prompt columns, redacted errors."""
 
     def __init__(
-        self,
-        run_id: str,
-        extra_types: Mapping[str, pa.DataType],
-        redact: Callable[[str], str],
+        self, run_id: str, extra_types: Mapping[str, pa.DataType], redact: Redactor
     ) -> None:
         self.run_id = run_id
         self.redact = redact
@@ -82,7 +80,23 @@ class RowBuilder:
                 usage_source="estimated",
                 latency_s=max(0.0, resp.ended_t - resp.started_t),
             )
+        notes = resp.notes
+        if self.redact.secrets and self._scrub(row):
+            notes = [*notes, "a known secret (API key or header value) was replaced by ***"]
+        if notes:
+            row["notes"] = "; ".join(notes)
         return row
+
+    def _scrub(self, row: dict[str, Any]) -> bool:
+        """Replace known secrets in every string of `row` (a server may echo a key back)."""
+        found = False
+        for key, value in row.items():
+            if isinstance(value, str):
+                clean = self.redact.values(value)
+                if clean is not value:
+                    row[key] = clean
+                    found = True
+        return found
 
 
 def _fill_ok(row: dict[str, Any], prompt: Prompt, resp: Response) -> None:

@@ -47,6 +47,7 @@ FIXED_FIELDS: Final = (
     pa.field("scheduled_at", _TS),
     pa.field("request_params", pa.string(), nullable=False),
     pa.field("expected", pa.string()),
+    pa.field("notes", pa.string()),  # what was changed in the row: usage discarded, redactions
 )
 COLUMNS: Final = tuple(f.name for f in FIXED_FIELDS)
 

@@ -11,8 +11,7 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,6 @@ from llamabatch.engine import Engine, Lane, Observer
 from llamabatch.engine.monitor import LoopMonitor
 from llamabatch.errors import RequestError
 from llamabatch.prompts import PromptSet
-from llamabatch.redact import Redactor
 from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
 from llamabatch.runs.servers import local_servers
 from llamabatch.wire import Transport
@@ -127,23 +125,6 @@ async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace_s: floa
                 grace_s,
                 "the requests",
             )
-
-
-@contextmanager
-def redacted_logs(redactor: Redactor) -> Iterator[None]:
-    """Keep secrets out of every llamabatch log record for the duration of a run."""
-
-    def scrub(record: logging.LogRecord) -> bool:
-        record.msg = redactor(record.getMessage())
-        record.args = ()
-        return True
-
-    logger = logging.getLogger("llamabatch")
-    logger.addFilter(scrub)
-    try:
-        yield
-    finally:
-        logger.removeFilter(scrub)
 
 
 async def _flush_periodically(writer: ResultWriter) -> None:

@@ -16,6 +16,7 @@ import orjson
 
 from llamabatch.config import ModelConfig, RunConfig
 from llamabatch.errors import RequestError
+from llamabatch.escape import terminal
 from llamabatch.redact import Redactor
 from llamabatch.runs.servers import local_servers
 from llamabatch.wire import HttpRequest, Response, provider_for
@@ -56,6 +57,7 @@ async def check(
 
         async def one(model: ModelConfig) -> None:
             result = await check_model(transport, model, keys[model.name], timeout_s)
+            result.url = redact(result.url)
             if result.problem:
                 result.problem = redact(result.problem)
             results[model.name] = result
@@ -144,16 +146,17 @@ def models_request(
 def format_results(results: Sequence[CheckResult]) -> str:
     """A fixed-width table, one line per model."""
     header = ("model", "endpoint", "reachable", "key", "model listed", "TTFT", "result")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for r in results:
         ttft = "-" if r.ttft_s is None or math.isnan(r.ttft_s) else f"{r.ttft_s:.3f}s"
-        rows.append((r.model, r.url, r.reachable, r.key, r.listed, ttft, "ok" if r.ok else "FAIL"))
+        cells = (r.model, r.url, r.reachable, r.key, r.listed, ttft, "ok" if r.ok else "FAIL")
+        rows.append(tuple(terminal(c) for c in cells))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [
         "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    lines += [f"{r.model}: {r.problem}" for r in results if r.problem]
+    lines += [terminal(f"{r.model}: {r.problem}") for r in results if r.problem]
     return "\n".join(lines)
 
 

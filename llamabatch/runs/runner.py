@@ -16,9 +16,9 @@ from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.engine import Observer
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS
 from llamabatch.prompts import PromptSet
-from llamabatch.redact import Redactor
+from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import ResultWriter, RowBuilder, result_schema, write_manifest
-from llamabatch.runs.drive import ActiveRun, Tally, redacted_logs
+from llamabatch.runs.drive import ActiveRun, Tally
 from llamabatch.runs.judge import Judge, rescore_judged
 from llamabatch.runs.output import new_manifest, now_iso, open_output, prepare_output
 from llamabatch.scoring import Scoring

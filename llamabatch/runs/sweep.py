@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 from llamabatch.config import RunConfig
+from llamabatch.config.schema import MAX_CONCURRENCY
+from llamabatch.config.settings import MAX_NUMBER
 from llamabatch.errors import UsageError
 from llamabatch.report.summary import meets_slo
 from llamabatch.runs.runner import arun
@@ -49,8 +51,10 @@ def parse_levels(rates: str | None, concurrency: str | None) -> list[Level]:
         raise UsageError(
             f"--{kind.replace('rate', 'rates')}: expected numbers, got {text!r}"
         ) from None
-    if not values or min(values) <= 0:
-        raise UsageError(f"sweep levels must be positive numbers, got {text!r}")
+    if not values or not all(0 < v < MAX_NUMBER for v in values):
+        raise UsageError(f"sweep levels must be positive finite numbers, got {text!r}")
+    if kind == "concurrency" and max(values) > MAX_CONCURRENCY:
+        raise UsageError(f"--concurrency: at most {MAX_CONCURRENCY:,} requests in flight")
     return [Level(kind, v) for v in values]
 
 

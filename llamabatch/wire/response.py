@@ -34,6 +34,7 @@ class Response:
         "headers",
         "http_status",
         "last_token_t",
+        "notes",
         "prompt_tokens",
         "reasoning_parts",
         "server_decode_s",
@@ -68,6 +69,7 @@ class Response:
         self.server_decode_s: float | None = None
         self.server_load_s: float | None = None
         self.usage_source: str | None = None
+        self.notes: list[str] = []  # what was wrong with the reply but not worth failing it
 
     def mark(self, t: float) -> None:
         """Record that a chunk carrying generated output arrived at `t`."""
@@ -124,22 +126,42 @@ class Response:
         }
 
     def set_usage(self, prompt: Any, completion: Any, total: Any) -> None:
-        self.prompt_tokens = _int_or_none(prompt)
-        self.completion_tokens = _int_or_none(completion)
-        self.total_tokens = _int_or_none(total)
+        """Take the server's token counts; one out of range discards them all (estimated)."""
+        values = (prompt, completion, total)
+        bad = [
+            f"{name}={value!r}"
+            for name, value in zip(_USAGE_NAMES, values, strict=True)
+            if _is_number(value) and _count(value) is None
+        ]
+        if bad:
+            self.prompt_tokens = self.completion_tokens = self.total_tokens = None
+            note = f"server usage out of range ({', '.join(bad)}): estimated instead"
+            if note not in self.notes:  # some servers repeat usage on every chunk
+                self.notes.append(note)
+            return
+        self.prompt_tokens, self.completion_tokens, self.total_tokens = map(_count, values)
         if self.total_tokens is None and None not in (self.prompt_tokens, self.completion_tokens):
             self.total_tokens = self.prompt_tokens + self.completion_tokens  # type: ignore[operator]
 
 
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+_USAGE_NAMES: Final = ("prompt_tokens", "completion_tokens", "total_tokens")
+MAX_TOKEN_COUNT: Final = 2**53  # far beyond any context; int64 columns and float sums stay exact
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> int | None:
+    """A token count from 0 to MAX_TOKEN_COUNT; None for anything else (NaN and inf too)."""
+    if not _is_number(value) or not 0 <= value <= MAX_TOKEN_COUNT:
         return None
     return int(value)
 
 
 def number_or_none(value: Any, scale: float = 1.0) -> float | None:
-    """`value * scale` for a JSON number, None for anything else."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """`value * scale` for a JSON number that can be a duration (finite, >= 0), else None."""
+    if not _is_number(value) or not 0 <= value <= MAX_TOKEN_COUNT:
         return None
     return float(value) * scale
 
