@@ -8,7 +8,9 @@
 
 Third-party exceptions (aiohttp, sockets) are translated into `RequestError` in
 `wire/transport.py` and nowhere else. Whether a `RequestError` is retried is decided
-by the wire format (`wire/`), which sets `retryable`.
+by the wire format (`wire/`), which sets `retryable`; `stops_model` marks an error
+that every later request to the same endpoint would meet too (a refused connection,
+a rejected key, an unknown model), so the engine stops sending to that model.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ ERROR_TYPES: Final = frozenset(
         "connection",
         "auth",
         "invalid_request",
+        "context_length",
         "not_found",
         "protocol",
         "cancelled",
@@ -63,6 +66,7 @@ class RequestError(LlamabatchError):
         http_status: int | None = None,
         retryable: bool = False,
         retry_after_s: float | None = None,
+        stops_model: bool = False,
     ) -> None:
         assert error_type in ERROR_TYPES, error_type
         super().__init__(message)
@@ -71,6 +75,7 @@ class RequestError(LlamabatchError):
         self.http_status = http_status
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.stops_model = stops_model
 
     def __repr__(self) -> str:
         return (

@@ -23,6 +23,7 @@ class ProgressBar:
         self.errors = 0
         self.retries = 0
         self.tokens = 0
+        self.stopped: dict[str, str] = {}  # model -> why it was stopped
         self._start = time.monotonic()
         self._shown = 0.0
 
@@ -43,15 +44,26 @@ class ProgressBar:
         self.retries += 1
         self._postfix()
 
+    def on_model_stopped(self, model: str, error: RequestError) -> None:
+        self.stopped[model] = error.error_type  # the engine's warning says why, in full
+        self._shown = 0.0
+        self._postfix()
+
     def _postfix(self) -> None:
         now = time.monotonic()
         if self.bar is None or now - self._shown < POSTFIX_INTERVAL_S:
             return
         self._shown = now
         rate = self.tokens / max(1e-9, now - self._start)
-        self.bar.set_postfix(
-            ok=self.ok, err=self.errors, retries=self.retries, tok_s=f"{rate:.0f}", refresh=False
-        )
+        postfix: dict[str, object] = {
+            "ok": self.ok,
+            "err": self.errors,
+            "retries": self.retries,
+            "tok_s": f"{rate:.0f}",
+        }
+        if self.stopped:
+            postfix["stopped"] = ",".join(f"{m} ({why})" for m, why in self.stopped.items())
+        self.bar.set_postfix(postfix, refresh=False)
 
     def close(self) -> None:
         self._shown = 0.0

@@ -1,9 +1,12 @@
 """Per-model circuit breaker: stop burning retries on an endpoint that is down.
 
-After `threshold` consecutive failures that look like an outage (connection
-errors, timeouts, 5xx), the breaker opens: the model's requests wait instead
-of being sent. After a cooldown one probe request goes out; success closes the
-breaker, failure reopens it with a longer cooldown. If the endpoint stays down
+When `threshold` distinct requests have failed in a row with errors that look
+like an outage (connection errors, timeouts, 5xx), the breaker opens: the
+model's requests wait instead of being sent. Retries of one request count
+once, so a single poisoned prompt cannot open it; final errors (the request
+itself was invalid) mean the endpoint answered, and never count. After a
+cooldown one probe request goes out; success closes the breaker, failure
+reopens it with a longer cooldown. If the endpoint stays down
 for `max_open_s`, waiting requests fail fast with the last error, so a dead
 endpoint cannot hold a run hostage. Other models are unaffected.
 """
@@ -11,6 +14,7 @@ endpoint cannot hold a run hostage. Other models are unaffected.
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 
 import anyio
 
@@ -36,7 +40,7 @@ class CircuitBreaker:
         self.base_cooldown_s = cooldown_s
         self.max_cooldown_s = max_cooldown_s
         self.max_open_s = max_open_s
-        self.failures = 0
+        self.failing: set[Hashable] = set()  # requests failed since the last answer
         self.opened = 0
         self._open_since: float | None = None
         self._retry_at = 0.0
@@ -72,14 +76,14 @@ class CircuitBreaker:
                 await changed.wait()
         return False
 
-    def record(self, error: RequestError | None, *, probe: bool) -> None:
-        """Count one finished attempt."""
-        if error is None or error.error_type not in OUTAGE_TYPES:
+    def record(self, error: RequestError | None, key: Hashable, *, probe: bool) -> None:
+        """Count one finished attempt of the request `key`."""
+        if error is None or error.error_type not in OUTAGE_TYPES or not error.retryable:
             self._close()  # the endpoint answered: it is up
             return
         self._last_error = error
-        self.failures += 1
-        if probe or (self._open_since is None and self.failures >= self.threshold):
+        self.failing.add(key)
+        if probe or (self._open_since is None and len(self.failing) >= self.threshold):
             self._open(reopen=probe)
 
     def _open(self, *, reopen: bool) -> None:
@@ -95,7 +99,7 @@ class CircuitBreaker:
         self._notify()
 
     def _close(self) -> None:
-        self.failures = 0
+        self.failing.clear()
         if self._open_since is not None or self._probing:
             self._open_since = None
             self._probing = False

@@ -10,7 +10,7 @@ or backing off) and releases them only after the finished row is journalled.
 
 from __future__ import annotations
 
-import gc
+import logging
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +33,7 @@ from llamabatch.results.rowbuilder import Job, RowBuilder
 from llamabatch.wire import HttpRequest, Response
 from llamabatch.wire.transport import Transport
 
+log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS_ESTIMATE = 256
 
 
@@ -88,29 +89,24 @@ class Engine:
 
         `only(model)` optionally marks the rows with work left (see resume.ResumeScan).
         """
-        # What exists now (modules, config, indexes) lives for the whole run;
-        # frozen, it is not rescanned by every full collection (~15 ms pauses
-        # that delay reading every stream in flight).
-        gc.freeze()
-        try:
-            async with anyio.create_task_group() as tg:
-                for index, lane in enumerate(self.lanes):
-                    queue = WorkQueue(
-                        model=lane.config.name,
-                        prompts=prompts,
-                        done=done,
-                        repeats=self.config.repeats,
-                        arrivals=_arrivals(self.config.engine, index),
-                        stopping=self.stopping,
-                        only=None if only is None else only(lane.config.name),
-                    )
-                    for _ in range(lane.workers):
-                        tg.start_soon(self._work, lane, queue)
-        finally:
-            gc.unfreeze()
+        async with anyio.create_task_group() as tg:
+            for index, lane in enumerate(self.lanes):
+                queue = WorkQueue(
+                    model=lane.config.name,
+                    prompts=prompts,
+                    done=done,
+                    repeats=self.config.repeats,
+                    arrivals=_arrivals(self.config.engine, index),
+                    stopping=self.stopping,
+                    only=None if only is None else only(lane.config.name),
+                )
+                for _ in range(lane.workers):
+                    tg.start_soon(self._work, lane, queue)
 
     async def _work(self, lane: Lane, queue: WorkQueue) -> None:
         while (item := await queue.get()) is not None:
+            if lane.stopped is not None:
+                queue.unschedule()  # what is left fails at once, not at its arrival time
             await self._process(lane, *item)
             # A loop turn between finishing one request and starting the next:
             # when hundreds of streams end together, their next requests do not
@@ -130,7 +126,12 @@ class Engine:
         waited_from = time.perf_counter() if scheduled is None else scheduled
         if scheduled is not None:
             job.scheduled_wall = time.time() - (time.perf_counter() - scheduled)
+        resp = Response()
         while True:
+            if lane.stopped is not None:
+                job.queue_s += time.perf_counter() - waited_from
+                self._finish(job, resp, lane.not_sent())
+                return
             try:
                 probe = await lane.breaker.wait() if lane.breaker.is_open else False
             except RequestError as outage:
@@ -153,6 +154,9 @@ class Engine:
                     raise
                 self._observe(lane, job, resp, error, probe, ticket)
                 delay = None if error is None else self._retry_delay(job, error)
+                if error is not None and error.stops_model:
+                    self._stop_lane(lane, error)
+                    delay = None
                 if delay is None:
                     self._finish(job, resp, error)
                     return
@@ -189,13 +193,28 @@ class Engine:
         """Feed the outcome to the model's admission control and breaker."""
         admission = lane.admission
         admission.observe_headers(resp.headers or {}, ticket)
-        lane.breaker.record(error, probe=probe)
+        lane.breaker.record(error, (job.prompt.id, job.sample), probe=probe)
         if error is None:
             admission.on_success(resp.total_tokens, job.token_estimate)
             return
         admission.on_failure(job.token_estimate)
         if error.error_type == "rate_limit":
             admission.on_rate_limited(error.retry_after_s)
+
+    def _stop_lane(self, lane: Lane, error: RequestError) -> None:
+        """Send nothing more to a model every request to which would fail the same way."""
+        if lane.stopped is not None:
+            return
+        lane.stopped = error
+        log.warning(
+            "%s: stopped: %s; its remaining rows fail without being sent "
+            "(fix this and run again to send them)",
+            lane.config.name,
+            error.message,
+        )
+        notify = getattr(self.observer, "on_model_stopped", None)
+        if notify is not None:
+            notify(lane.config.name, error)
 
     def _retry_delay(self, job: Job, error: RequestError) -> float | None:
         delay = self.policy.delay(job.attempts, error, self.rng)

@@ -10,6 +10,7 @@ import orjson
 from llamabatch.config import ModelConfig, RunConfig
 from llamabatch.engine.breaker import CircuitBreaker
 from llamabatch.engine.ratelimit import Admission
+from llamabatch.errors import RequestError
 from llamabatch.wire import Provider, provider_for
 from llamabatch.wire.tokenizers import TokenCounter
 
@@ -27,6 +28,16 @@ class Lane:
     breaker: CircuitBreaker
     counter: TokenCounter | None = None
     params_json: str = "{}"
+    stopped: RequestError | None = None  # an error every request would meet: send no more
+
+    def not_sent(self) -> RequestError:
+        """The error of a row not sent because the model was stopped."""
+        assert self.stopped is not None
+        return RequestError(
+            self.stopped.error_type,
+            f"not sent: {self.config.name} stopped after {self.stopped.message}",
+            http_status=self.stopped.http_status,
+        )
 
     @classmethod
     def build(cls, model: ModelConfig, config: RunConfig, api_key: str | None) -> Lane:

@@ -51,6 +51,10 @@ class WorkQueue:
         self._exhausted = False
         self._refill = anyio.Lock()
 
+    def unschedule(self) -> None:
+        """Hand out what is left at once, without waiting for its arrival times."""
+        self._arrivals = None
+
     async def get(self) -> WorkItem | None:
         """The next item, or None when there is no more work (or the run is stopping)."""
         while not self._items:

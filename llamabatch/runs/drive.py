@@ -57,6 +57,12 @@ class Tally:
         if self.forward is not None:
             self.forward.on_retry(model, error, delay_s)
 
+    def on_model_stopped(self, model: str, error: RequestError) -> None:
+        """Optional for observers: a model was stopped (see `Engine`); its rows fail unsent."""
+        notify = getattr(self.forward, "on_model_stopped", None)
+        if notify is not None:
+            notify(model, error)
+
 
 @dataclass
 class ActiveRun:

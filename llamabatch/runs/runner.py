@@ -14,13 +14,14 @@ import anyio
 
 from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.engine import Observer
-from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS
+from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, UsageError
 from llamabatch.prompts import PromptSet
 from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import ResultWriter, RowBuilder, result_schema, write_manifest
 from llamabatch.runs.drive import ActiveRun, Tally
 from llamabatch.runs.judge import Judge, rescore_judged
 from llamabatch.runs.output import new_manifest, now_iso, open_output, prepare_output
+from llamabatch.runs.preflight import preflight
 from llamabatch.scoring import Scoring
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ def run(
     force: bool = False,
     keep_errors: bool = False,
     handle_signals: bool = False,
+    check: bool = True,
 ) -> RunResult:
     """Run a config (a file, or a `RunConfig`) to completion; blocking.
 
@@ -85,6 +87,7 @@ def run(
             force=force,
             keep_errors=keep_errors,
             handle_signals=handle_signals,
+            check=check,
         )
     )
 
@@ -100,6 +103,7 @@ async def arun(
     force: bool = False,
     keep_errors: bool = False,
     handle_signals: bool = False,
+    check: bool = True,
 ) -> RunResult:
     """Like `run`, for code already inside an event loop.
 
@@ -109,6 +113,9 @@ async def arun(
     old rows incomparable. `observer` receives progress events. With
     `handle_signals`, the first SIGINT/SIGTERM stops admitting work and gives
     in-flight requests `engine.grace_s` to finish; a second cancels them.
+    Before anything is written, every endpoint is asked for its model list
+    (`check=False` skips it): an endpoint that is down, rejects the key or
+    does not know the model raises `UsageError`, one line per problem.
     """
     if isinstance(config, RunConfig):
         config = apply_overrides(config, output=output, limit=limit, models=models)
@@ -120,6 +127,8 @@ async def arun(
     scoring = Scoring.from_config(config)
     # A judge checks its model's key up front; it runs after the requests.
     judge = Judge(scoring.judges, config) if scoring.judges else None
+    if check and (problems := await preflight(config)):
+        raise UsageError("\n".join([*problems, "(--no-check, or check=False, skips this check)"]))
     prepare_output(config.output, resume=resume, force=force)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     writer = ResultWriter(config.output, run_id)

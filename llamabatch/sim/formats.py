@@ -34,15 +34,16 @@ class SimFormat(Protocol):
 
     def malformed(self) -> bytes: ...
 
-    def error_body(self, status: int, message: str, kind: str) -> dict[str, Any]: ...
+    def error_body(self, message: str, kind: str, code: str | int | None) -> dict[str, Any]: ...
 
 
 def sse(event: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(event) + b"\n\n"
 
 
-def _openai_error(status: int, message: str, kind: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": kind, "code": status}}
+def _openai_error(message: str, kind: str, code: str | int | None) -> dict[str, Any]:
+    """OpenAI's error object (`code` a string or null); vLLM's has the HTTP status as `code`."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 class OpenAIFormat:
@@ -82,13 +83,14 @@ class OpenAIFormat:
         }
 
     def error_event(self) -> bytes:
-        return sse({"error": {"message": "overloaded", "type": "server_error", "code": 503}})
+        # vLLM's mid-stream error: an error object as an SSE event.
+        return sse(_openai_error("overloaded", "InternalServerError", 500))
 
     def malformed(self) -> bytes:
         return b'data: {"choices": [{"delta": {"content": "x"\n\n'
 
-    def error_body(self, status: int, message: str, kind: str) -> dict[str, Any]:
-        return _openai_error(status, message, kind)
+    def error_body(self, message: str, kind: str, code: str | int | None) -> dict[str, Any]:
+        return _openai_error(message, kind, code)
 
 
 def _chunk(
@@ -139,13 +141,13 @@ class LlamaFormat:
 
     def error_event(self) -> bytes:
         # The Llama API may write a mid-stream error as a bare JSON line, without `data:`.
-        return orjson.dumps(_openai_error(503, "overloaded", "server_error")) + b"\n\n"
+        return orjson.dumps(_openai_error("overloaded", "server_error", 503)) + b"\n\n"
 
     def malformed(self) -> bytes:
         return b'data: {"event": {"event_type": "progress", "delta": \n\n'
 
-    def error_body(self, status: int, message: str, kind: str) -> dict[str, Any]:
-        return _openai_error(status, message, kind)
+    def error_body(self, message: str, kind: str, code: str | int | None) -> dict[str, Any]:
+        return _openai_error(message, kind, code)
 
 
 def _llama_event(kind: str, delta: dict[str, Any], **fields: Any) -> bytes:
@@ -188,7 +190,7 @@ class OllamaFormat:
     def malformed(self) -> bytes:
         return b'{"model": "m", "message": {"role": "assistant", "content": \n'
 
-    def error_body(self, status: int, message: str, kind: str) -> dict[str, Any]:
+    def error_body(self, message: str, kind: str, code: str | int | None) -> dict[str, Any]:
         return {"error": message}
 
 

@@ -62,9 +62,7 @@ def make_plan(body: dict[str, Any], profile: SimProfile, seed: int, max_tokens: 
         length, finish = max_tokens, "length"
     words = [rng.choice(_WORDS) for _ in range(length)]
     tokens = [words[0].capitalize()] + [" " + w for w in words[1:]]
-    prompt_tokens = sum(
-        len(str(m.get("content", "")).split()) + 4 for m in messages if isinstance(m, dict)
-    )
+    prompt_tokens = prompt_token_count(messages)
     if profile.answers:
         answer = table_reply(answer_table(profile.answers), messages, rng, profile.accuracy)
         if answer is not None:
@@ -78,6 +76,11 @@ def make_plan(body: dict[str, Any], profile: SimProfile, seed: int, max_tokens: 
         ttft_s=profile.ttft_s * jitter,
         decode_s=(length - 1) / profile.tokens_per_s * jitter if profile.tokens_per_s > 0 else 0.0,
     )
+
+
+def prompt_token_count(messages: list[Any]) -> int:
+    """The prompt's tokens after the chat template: its words and four tokens a message."""
+    return sum(count_tokens(str(m.get("content", ""))) + 4 for m in messages if isinstance(m, dict))
 
 
 def count_tokens(text: str) -> int:

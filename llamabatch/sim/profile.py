@@ -26,6 +26,12 @@ class SimProfile:
     retry_after_s: float | None = field(
         default=1.0, metadata={"help": "Retry-After of a simulated 429"}
     )
+    context_tokens: int = field(
+        default=131_072,
+        metadata={
+            "help": "context window: prompt + max_tokens beyond it is answered 400 (0: none)"
+        },
+    )
     stream_usage: bool = field(
         default=True, metadata={"help": "token counts in streams (off: like llama-cpp-python)"}
     )
@@ -49,18 +55,44 @@ class SimProfile:
         return replace(base or cls(), **data)
 
 
-BUILTIN_PROFILES: Mapping[str, SimProfile] = {
-    "maverick": SimProfile(ttft_s=0.30, tokens_per_s=120.0, output_tokens=110),
-    "scout": SimProfile(ttft_s=0.22, tokens_per_s=160.0, output_tokens=100),
-    "70b": SimProfile(ttft_s=0.45, tokens_per_s=55.0, output_tokens=120),
-    "8b": SimProfile(ttft_s=0.12, tokens_per_s=220.0, output_tokens=90),
-}
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model the simulator always serves: matched on `marker` in a model id, listed as `id`."""
+
+    marker: str
+    id: str
+    profile: SimProfile
+
+
+BUILTIN_MODELS: tuple[BuiltinModel, ...] = (
+    BuiltinModel(
+        "maverick",
+        "Llama-4-Maverick-17B-128E-Instruct-FP8",
+        SimProfile(ttft_s=0.30, tokens_per_s=120.0, output_tokens=110),
+    ),
+    BuiltinModel(
+        "scout",
+        "Llama-4-Scout-17B-16E-Instruct-FP8",
+        SimProfile(ttft_s=0.22, tokens_per_s=160.0, output_tokens=100),
+    ),
+    BuiltinModel(
+        "70b",
+        "Llama-3.3-70B-Instruct",
+        SimProfile(ttft_s=0.45, tokens_per_s=55.0, output_tokens=120),
+    ),
+    BuiltinModel(
+        "8b", "Llama-3.1-8B-Instruct", SimProfile(ttft_s=0.12, tokens_per_s=220.0, output_tokens=90)
+    ),
+)
+
+
+def builtin_model(model: str) -> BuiltinModel | None:
+    """The built-in model a model id names (matched on maverick/scout/70b/8b), if any."""
+    lowered = model.lower()
+    return next((b for b in BUILTIN_MODELS if b.marker in lowered), None)
 
 
 def builtin_profile(model: str, default: SimProfile | None = None) -> SimProfile:
     """The speed profile for a model id (matched on maverick/scout/70b/8b), else `default`."""
-    lowered = model.lower()
-    for marker, profile in BUILTIN_PROFILES.items():
-        if marker in lowered:
-            return profile
-    return default or SimProfile()
+    builtin = builtin_model(model)
+    return builtin.profile if builtin is not None else default or SimProfile()

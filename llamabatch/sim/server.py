@@ -30,12 +30,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from llamabatch.sim import catalog, replies
 from llamabatch.sim.answers import answer_table
 from llamabatch.sim.formats import LLAMA, OLLAMA, OPENAI, SimFormat
-from llamabatch.sim.plan import Plan, count_tokens, make_plan
-from llamabatch.sim.profile import BUILTIN_PROFILES, SimProfile, builtin_profile
+from llamabatch.sim.plan import Plan, count_tokens, make_plan, prompt_token_count
+from llamabatch.sim.profile import BUILTIN_MODELS, SimProfile, builtin_model, builtin_profile
 
 DEFAULT_HOST = "127.0.0.1"
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 SHUTDOWN_TIMEOUT_S = 2.0
 LLAMA_PREFIX = "/llama/v1"
 
@@ -83,6 +85,8 @@ class SimServer:
         self.port = port
         self.script: deque[str] = deque()
         self.stats = SimStats()
+        self.started = time.time()
+        self._last_used: dict[str, float] = {}  # model -> when it last answered (Ollama's ps)
         self._admitted: deque[float] = deque()
         self._rngs: dict[str, random.Random] = {}
         self._runner: web.AppRunner | None = None
@@ -103,10 +107,20 @@ class SimServer:
         """The server root: Ollama's base (`provider = "ollama"`)."""
         return f"http://{self.host}:{self.port}"
 
+    def serves(self, model: str) -> bool:
+        """A model it has a profile for; any model at all when it has a `default` profile."""
+        name = model.removesuffix(":latest")
+        return name in self.profiles or self.default is not None or builtin_model(name) is not None
+
     def profile(self, model: str) -> SimProfile:
-        if model in self.profiles:
-            return self.profiles[model]
-        return builtin_profile(model, self.default)
+        name = model.removesuffix(":latest")
+        if name in self.profiles:
+            return self.profiles[name]
+        return builtin_profile(name, self.default)
+
+    def model_ids(self) -> list[str]:
+        """What its model lists show: the profiles it was given and the built-in models."""
+        return sorted(set(self.profiles) | {b.id for b in BUILTIN_MODELS})
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -114,9 +128,12 @@ class SimServer:
         add_post("/v1/chat/completions", partial(self._chat, fmt=OPENAI))
         add_post(f"{LLAMA_PREFIX}/chat/completions", partial(self._chat, fmt=LLAMA))
         add_post("/api/chat", partial(self._chat, fmt=OLLAMA))
-        add_get("/v1/models", self._models)
-        add_get(f"{LLAMA_PREFIX}/models", self._models)
+        for prefix in ("/v1", LLAMA_PREFIX):
+            add_get(f"{prefix}/models", self._models)
+            add_get(prefix + "/models/{model:.+}", self._model)
         add_get("/api/tags", self._tags)
+        add_post("/api/show", self._show)
+        add_get("/api/ps", self._ps)
         add_post("/tokenize", self._tokenize)
         add_post("/extras/tokenize/count", self._tokenize_count)
         add_get("/health", self._health)
@@ -162,13 +179,29 @@ class SimServer:
     async def _models(self, request: web.Request) -> web.Response:
         if (denied := self._check_key(request)) is not None:
             return denied
-        names = sorted(set(self.profiles) | set(BUILTIN_PROFILES))
-        data = [{"id": n, "object": "model", "created": 0, "owned_by": "sim"} for n in names]
-        return web.json_response({"object": "list", "data": data})
+        return web.json_response(catalog.openai_list(self.model_ids(), int(self.started)))
+
+    async def _model(self, request: web.Request) -> web.Response:
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        model = request.match_info["model"]
+        if not self.serves(model):
+            return replies.unknown_model(model, OPENAI)
+        return web.json_response(catalog.openai_model(model, int(self.started)))
 
     async def _tags(self, request: web.Request) -> web.Response:
-        names = sorted(set(self.profiles) | set(BUILTIN_PROFILES))
-        return web.json_response({"models": [{"name": n, "model": n} for n in names]})
+        return web.json_response(catalog.ollama_tags(self.model_ids(), self.started))
+
+    async def _show(self, request: web.Request) -> web.Response:
+        body = await request.json(loads=orjson.loads)
+        model = str(body.get("model") or body.get("name") or "")
+        if not self.serves(model):
+            return replies.unknown_model(model, OLLAMA)
+        context = self.profile(model).context_tokens
+        return web.json_response(catalog.ollama_show(model, self.started, context))
+
+    async def _ps(self, request: web.Request) -> web.Response:
+        return web.json_response(catalog.ollama_ps(self._last_used, self.started))
 
     async def _tokenize(self, request: web.Request) -> web.Response:
         """llama.cpp (`content`) and vLLM (`prompt` or `messages`) tokenizers."""
@@ -192,7 +225,7 @@ class SimServer:
         auth = request.headers.get("Authorization", "")
         self.stats.authorization.add(auth)
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
-            return _error(401, "invalid api key", "authentication_error", fmt=fmt)
+            return replies.bad_key(fmt)
         return None
 
     async def _chat(self, request: web.Request, *, fmt: SimFormat) -> web.StreamResponse:
@@ -214,9 +247,7 @@ class SimServer:
             )
             response = await self._answer(request, body, model, fmt)
         except ValueError:
-            response = _error(
-                400, "request body is not valid JSON", "invalid_request_error", fmt=fmt
-            )
+            response = replies.bad_request("request body is not valid JSON", fmt)
         finally:
             stats.in_flight -= 1
             if model != "?":
@@ -230,10 +261,21 @@ class SimServer:
         if (denied := self._check_key(request, fmt)) is not None:
             return denied
         if not isinstance(body.get("messages"), list) or not body["messages"]:
-            return _error(
-                400, "'messages' must be a non-empty list", "invalid_request_error", fmt=fmt
-            )
+            return replies.bad_request("'messages' must be a non-empty list", fmt)
+        roles = {m.get("role") for m in body["messages"] if isinstance(m, dict)}
+        if roles - ROLES:
+            return replies.validation_500(sorted(map(str, roles - ROLES))[0], fmt)
+        if not self.serves(model):
+            return replies.unknown_model(model, fmt)
+        self._last_used[model] = time.time()
         profile = self.profile(model)
+        max_tokens = fmt.max_tokens(body)
+        prompt_tokens = prompt_token_count(body["messages"])
+        wanted = prompt_tokens + (max_tokens if isinstance(max_tokens, int) else 0)
+        if profile.context_tokens and max(wanted, prompt_tokens + 1) > profile.context_tokens:
+            return replies.too_long(
+                prompt_tokens, wanted - prompt_tokens, profile.context_tokens, fmt
+            )
         action = self.script.popleft() if self.script else self._random_fault(model, profile)
         if action != "ok":
             return await self._fault(request, action, profile, body, model, fmt)
@@ -274,13 +316,7 @@ class SimServer:
             reset = self.rpm_window_s - (now - window[0])
             headers = self._rate_headers(0, reset)
             headers["Retry-After"] = f"{reset:.3f}"
-            return _error(
-                429,
-                "rate limit exceeded (requests per minute)",
-                "rate_limit_exceeded",
-                headers=headers,
-                fmt=fmt,
-            )
+            return replies.rate_limited(fmt, headers, "Rate limit reached for requests per minute")
         window.append(now)
         return None
 
@@ -313,16 +349,17 @@ class SimServer:
             headers = {}
             if profile.retry_after_s is not None:
                 headers["Retry-After"] = f"{profile.retry_after_s:g}"
-            return _error(429, "rate limit exceeded", "rate_limit_exceeded", headers, fmt=fmt)
+            return replies.rate_limited(fmt, headers)
         if action.isdigit():
-            return _error(int(action), f"simulated error {action}", "server_error", fmt=fmt)
+            return replies.by_status(int(action), fmt)
+        if action == "validation500":
+            return replies.validation_500("wizard", fmt)
         if action == "html502":
             page = "<html><head><title>502 Bad Gateway</title></head><body>" + "x" * 5000
             return web.Response(status=502, text=page, content_type="text/html")
         if action == "echo-auth":
             auth = request.headers.get("Authorization", "")
-            message = f"invalid credentials: Authorization: {auth}"
-            return _error(401, message, "authentication_error", fmt=fmt)
+            return replies.bad_key(fmt, f"invalid credentials: Authorization: {auth}")
         if action == "redirect":
             raise web.HTTPTemporaryRedirect(location=f"{request.path}?redirected=1")
         if action == "trickle":
@@ -395,17 +432,3 @@ class SimServer:
         await response.write(fmt.closing(model, plan, body, profile.stream_usage))
         await response.write_eof()
         return response
-
-
-def _error(
-    status: int,
-    message: str,
-    kind: str,
-    headers: Mapping[str, str] | None = None,
-    *,
-    fmt: SimFormat = OPENAI,
-) -> web.Response:
-    body = fmt.error_body(status, message, kind)
-    return web.json_response(
-        body, status=status, headers=headers, dumps=lambda o: orjson.dumps(o).decode()
-    )

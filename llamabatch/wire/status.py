@@ -63,33 +63,106 @@ def error_type_for_status(status: int) -> str:
     return "invalid_request"
 
 
+# Error `type` / `code` values that say the request itself is wrong, as servers send them:
+# OpenAI and llama.cpp `invalid_request_error`, vLLM's exception names, TGI's `validation`.
+_INVALID_KINDS: Final = frozenset(
+    {
+        "invalid_request_error",
+        "invalid_request",
+        "badrequesterror",
+        "unprocessableentityerror",
+        "validation",
+        "validation_error",
+    }
+)
+_CONTEXT_KINDS: Final = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+# What their messages say when the type does not: OpenAI, vLLM and llama-cpp-python ("maximum
+# context length is"), llama.cpp ("exceeds the available context size"), vLLM ("longer than
+# the maximum model length"), TGI ("must have less than 4096 tokens").
+_CONTEXT_RE: Final = re.compile(
+    r"maximum context length|context (?:length|window|size) (?:exceeded|of \d)"
+    r"|exceeds? (?:the )?(?:available |model's )?context|maximum model length"
+    r"|must have less than \d+ tokens|`max_new_tokens` must be <=",
+    re.IGNORECASE,
+)
+# llama-cpp-python answers a request its schema rejects (an unknown role, a string
+# temperature) with a 500 "N validation errors"; chat templates reject roles by message.
+_INVALID_RE: Final = re.compile(
+    r"validation errors?\b|unknown role|invalid role|roles must alternate", re.IGNORECASE
+)
+_PERMANENT_STATUSES: Final = frozenset({401, 403, 404})
+
+
+def request_fault(data: Any, text: str) -> str | None:
+    """`context_length` or `invalid_request` when an error body says the request itself is wrong.
+
+    `data` is the parsed body (or None), `text` its message.
+    """
+    parts = [data] if isinstance(data, dict) else []
+    if parts and isinstance(data.get("error"), dict):
+        parts.append(data["error"])
+    kinds = {
+        str(part[key]).lower()
+        for part in parts
+        for key in ("type", "code", "error_type")
+        if isinstance(part.get(key), str)
+    }
+    if kinds & _CONTEXT_KINDS or _CONTEXT_RE.search(text):
+        return "context_length"
+    if kinds & _INVALID_KINDS or _INVALID_RE.search(text):
+        return "invalid_request"
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict) and "loc" in detail[0]:
+        return "invalid_request"  # FastAPI's request validation errors
+    return None
+
+
 def status_error(status: int, headers: Mapping[str, str], body: bytes) -> RequestError:
-    """The RequestError for a non-2xx response, shared by the JSON-over-HTTP formats."""
+    """The RequestError for a non-2xx response, shared by the JSON-over-HTTP formats.
+
+    The body can overrule the status: a 400 or a 5xx whose body says the request
+    itself is invalid (too long, a bad role, a failed validation) is final at
+    once, whatever the status says, since sending it again cannot help.
+    """
+    data = _parse_json(body)
+    text = error_message(body, data)
+    error_type = error_type_for_status(status)
+    fault = request_fault(data, text) if error_type in ("invalid_request", "server") else None
+    if fault is not None:
+        return RequestError(fault, f"HTTP {status}: {text}", http_status=status)
     retryable = is_retryable_status(status)
     should_retry = headers.get("x-should-retry")
     if should_retry in ("true", "false"):
         retryable = should_retry == "true"
-    message = f"HTTP {status}: {error_message(body)}"
     return RequestError(
-        error_type_for_status(status),
-        message,
+        error_type,
+        f"HTTP {status}: {text}",
         http_status=status,
         retryable=retryable,
         retry_after_s=parse_retry_after(headers) if retryable else None,
+        stops_model=status in _PERMANENT_STATUSES,
     )
 
 
-def error_message(body: bytes) -> str:
-    """A short, human message from an error body: JSON error fields, an HTML title, or text."""
+def _parse_json(body: bytes) -> Any:
     stripped = body.strip()
-    if stripped[:1] in (b"{", b"["):
-        try:
-            data = orjson.loads(stripped)
-        except orjson.JSONDecodeError:
-            data = None
-        message = _json_message(data)
-        if message:
-            return _shorten(message)
+    if stripped[:1] not in (b"{", b"["):
+        return None
+    try:
+        return orjson.loads(stripped)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def error_message(body: bytes, data: Any = None) -> str:
+    """A short, human message from an error body: JSON error fields, an HTML title, or text.
+
+    `data` is the body already parsed as JSON, when it was.
+    """
+    stripped = body.strip()
+    message = _json_message(_parse_json(body) if data is None else data)
+    if message:
+        return _shorten(message)
     if stripped[:1] == b"<":
         match = _TITLE_RE.search(stripped)
         text = match.group(1) if match else _TAG_RE.sub(b" ", stripped)
@@ -136,12 +209,16 @@ def stream_error(payload: Any) -> RequestError:
         kind = str(error.get("type") or error.get("code") or "")
         if status is None and "rate" in kind.lower():
             status = 429
-    if status is None:
-        return RequestError("server", f"error in stream: {_shorten(message)}", retryable=True)
+    error_type = "server" if status is None else error_type_for_status(status)
+    where = "error in stream" if status is None else f"error in stream (code {status})"
+    fault = request_fault(payload, message) if error_type in ("invalid_request", "server") else None
+    if fault is not None:
+        return RequestError(fault, f"{where}: {_shorten(message)}")
     return RequestError(
-        error_type_for_status(status),
-        f"error in stream (code {status}): {_shorten(message)}",
-        retryable=is_retryable_status(status),
+        error_type,
+        f"{where}: {_shorten(message)}",
+        retryable=status is None or is_retryable_status(status),
+        stops_model=status in _PERMANENT_STATUSES,
     )
 
 

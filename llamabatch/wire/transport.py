@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import aiohttp
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 MAX_ERROR_BODY = 64 * 1024
 MAX_FETCH_BODY = 4 * 1024 * 1024
 READ_BUFSIZE = 256 * 1024
+CONNECT_TIMEOUT_S = 10.0  # a host that never answers the handshake is down, not slow
+# Exceptions a wire format's parser raises on valid JSON of an unexpected shape.
+SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError)
 
 
 class Transport:
@@ -69,18 +73,16 @@ class Transport:
         resp.started_t = time.perf_counter()
         try:
             await self._exchange(self._session, request, provider, resp, _timeout(timeout_s))
+        except aiohttp.ConnectionTimeoutError:
+            raise RequestError(
+                "connection",
+                f"could not connect within {min(timeout_s, CONNECT_TIMEOUT_S):g} s",
+                retryable=True,
+            ) from None
         except TimeoutError:
             raise RequestError(
                 "timeout",
                 f"no complete response within {timeout_s:g} s",
-                http_status=resp.http_status,
-                retryable=True,
-            ) from None
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
-            # Valid JSON of an unexpected shape: the server broke its wire format.
-            raise RequestError(
-                "protocol",
-                f"unexpected response shape ({type(exc).__name__}: {_reason(exc)})",
                 http_status=resp.http_status,
                 retryable=True,
             ) from None
@@ -92,9 +94,7 @@ class Transport:
                 retryable=True,
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise RequestError(
-                "connection", f"{type(exc).__name__}: {_reason(exc)}", retryable=True
-            ) from None
+            raise _connection_error(exc) from None
         finally:
             resp.ended_t = resp.ended_t or time.perf_counter()  # a complete read set it
 
@@ -112,9 +112,7 @@ class Transport:
         except TimeoutError:
             raise RequestError("timeout", f"no answer within {timeout_s:g} s") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise RequestError(
-                "connection", f"{type(exc).__name__}: {_reason(exc)}", retryable=True
-            ) from None
+            raise _connection_error(exc) from None
 
     async def _exchange(
         self,
@@ -141,7 +139,8 @@ class Transport:
             if not request.stream:
                 body = await r.read()
                 resp.ended_t = arrival()
-                provider.parse_body(body, resp, resp.ended_t)
+                with _parsing(resp):
+                    provider.parse_body(body, resp, resp.ended_t)
                 return
             await _read_stream(r.content, provider, resp, arrival)
         if not provider.is_complete(resp):
@@ -176,13 +175,33 @@ async def _read_stream(
             payloads += events
             times += [t] * len(events)
             if b'"error"' in events[-1]:
-                provider.handle_batch(payloads, times, resp)
+                with _parsing(resp):
+                    provider.handle_batch(payloads, times, resp)
                 payloads, times = [], []
     events = decoder.close()
     payloads += events
     times += [t] * len(events)
     resp.ended_t = t
-    provider.handle_batch(payloads, times, resp)
+    with _parsing(resp):
+        provider.handle_batch(payloads, times, resp)
+
+
+@contextmanager
+def _parsing(resp: Response) -> Iterator[None]:
+    """Server data of an unexpected shape is the server's protocol error, retried.
+
+    Only the wire format's parsing runs inside; an exception anywhere else is a
+    bug of ours and propagates.
+    """
+    try:
+        yield
+    except SHAPE_ERRORS as exc:
+        raise RequestError(
+            "protocol",
+            f"unexpected response shape ({type(exc).__name__}: {_reason(exc)})",
+            http_status=resp.http_status,
+            retryable=True,
+        ) from None
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -206,7 +225,18 @@ def _timeout(seconds: float) -> aiohttp.ClientTimeout:
     measured ~140k CPU instructions, about a tenth of what a lean client
     spends on a whole streamed request; aiohttp's timer costs a fraction.
     """
-    return aiohttp.ClientTimeout(total=seconds)
+    return aiohttp.ClientTimeout(total=seconds, sock_connect=min(seconds, CONNECT_TIMEOUT_S))
+
+
+def _connection_error(exc: BaseException) -> RequestError:
+    """A connection failure; a refused connection means nothing listens there (stops the model)."""
+    refused = isinstance(getattr(exc, "os_error", exc), ConnectionRefusedError)
+    reason = (
+        f"connection refused: {_reason(exc)}"
+        if refused
+        else f"{type(exc).__name__}: {_reason(exc)}"
+    )
+    return RequestError("connection", reason, retryable=True, stops_model=refused)
 
 
 def _reason(exc: BaseException) -> str:

@@ -29,6 +29,7 @@ MATRIX = [
     ("HTML 502 every time", ["html502"] * 4, FAST, "error", "server", 4),
     ("307 redirect", ["redirect"], FAST, "ok", None, 1),
     ("400 bad request", ["400"], FAST, "error", "invalid_request", 1),
+    ("500 that is a validation error", ["validation500"], FAST, "error", "invalid_request", 1),
     ("401 unauthorised", ["401"], FAST, "error", "auth", 1),
     ("404 unknown model", ["404"], FAST, "error", "not_found", 1),
     ("hang on every attempt", ["hang"] * 4, FAST, "error", "timeout", 4),

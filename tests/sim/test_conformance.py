@@ -68,7 +68,7 @@ async def test_models_list_and_errors_through_the_sdk() -> None:
     async with SimServer(default=FAST, api_key="sk-right") as sim:
         async with client(sim, "sk-right", max_retries=0) as good:
             ids = [m.id async for m in good.models.list()]
-            assert "maverick" in ids
+            assert "Llama-4-Maverick-17B-128E-Instruct-FP8" in ids
             sim.script.append("429")
             with pytest.raises(openai.RateLimitError):
                 await good.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]

@@ -54,7 +54,7 @@ async def test_llama_api_client_whole_reply_models_and_errors() -> None:
             with pytest.raises(llama_api_client.AuthenticationError):
                 await bad.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
     message = reply.completion_message
-    assert message.stop_reason == "length" and "maverick" in ids
+    assert message.stop_reason == "length" and "Llama-4-Maverick-17B-128E-Instruct-FP8" in ids
     assert not isinstance(message.content, str) and message.content is not None
     assert len(message.content.text.split()) == 7
     assert {m.metric: m.value for m in reply.metrics or []}["num_completion_tokens"] == 7
@@ -76,7 +76,7 @@ async def test_ollama_client_streams_from_the_sim() -> None:
     assert final.done and final.done_reason == "stop" and not any(p.done for p in parts[:-1])
     assert final.eval_count == len(text.split()) and final.eval_duration is not None
     assert whole.done and whole.message.content and whole.eval_count
-    assert "scout" in [m.model for m in listed.models]
+    assert "Llama-4-Scout-17B-16E-Instruct-FP8:latest" in [m.model for m in listed.models]
 
 
 async def test_ollama_client_sees_errors() -> None:

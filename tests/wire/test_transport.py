@@ -141,3 +141,24 @@ async def test_done_in_the_middle_of_a_batch() -> None:
     async with canned([body]) as url:
         with pytest.raises(RequestError, match="late"):
             await send(url)
+
+
+async def test_a_bug_outside_the_parsing_is_not_taken_for_a_server_fault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(resp: Response) -> bool:
+        raise TypeError("a bug of ours")
+
+    monkeypatch.setattr(PROVIDER, "is_complete", broken)
+    async with canned([sse(sse_chunk("hi"), sse_chunk(finish="stop"), "[DONE]")]) as url:
+        with pytest.raises(TypeError, match="a bug of ours"):
+            await send(url)
+
+
+async def test_a_refused_connection_stops_the_model() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(RequestError) as info:
+        await send(f"http://127.0.0.1:{port}/v1")
+    assert info.value.stops_model and info.value.message.startswith("connection refused")
