@@ -161,12 +161,13 @@ def llamabatch_config(
     max_tokens: int,
     models: int = 1,
     extra_engine: str = "",
+    extra_run: str = "",
 ) -> Path:
     model = '[[models]]\nname = "m{}"\nprovider = "openai"\nmodel = "bench"\nbase_url = "{}"\n'
     blocks = "".join(model.format(i, base_url) for i in range(models))
     path = workdir / f"{name}.toml"
     path.write_text(
-        f'[run]\nname = "{name}"\ninput = "{prompts}"\noutput = "{workdir / name}"\n'
+        f'[run]\nname = "{name}"\ninput = "{prompts}"\noutput = "{workdir / name}"\n{extra_run}\n'
         f"[engine]\nconcurrency = {concurrency}\n{extra_engine}\n"
         f"[defaults]\nmax_tokens = {max_tokens}\n{blocks}"
     )
@@ -481,6 +482,148 @@ def ratelimit_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     ]
 
 
+def chunk_times_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """What `[run] chunk_times = true` costs; how close its offsets are to when chunks were sent."""
+    n, c = args.requests, 64
+    prompts = write_prompts(workdir / "chunks.jsonl", n)
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    ratios = []
+    with static_server(18185, workdir) as kind:
+        for _ in range(args.runs):
+            for on in (False, True):
+                config = llamabatch_config(
+                    workdir,
+                    f"chunks-{on}",
+                    base_url="http://127.0.0.1:18185/v1",
+                    prompts=prompts,
+                    concurrency=c,
+                    max_tokens=64,
+                    extra_run=f"chunk_times = {str(on).lower()}",
+                )
+                cpu[on].append(run_llamabatch(config).cpu_s / n * 1e3)
+            ratios.append(cpu[True][-1] / cpu[False][-1])
+    stamped = stamped_offsets(args, workdir)
+    sim = sim_offsets(args, workdir)
+    parquet, journal = _chunk_column_bytes(workdir / "stamped")
+    return [
+        f"Server: {kind}; {n:,} streamed 64-token requests at concurrency {c}, "
+        "llamabatch run with `chunk_times` off and on, alternately (CPU = whole process).",
+        "",
+        "| chunk_times | CPU ms per request (min / median / max) |",
+        "|---|---|",
+        f"| off | {spread(cpu[False], '{:.3f}')} |",
+        f"| on | {spread(cpu[True], '{:.3f}')} |",
+        "",
+        f"**on / off CPU ratio, side by side: {spread(ratios)}**. Size, for {TTFT_TOKENS} "
+        f"chunks {GAP_S * 1e3:.0f} ms apart: the two chunk columns add {parquet:.0f} bytes per "
+        f"row to the Parquet part (zstd) and {journal:.0f} bytes to its journal line.",
+        "",
+        f"Accuracy at concurrency 32 ({args.waves} waves), servers in their own process on "
+        f"core 0: first token {TTFT_S * 1e3:.0f} ms after the request, then one every "
+        f"{GAP_S * 1e3:.0f} ms. Error = stored offset - the server's.",
+        "",
+        "| server, compared with | chunks | abs. error p50 ms | p99 ms | max ms | within 2 ms |",
+        "|---|---|---|---|---|---|",
+        _error_row(
+            "`sse_server.py --stamp`: each chunk's real send time (written in the chunk), "
+            "both counted from the response head",
+            stamped[0],
+        ),
+        _error_row(
+            "the same, counted from the request's start: adds the time the server took to "
+            "read the request",
+            stamped[1],
+        ),
+        _error_row(
+            "`llamabatch sim --jitter 0` (exact-timing profile): its schedule, from its "
+            "response head (`ttfb_s`); includes the simulator's own lateness",
+            sim,
+        ),
+    ]
+
+
+def _error_row(label: str, errors: list[float]) -> str:
+    ms = [abs(e) * 1e3 for e in errors]
+    within = sum(m <= 2.0 for m in ms) / len(ms) * 100 if ms else float("nan")
+    return (
+        f"| {label} | {len(ms):,} | {percentile(ms, 0.5):.2f} | {percentile(ms, 0.99):.2f} "
+        f"| {max(ms, default=0.0):.2f} | **{within:.1f} %** |"
+    )
+
+
+def _chunk_column_bytes(output: Path) -> tuple[float, float]:
+    """Bytes per row of the chunk columns: in a zstd Parquet part, and as journalled JSON."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(output, columns=["chunk_times_s", "chunk_tokens"])
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd")
+    empty = len(orjson.dumps({"chunk_times_s": None, "chunk_tokens": None}))
+    journal = [
+        len(orjson.dumps({"chunk_times_s": [round(t, 6) for t in row], "chunk_tokens": None}))
+        - empty
+        for row in table["chunk_times_s"].to_pylist()
+    ]
+    return buffer.tell() / table.num_rows, statistics.mean(journal)
+
+
+def _offsets_run(workdir: Path, name: str, url: str, tokens: int, c: int, n: int) -> Path:
+    config = llamabatch_config(
+        workdir,
+        name,
+        base_url=url,
+        prompts=write_prompts(workdir / f"{name}.jsonl", n),
+        concurrency=c,
+        max_tokens=tokens,
+        extra_run="chunk_times = true",
+    )
+    run_llamabatch(config)
+    return workdir / name
+
+
+def stamped_offsets(args: argparse.Namespace, workdir: Path) -> tuple[list[float], list[float]]:
+    """Stored offsets minus each chunk's real send time: counted from the response head, and
+    from the request's start (which adds however long the server took to read the request)."""
+    import pyarrow.parquet as pq
+
+    argv = [PY, str(HERE / "sse_server.py"), "18186", "--tokens", str(TTFT_TOKENS), "--stamp"]
+    argv += ["--ttft-s", str(TTFT_S), "--gap-s", str(GAP_S)]
+    with server(argv):
+        url = "http://127.0.0.1:18186/v1"
+        output = _offsets_run(workdir, "stamped", url, TTFT_TOKENS, 32, 32 * args.waves)
+    columns = ["chunk_times_s", "output_text", "ttfb_s"]
+    from_head, from_start = [], []
+    for row in pq.read_table(output, columns=columns).to_pylist():
+        # The server writes its head on arrival, then each chunk's send time in the chunk.
+        sent = [int(word[1:]) * 1e-6 for word in row["output_text"].split()]
+        times = row["chunk_times_s"]
+        if len(times) != len(sent):
+            continue  # chunks merged by a late reader cannot be matched one to one
+        from_head += [t - row["ttfb_s"] - s for t, s in zip(times, sent, strict=True)]
+        from_start += [t - s for t, s in zip(times, sent, strict=True)]
+    return from_head, from_start
+
+
+def sim_offsets(args: argparse.Namespace, workdir: Path) -> list[float]:
+    """Stored offsets minus the simulator's exact schedule, counted from its response head."""
+    import pyarrow.parquet as pq
+
+    argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "18187", "--jitter", "0"]
+    argv += ["--ttft-s", str(TTFT_S), "--tokens-per-s", str(1 / GAP_S)]
+    argv += ["--output-tokens", str(TTFT_TOKENS)]
+    with server(argv, ready="serving"):
+        url = "http://127.0.0.1:18187/v1"
+        output = _offsets_run(workdir, "sim-offsets", url, 4 * TTFT_TOKENS, 32, 32 * args.waves)
+    rows = pq.read_table(output, columns=["chunk_times_s", "ttfb_s"]).to_pylist()
+    return [
+        t - (row["ttfb_s"] + TTFT_S + i * GAP_S)
+        for row in rows
+        for i, t in enumerate(row["chunk_times_s"] or [])
+    ]
+
+
 def machine() -> list[str]:
     import aiohttp
 
@@ -507,6 +650,7 @@ SECTIONS = {
     "ttft": ("TTFT honesty under concurrency", ttft_section),
     "memory": ("Memory and resume start-up", memory_section),
     "ratelimit": ("Throughput under a server-side rate limit", ratelimit_section),
+    "chunks": ("Raw chunk times: cost and accuracy", chunk_times_section),
 }
 
 

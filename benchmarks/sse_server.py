@@ -5,10 +5,12 @@ nginx serving a file. Timed mode (`--ttft-s`, `--gap-s`) sends the first
 content chunk exactly `ttft_s` after the request arrives and each next one
 `gap_s` later, scheduled with `loop.call_at` so the server adds little delay;
 its own lateness is written to `--stats` so it can be told apart from the
-client's. Raw asyncio protocol (no framework) to keep the server off the
-critical path.
+client's. With `--stamp`, each content chunk's text is the time it was really
+sent, in microseconds after the request arrived (` t<us>`), so a client's
+stored chunk times can be checked chunk by chunk. Raw asyncio protocol (no
+framework) to keep the server off the critical path.
 
-    python sse_server.py PORT [--tokens 64] [--ttft-s 0.1 --gap-s 0.02] [--stats FILE]
+    python sse_server.py PORT [--tokens 64] [--ttft-s 0.1 --gap-s 0.02] [--stats FILE] [--stamp]
 """
 
 from __future__ import annotations
@@ -96,12 +98,16 @@ class Server(asyncio.Protocol):
         for i, event in enumerate(self.body):
             due = start + self.args.ttft_s + i * self.args.gap_s
             last = i == len(self.body) - 1
-            payload = _chunked(event + self.closing) + b"0\r\n\r\n" if last else _chunked(event)
-            loop.call_at(due, self.send, payload, due, i == 0)
+            tail = self.closing if last else b""
+            loop.call_at(due, self.send, event, tail, start, due, i == 0)
 
-    def send(self, payload: bytes, due: float, first: bool) -> None:
+    def send(self, event: bytes, tail: bytes, start: float, due: float, first: bool) -> None:
+        now = asyncio.get_running_loop().time()
         if first:
-            LATENESS.append(asyncio.get_running_loop().time() - due)
+            LATENESS.append(now - due)
+        if self.args.stamp:
+            event = chunk({"content": f" t{round((now - start) * 1e6)}"})
+        payload = _chunked(event + tail) + (b"0\r\n\r\n" if tail else b"")
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(payload)
 
@@ -139,6 +145,7 @@ def main() -> None:
     parser.add_argument("--ttft-s", type=float, default=0.0)
     parser.add_argument("--gap-s", type=float, default=0.0)
     parser.add_argument("--stats")
+    parser.add_argument("--stamp", action="store_true", help="chunk text = its real send time")
     args = parser.parse_args()
     try:
         import uvloop

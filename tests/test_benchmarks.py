@@ -29,6 +29,7 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
         "TTFT honesty under concurrency",
         "Memory and resume start-up",
         "Throughput under a server-side rate limit",
+        "Raw chunk times: cost and accuracy",
     ):
         assert f"## {title}" in text
     ratio = re.search(r"llamabatch / lean CPU ratio, side by side: ([\d.]+)", text)

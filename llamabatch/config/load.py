@@ -201,6 +201,7 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
     repeats = run.positive("repeats", int, 1)
     limit = run.positive("limit", int)
     skip_invalid = run.get("skip_invalid", bool, False)
+    chunk_times = run.get("chunk_times", bool, False)
     run.finish()
 
     if not isinstance(raw_models, list) or not raw_models:
@@ -227,6 +228,7 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         repeats=repeats,
         limit=limit,
         skip_invalid=skip_invalid,
+        chunk_times=chunk_times,
         engine=engine,
         defaults=defaults,
         source=path,

@@ -105,6 +105,7 @@ class RunConfig:
     repeats: int = 1
     limit: int | None = None
     skip_invalid: bool = False
+    chunk_times: bool = False  # keep each streamed chunk's arrival (chunk_times_s, chunk_tokens)
     engine: EngineConfig = field(default_factory=EngineConfig)
     defaults: Mapping[str, Any] = field(default_factory=dict)
     source: Path | None = None

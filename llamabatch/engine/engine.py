@@ -114,15 +114,70 @@ class Engine:
             await anyio.lowlevel.checkpoint()
 
     async def _process(
-        self, lane: Lane, prompt: Prompt, sample: int, scheduled: float | None
+        self,
+        lane: Lane,
+        prompt: Prompt,
+        sample: int,
+        scheduled: float | None,
+        replies: tuple[str, ...] = (),
     ) -> None:
+        if prompt.turns is None:
+            await self._send(lane, self._job(lane, prompt, sample, prompt.messages), scheduled)
+        else:
+            await self._converse(lane, prompt, sample, scheduled, replies)
+
+    async def _converse(
+        self,
+        lane: Lane,
+        prompt: Prompt,
+        sample: int,
+        scheduled: float | None,
+        replies: tuple[str, ...],
+    ) -> None:
+        """Ask a conversation's turns in order, each after the replies to those before it.
+
+        A turn that fails ends the conversation (its row says why). Turns whose
+        replies are stored already (`replies`, when resuming) are not asked again.
+        """
+        assert prompt.turns is not None
+        history = prompt.messages[:-1]  # the system message, if any
+        for turn, step in enumerate(prompt.turns, start=1):
+            messages = [*history, step.message]
+            if turn <= len(replies):
+                reply = replies[turn - 1]
+            elif self.stopping.is_set():
+                return  # the later turns are asked when the run resumes
+            else:
+                job = self._job(lane, prompt, sample, messages, turn)
+                resp = await self._send(lane, job, scheduled)
+                if resp is None:
+                    return
+                reply, scheduled = resp.text, None
+            history = [*messages, {"role": "assistant", "content": reply}]
+
+    def _job(
+        self,
+        lane: Lane,
+        prompt: Prompt,
+        sample: int,
+        messages: list[dict[str, Any]],
+        turn: int | None = None,
+    ) -> Job:
         if prompt.params:
             params = {**lane.params, **prompt.params}
             params_json = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
         else:
             params, params_json = lane.params, lane.params_json
-        job = Job(lane.config, prompt, sample, params, params_json, _token_estimate(prompt, params))
-        request = lane.provider.build_request(lane.config, prompt.messages, params, lane.api_key)
+        estimate = _token_estimate(messages, params)
+        job = Job(lane.config, prompt, sample, params, params_json, estimate, turn=turn)
+        if turn is not None:
+            job.messages = messages
+        return job
+
+    async def _send(self, lane: Lane, job: Job, scheduled: float | None) -> Response | None:
+        """Every attempt of one request, until its row is written; its response if it succeeded."""
+        messages = job.messages or job.prompt.messages
+        request = lane.provider.build_request(lane.config, messages, job.params, lane.api_key)
         waited_from = time.perf_counter() if scheduled is None else scheduled
         if scheduled is not None:
             job.scheduled_wall = time.time() - (time.perf_counter() - scheduled)
@@ -137,7 +192,7 @@ class Engine:
             except RequestError as outage:
                 job.queue_s += time.perf_counter() - waited_from
                 self._finish(job, Response(), outage)
-                return
+                return None
             ticket = lane.admission.take_now()
             if ticket is None:
                 ticket = await lane.admission.wait(job.token_estimate)
@@ -146,9 +201,9 @@ class Engine:
                 job.attempts += 1
                 if job.attempts == 1:
                     job.started_wall = time.time()
-                resp = Response()
+                resp = Response(chunk_times=self.config.chunk_times)
                 try:
-                    error = await self._attempt(lane, request, resp, prompt)
+                    error = await self._attempt(lane, request, resp, messages)
                 except anyio.get_cancelled_exc_class():
                     self._finish(job, resp, RequestError("cancelled", "run interrupted in flight"))
                     raise
@@ -159,7 +214,7 @@ class Engine:
                     delay = None
                 if delay is None:
                     self._finish(job, resp, error)
-                    return
+                    return resp if error is None else None
             assert error is not None
             if self.observer is not None:
                 self.observer.on_retry(lane.config.name, error, delay)
@@ -168,17 +223,17 @@ class Engine:
                 await self.stopping.wait()
             if self.stopping.is_set():
                 self._finish(job, resp, error)
-                return
+                return None
 
     async def _attempt(
-        self, lane: Lane, request: HttpRequest, resp: Response, prompt: Prompt
+        self, lane: Lane, request: HttpRequest, resp: Response, messages: list[dict[str, Any]]
     ) -> RequestError | None:
         try:
             await self.transport.send(request, lane.provider, resp, self.config.engine.timeout_s)
         except RequestError as exc:
             return exc
         if lane.counter is not None and resp.completion_tokens is None:
-            await lane.counter.fill(self.transport, resp, prompt.messages)
+            await lane.counter.fill(self.transport, resp, messages)
         return None
 
     def _observe(
@@ -250,6 +305,6 @@ def _arrivals(engine: EngineConfig, lane_index: int) -> Iterator[float] | None:
     return times()
 
 
-def _token_estimate(prompt: Prompt, params: Mapping[str, Any]) -> int:
+def _token_estimate(messages: list[dict[str, Any]], params: Mapping[str, Any]) -> int:
     max_tokens = params.get("max_tokens") or DEFAULT_MAX_TOKENS_ESTIMATE
-    return estimate_prompt_tokens(prompt.messages) + int(max_tokens)
+    return estimate_prompt_tokens(messages) + int(max_tokens)

@@ -12,7 +12,8 @@ import anyio
 from llamabatch.prompts import Prompt
 from llamabatch.results.resume import DoneIndex
 
-WorkItem = tuple[Prompt, int, float | None]  # prompt, sample, scheduled send time (open loop)
+# prompt, sample, scheduled send time (open loop), stored replies of a conversation's turns
+WorkItem = tuple[Prompt, int, float | None, tuple[str, ...]]
 
 
 class PromptSource(Protocol):
@@ -47,7 +48,7 @@ class WorkQueue:
         self._repeats = repeats
         self._arrivals = arrivals
         self._stopping = stopping
-        self._items: deque[tuple[Prompt, int]] = deque()
+        self._items: deque[tuple[Prompt, int, tuple[str, ...]]] = deque()
         self._exhausted = False
         self._refill = anyio.Lock()
 
@@ -62,16 +63,27 @@ class WorkQueue:
                 return None
             async with self._refill:
                 if not self._items and not self._exhausted:
-                    batch = await anyio.to_thread.run_sync(next, self._batches, None)
-                    if batch is None:
+                    items = await anyio.to_thread.run_sync(self._next_batch)
+                    if items is None:
                         self._exhausted = True
                     else:
-                        self._items.extend(self._done.pending(self._model, batch, self._repeats))
+                        self._items.extend(items)
         if self._stopping.is_set():
             return None
-        prompt, sample = self._items.popleft()
+        prompt, sample, replies = self._items.popleft()
         if self._arrivals is None:
-            return prompt, sample, None
+            return prompt, sample, None, replies
         scheduled = next(self._arrivals)
         await anyio.sleep(max(0.0, scheduled - time.perf_counter()))
-        return prompt, sample, scheduled
+        return prompt, sample, scheduled, replies
+
+    def _next_batch(self) -> list[tuple[Prompt, int, tuple[str, ...]]] | None:
+        """The next batch's work (blocking): what is pending, with the stored replies that
+        conversations resumed mid-way go on from."""
+        batch = next(self._batches, None)
+        if batch is None:
+            return None
+        pending = list(self._done.pending(self._model, batch, self._repeats))
+        resumed = {(p.id, s): stored for p, s, stored in pending if stored}
+        replies = self._done.replies(self._model, resumed)
+        return [(p, s, replies.get((p.id, s), ())) for p, s, _ in pending]

@@ -10,10 +10,18 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
-RESERVED: Final = frozenset({"id", "messages", "prompt", "system", "params", "expected"})
+RESERVED: Final = frozenset({"id", "messages", "prompt", "turns", "system", "params", "expected"})
 MASK64: Final = (1 << 64) - 1
 _NUMBER_PARAMS: Final = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INT_PARAMS: Final = ("max_tokens", "max_completion_tokens", "seed", "n", "top_k")
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One user turn of a multi-turn prompt, and the answer expected to it (if any)."""
+
+    message: dict[str, Any]
+    expected: str | None = None
 
 
 @dataclass(slots=True)
@@ -30,6 +38,14 @@ class Prompt:
     expected: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     content_hash: str = ""
+    # Multi-turn: every user turn; `messages` is then the head (system) and the first turn.
+    turns: list[Turn] | None = None
+
+    def expected_for(self, turn: int | None) -> str | None:
+        """The expected answer of one turn (1-based), or of the prompt when it has no turns."""
+        if turn is None or self.turns is None:
+            return self.expected
+        return self.turns[turn - 1].expected
 
 
 class RowError(Exception):
@@ -48,7 +64,12 @@ def parse_row(row: dict[str, Any]) -> Prompt:
     """The prompt a row describes; raises RowError saying what is wrong with it."""
     if isinstance(row, Undecodable):
         raise RowError(row.message)
-    messages = _messages(row)
+    turns = None
+    if row.get("turns") is None:
+        messages = _messages(row)
+    else:
+        head, turns = _turns(row)
+        messages = [*head, turns[0].message]
     params = row.get("params")
     if params is None:
         params = {}
@@ -56,9 +77,11 @@ def parse_row(row: dict[str, Any]) -> Prompt:
         raise RowError(f"'params' must be an object, got {type(params).__name__}")
     _check_params(params)
     expected = row.get("expected")
-    if expected is not None and not isinstance(expected, str):
+    if turns is not None:
+        expected = turns[-1].expected
+    elif expected is not None and not isinstance(expected, str):
         expected = orjson.dumps(expected).decode()
-    content_hash = _content_hash(messages, params)
+    content_hash = _content_hash(messages, params, turns)
     prompt_id = row.get("id")
     if prompt_id is None:
         prompt_id = content_hash
@@ -74,6 +97,7 @@ def parse_row(row: dict[str, Any]) -> Prompt:
         expected=expected,
         extra=extra,
         content_hash=content_hash,
+        turns=turns,
     )
 
 
@@ -109,6 +133,53 @@ def _messages(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in m.items() if v is not None} for m in messages]
 
 
+def _turns(row: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[Turn]]:
+    """`turns`: user messages (strings or {role: user, content}), each answered in turn.
+
+    Returns the head (the system message: the `system` field, or a leading
+    {role: system} item) and the turns. `expected` is the last turn's answer,
+    or a list with one answer (or null) per turn.
+    """
+    if row.get("messages") is not None or row.get("prompt") is not None:
+        raise RowError("has 'turns' and 'messages' or 'prompt'; give exactly one")
+    items = row["turns"]
+    if not isinstance(items, list) or not items:
+        raise RowError("'turns' must be a non-empty list of user messages")
+    system = row.get("system")
+    if system is not None and not isinstance(system, str):
+        raise RowError("'system' must be a string")
+    head = [{"role": "system", "content": system}] if system else []
+    if isinstance(items[0], dict) and items[0].get("role") == "system":
+        if system is not None:
+            raise RowError("has a system turn and 'system'; give one")
+        head, items = [{k: v for k, v in items[0].items() if v is not None}], items[1:]
+    messages = []
+    for i, item in enumerate(items):
+        message = {"role": "user", "content": item} if isinstance(item, str) else item
+        if not isinstance(message, dict) or message.get("role") != "user":
+            raise RowError(f"turns[{i}] must be a string or a {{role: user, content}} object")
+        if not isinstance(message.get("content"), str | list) or not message["content"]:
+            raise RowError(f"turns[{i}].content must be a non-empty string or a list of parts")
+        messages.append({k: v for k, v in message.items() if v is not None})
+    if not messages:
+        raise RowError("'turns' has no user message")
+    expected = _turn_expected(row.get("expected"), len(messages))
+    return head, [Turn(m, e) for m, e in zip(messages, expected, strict=True)]
+
+
+def _turn_expected(expected: Any, n: int) -> list[str | None]:
+    if not isinstance(expected, list):
+        last = None if expected is None else _text(expected)
+        return [None] * (n - 1) + [last]
+    if len(expected) != n:
+        raise RowError(f"'expected' has {len(expected)} answers for {n} turns")
+    return [None if e is None else _text(e) for e in expected]
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
 def _check_params(params: Mapping[str, Any]) -> None:
     if not params:
         return
@@ -135,8 +206,13 @@ def id_hash(prompt_id: str) -> int:
     return hash(prompt_id) & MASK64
 
 
-def _content_hash(messages: list[dict[str, Any]], params: Mapping[str, Any]) -> str:
-    canonical = orjson.dumps({"messages": messages, "params": params}, option=orjson.OPT_SORT_KEYS)
+def _content_hash(
+    messages: list[dict[str, Any]], params: Mapping[str, Any], turns: list[Turn] | None = None
+) -> str:
+    content: dict[str, Any] = {"messages": messages, "params": params}
+    if turns is not None:
+        content["turns"] = [t.message for t in turns]
+    canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     return hashlib.blake2b(canonical, digest_size=8).hexdigest()
 
 

@@ -246,7 +246,7 @@ def _wanted(only: bytearray, row_no: int) -> bool:
 
 def _decode_csv_json(row: dict[str, Any]) -> dict[str, Any]:
     """CSV cells are text: decode JSON-looking messages/params cells."""
-    for key in ("messages", "params"):
+    for key in ("messages", "turns", "params"):
         value = row.get(key)
         if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
             with contextlib.suppress(orjson.JSONDecodeError):

@@ -1,6 +1,6 @@
 """`llamabatch compare`: a candidate run against a baseline, by regression rules.
 
-Rows are matched by (model, prompt_id, sample), with baseline models renamed
+Rows are matched by (model, prompt_id, sample, turn), with baseline models renamed
 through `--map`. Per model, each rule compares only the matched rows:
 
 - `score:<name>`: the mean per-prompt score dropped by more than
@@ -109,7 +109,8 @@ def compare(
         result.pairs.append((old, new))
         b = base[base[rs.MODEL] == old]
         c = cand[cand[rs.MODEL] == new]
-        merged = b.merge(c, on=KEY, suffixes=("_b", "_c"))
+        key = [*KEY, rs.TURN] if rs.TURN in b and rs.TURN in c else KEY
+        merged = b.merge(c, on=key, suffixes=("_b", "_c"))
         result.matched[label] = len(merged)
         result.unmatched[label] = (len(b) - len(merged), len(c) - len(merged))
         if merged.empty:
@@ -243,6 +244,8 @@ def _reduced(merged: pd.DataFrame, name: str, suffix: str, spec: ScorerSpec) -> 
             column: merged[column + suffix],
         }
     )
+    if rs.TURN in merged:
+        frame[rs.TURN] = merged[rs.TURN]  # a conversation's turns are reduced per prompt
     scores = rs.prompt_scores(frame, name, spec)
     return scores.droplevel(0) if len(scores) else scores
 

@@ -36,6 +36,7 @@ ERROR_TYPE, EXPECTED, OUTPUT = map(_col, ("error_type", "expected", "output_text
 TTFT, LATENCY, DECODE_TPS = map(_col, ("ttft_s", "latency_s", "decode_tps"))
 PROMPT_TOKENS, COMPLETION_TOKENS = map(_col, ("prompt_tokens", "completion_tokens"))
 STARTED, FINISHED, RUN_ID = map(_col, ("started_at", "finished_at", "run_id"))
+CHUNK_TIMES, CHUNK_TOKENS, TURN = map(_col, ("chunk_times_s", "chunk_tokens", "turn"))
 COST = COST_COLUMN
 OK = "ok"
 _SKIP_COLUMNS = frozenset({_col("request_params")})
@@ -155,7 +156,9 @@ def prompt_scores(frame: pd.DataFrame, score: str, spec: ScorerSpec) -> pd.Serie
     threshold = spec.pass_threshold if spec.type != "unknown" else DEFAULT_PASS_THRESHOLD
     if scored.empty:
         return pd.Series(dtype=np.float64)
-    if int(frame[SAMPLE].max()) == 0 and spec.reduce == "mean":
+    # A conversation's scored turns are reduced like samples.
+    one_row_each = TURN not in frame or frame[TURN].isna().all()
+    if int(frame[SAMPLE].max()) == 0 and spec.reduce == "mean" and one_row_each:
         return scored.set_index([MODEL, PROMPT_ID])[column].astype(np.float64)
 
     def reduce(values: pd.Series) -> float:

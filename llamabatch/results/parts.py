@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from llamabatch.errors import UsageError
 from llamabatch.results.atomic import replace_atomically
-from llamabatch.results.schema import KEY
+from llamabatch.results.schema import KEY, TURN
 
 PART_GLOB: Final = "part-*.parquet"
 
@@ -59,9 +59,16 @@ def unify_parts(output: Path, schema: pa.Schema) -> pa.Schema:
 
 
 def _key_table(files: list[Path], columns: Iterable[str]) -> pa.Table | None:
+    """The key columns of every part; a missing or null `turn` (not a conversation) reads 0."""
+    import pyarrow.compute as pc  # loaded only when a directory is repaired
+
     tables = []
     for i, path in enumerate(files):
-        table = pq.read_table(path, columns=list(columns))
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=[c for c in columns if c in names])
+        turn = table[TURN] if TURN in names else pa.nulls(table.num_rows, pa.int32())
+        table = table.drop_columns([TURN] if TURN in names else [])
+        table = table.append_column(TURN, pc.fill_null(turn, 0))
         tables.append(
             table.append_column("_file", pa.array([i] * table.num_rows, pa.int32())).append_column(
                 "_row", pa.array(range(table.num_rows), pa.int64())
@@ -71,13 +78,13 @@ def _key_table(files: list[Path], columns: Iterable[str]) -> pa.Table | None:
 
 
 def dedupe(output: Path) -> int:
-    """Keep only the newest row per (model, prompt_id, sample); returns rows dropped."""
+    """Keep only the newest row per (model, prompt_id, sample, turn); returns rows dropped."""
     files = part_files(output)
     keys = _key_table(files, [*KEY, "finished_at"])
     if keys is None:
         return 0
     counts = keys.group_by(list(KEY)).aggregate([("_row", "count")])
-    import pyarrow.compute as pc  # loaded only when a directory is repaired
+    import pyarrow.compute as pc
 
     dup_keys = counts.filter(pc.greater(counts["_row_count"], 1))
     if dup_keys.num_rows == 0:

@@ -13,14 +13,18 @@ import pyarrow.parquet as pq
 
 from llamabatch.prompts.prompt import MASK64, id_hash
 from llamabatch.results.parts import part_files
-from llamabatch.results.schema import KEY
+from llamabatch.results.schema import KEY, TURN
 
 LOAD_BATCH_ROWS = 8_192
 
 
-def key_hash(model: str, prompt_id: str, sample: int) -> int:
-    """A row's key as 64 bits: compact enough to hold millions (valid within one process)."""
-    return hash((model, prompt_id, sample)) & MASK64
+def key_hash(model: str, prompt_id: str, sample: int, turn: int | None = None) -> int:
+    """A row's key as 64 bits: compact enough to hold millions (valid within one process).
+
+    Without a turn it is also a whole conversation's key.
+    """
+    key = (model, prompt_id, sample) if turn is None else (model, prompt_id, sample, turn)
+    return hash(key) & MASK64
 
 
 class DoneIndex:
@@ -38,12 +42,14 @@ class DoneIndex:
         errors: int = 0,
         identities: Mapping[str, set[tuple[str, str]]] | None = None,
         prompt_hashes: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None,
+        output: Path | None = None,
     ) -> None:
         self._ok = np.sort(ok_keys) if ok_keys is not None else np.empty(0, np.uint64)
         self.ok_by_model = dict(ok_by_model or {})
         self.errors = errors
         self.identities = dict(identities or {})
         self.prompt_hashes = prompt_hashes
+        self.output = output  # where stored replies of unfinished conversations are read
 
     def count(self, model: str | None = None) -> int:
         if model is not None:
@@ -53,18 +59,44 @@ class DoneIndex:
     def is_done(self, model: str, prompt_id: str, sample: int) -> bool:
         return bool(self.contains(np.array([key_hash(model, prompt_id, sample)], np.uint64))[0])
 
-    def pending(self, model: str, prompts: list[Any], repeats: int) -> Iterator[tuple[Any, int]]:
-        """The (prompt, sample) pairs of a batch that have no `ok` row yet."""
+    def pending(
+        self, model: str, prompts: list[Any], repeats: int
+    ) -> Iterator[tuple[Any, int, int]]:
+        """(prompt, sample, turns already stored) of a batch's work without an `ok` row.
+
+        A conversation has work left until its last turn is `ok`; its stored
+        turns are the leading `ok` ones, whose replies it goes on from.
+        """
         pairs = [(p, s) for p in prompts for s in range(repeats)]
         if not len(self._ok):
-            yield from pairs
+            for prompt, sample in pairs:
+                yield prompt, sample, 0
             return
         hashes = np.fromiter(
             (key_hash(model, p.id, s) for p, s in pairs), dtype=np.uint64, count=len(pairs)
         )
-        for pair, done in zip(pairs, self.contains(hashes), strict=True):
-            if not done:
-                yield pair
+        for (prompt, sample), done in zip(pairs, self.contains(hashes), strict=True):
+            if done:
+                continue
+            if prompt.turns is None:
+                yield prompt, sample, 0
+                continue
+            stored = self._stored_turns(model, prompt.id, sample, len(prompt.turns))
+            if stored < len(prompt.turns):
+                yield prompt, sample, stored
+
+    def _stored_turns(self, model: str, prompt_id: str, sample: int, turns: int) -> int:
+        keys = (key_hash(model, prompt_id, sample, t) for t in range(1, turns + 1))
+        ok = self.contains(np.fromiter(keys, dtype=np.uint64, count=turns))
+        return turns if ok.all() else int(np.argmin(ok))
+
+    def replies(
+        self, model: str, stored: Mapping[tuple[str, int], int]
+    ) -> dict[tuple[str, int], tuple[str, ...]]:
+        """The replies of (prompt_id, sample) -> n stored turns (blocking: reads parts)."""
+        if self.output is None or not stored:
+            return {}
+        return stored_replies(self.output, model, stored)
 
     def contains(self, hashes: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """For each key hash, whether it has an `ok` row."""
@@ -79,7 +111,7 @@ def load_done(output: Path, *, keep_errors: bool = False) -> DoneIndex:
     loader = _Loader(keep_errors)
     for path in part_files(output):
         names = set(pq.read_schema(path).names)
-        columns = [*KEY, "status", "provider", "model_id"]
+        columns = [c for c in KEY if c in names] + ["status", "provider", "model_id"]
         columns += ["prompt_hash"] if "prompt_hash" in names else []
         # Batch by batch, single-threaded: memory stays small however large the parts.
         for batch in pq.ParquetFile(path).iter_batches(
@@ -89,7 +121,7 @@ def load_done(output: Path, *, keep_errors: bool = False) -> DoneIndex:
             # Arrow's allocator keeps freed batches for reuse; over a million
             # rows that alone was ~50 MB of peak memory.
             pa.default_memory_pool().release_unused()
-    return loader.index()
+    return loader.index(output)
 
 
 class _Loader:
@@ -111,9 +143,12 @@ class _Loader:
         self.errors += table.num_rows - ok.num_rows
         if self.keep_errors:
             ok = table
-        models, ids, samples = (ok[c].to_pylist() for c in KEY)
-        keys = (key_hash(m, p, s) for m, p, s in zip(models, ids, samples, strict=True))
-        self.ok_keys.append(np.fromiter(keys, dtype=np.uint64, count=ok.num_rows))
+            if TURN in table.column_names:
+                # A conversation that ended in a (kept) error is done as a whole.
+                failed = pc.not_equal(table["status"], "ok")
+                ended = table.filter(pc.and_(pc.is_valid(table[TURN]), failed))
+                self._add_keys(ended, turns=False)
+        self._add_keys(ok, turns=True)
         for entry in pc.value_counts(ok["model"]).to_pylist():
             self.ok_by_model[entry["values"]] += entry["counts"]
         for row in table.group_by(["model", "provider", "model_id"]).aggregate([]).to_pylist():
@@ -125,7 +160,18 @@ class _Loader:
             self.id_parts.append(np.fromiter(map(id_hash, prompt_ids), np.uint64, len(prompt_ids)))
             self.content_parts.append(_hex64(pairs["prompt_hash"].to_pylist()))
 
-    def index(self) -> DoneIndex:
+    def _add_keys(self, rows: pa.Table, *, turns: bool) -> None:
+        models, ids, samples = (rows[c].to_pylist() for c in ("model", "prompt_id", "sample"))
+        if turns and TURN in rows.column_names:
+            turn_of = rows[TURN].to_pylist()
+        else:
+            turn_of = [None] * rows.num_rows
+        keys = (
+            key_hash(m, p, s, t) for m, p, s, t in zip(models, ids, samples, turn_of, strict=True)
+        )
+        self.ok_keys.append(np.fromiter(keys, dtype=np.uint64, count=rows.num_rows))
+
+    def index(self, output: Path | None = None) -> DoneIndex:
         prompt_hashes = None
         if self.id_parts:
             ids, contents = np.concatenate(self.id_parts), np.concatenate(self.content_parts)
@@ -137,7 +183,39 @@ class _Loader:
             errors=self.errors,
             identities=self.identities,
             prompt_hashes=prompt_hashes,
+            output=output,
         )
+
+
+def stored_replies(
+    output: Path, model: str, stored: Mapping[tuple[str, int], int]
+) -> dict[tuple[str, int], tuple[str, ...]]:
+    """The replies of the first n turns of conversations (prompt_id, sample) -> n, from parts."""
+    import pyarrow.compute as pc
+
+    texts: dict[tuple[str, int], dict[int, str]] = {}
+    ids = pa.array(sorted({prompt_id for prompt_id, _ in stored}), pa.string())
+    for path in part_files(output):
+        if TURN not in pq.read_schema(path).names:
+            continue
+        table = pq.read_table(path, columns=["model", "prompt_id", "sample", TURN, "status"])
+        wanted = pc.and_(
+            pc.and_(pc.equal(table["model"], model), pc.equal(table["status"], "ok")),
+            pc.and_(pc.is_valid(table[TURN]), pc.is_in(table["prompt_id"], value_set=ids)),
+        )
+        rows = pc.indices_nonzero(wanted)
+        if not len(rows):
+            continue
+        found = pq.read_table(path, columns=["prompt_id", "sample", TURN, "output_text"]).take(rows)
+        for row in found.to_pylist():
+            key = (row["prompt_id"], row["sample"])
+            if row[TURN] <= stored.get(key, 0):
+                texts.setdefault(key, {})[row[TURN]] = row["output_text"] or ""
+    return {
+        key: tuple(texts[key][t] for t in range(1, n + 1))
+        for key, n in stored.items()
+        if len(texts.get(key, {})) >= n
+    }
 
 
 MAX_LISTED = 5

@@ -15,7 +15,7 @@ from llamabatch.prompts import Prompt
 from llamabatch.prompts.prompt import carried_value
 from llamabatch.prompts.text import estimate_prompt_tokens, estimate_tokens
 from llamabatch.redact import Redactor
-from llamabatch.results.metrics import timings
+from llamabatch.results.metrics import chunk_columns, timings
 from llamabatch.results.schema import COLUMNS
 from llamabatch.wire import Response
 
@@ -30,6 +30,8 @@ class Job:
     params: Mapping[str, Any]
     params_json: str
     token_estimate: int
+    turn: int | None = None  # multi-turn: which turn (1-based) this request asks
+    messages: list[dict[str, Any]] | None = None  # what was sent, when not the prompt's own
     attempts: int = 0
     queue_s: float = 0.0
     started_wall: float = 0.0
@@ -60,6 +62,7 @@ class RowBuilder:
             prompt_id=prompt.id,
             prompt_hash=prompt.content_hash,
             sample=job.sample,
+            turn=job.turn,
             attempts=job.attempts,
             queue_s=job.queue_s,
             request_params=job.params_json,
@@ -67,10 +70,12 @@ class RowBuilder:
             started_at=int((job.started_wall or time.time()) * 1e6),
             finished_at=int(time.time() * 1e6),
             scheduled_at=None if job.scheduled_wall is None else int(job.scheduled_wall * 1e6),
-            expected=prompt.expected,
+            expected=prompt.expected_for(job.turn),
         )
         if error is None:
-            _fill_ok(row, prompt, resp)
+            _fill_ok(row, job.messages or prompt.messages, resp)
+            if model.stream:
+                row.update(chunk_columns(resp))
         else:
             row.update(
                 status="error",
@@ -99,7 +104,7 @@ class RowBuilder:
         return found
 
 
-def _fill_ok(row: dict[str, Any], prompt: Prompt, resp: Response) -> None:
+def _fill_ok(row: dict[str, Any], messages: list[dict[str, Any]], resp: Response) -> None:
     text = resp.text
     usage_source = resp.usage_source or "server"
     prompt_tokens, completion_tokens = resp.prompt_tokens, resp.completion_tokens
@@ -107,7 +112,7 @@ def _fill_ok(row: dict[str, Any], prompt: Prompt, resp: Response) -> None:
         usage_source = "estimated"
         completion_tokens = estimate_tokens(text + "".join(resp.reasoning_parts))
         if prompt_tokens is None:
-            prompt_tokens = estimate_prompt_tokens(prompt.messages)
+            prompt_tokens = estimate_prompt_tokens(messages)
     total = resp.total_tokens
     if total is None and prompt_tokens is not None:
         total = prompt_tokens + completion_tokens

@@ -1,4 +1,4 @@
-"""The result row schema: one row per (model, prompt_id, sample), as a pyarrow schema.
+"""The result row schema: one row per (model, prompt_id, sample, turn), as a pyarrow schema.
 
 Reports, compare and the viewer read column names from here.
 """
@@ -10,7 +10,9 @@ from typing import Final
 
 import pyarrow as pa
 
-KEY: Final = ("model", "prompt_id", "sample")
+# One row per key; `turn` is null except in multi-turn conversations (1, 2, ...).
+TURN: Final = "turn"
+KEY: Final = ("model", "prompt_id", "sample", TURN)
 
 _TS = pa.timestamp("us", tz="UTC")
 FIXED_FIELDS: Final = (
@@ -21,6 +23,7 @@ FIXED_FIELDS: Final = (
     pa.field("prompt_id", pa.string(), nullable=False),
     pa.field("prompt_hash", pa.string()),
     pa.field("sample", pa.int32(), nullable=False),
+    pa.field("turn", pa.int32()),
     pa.field("status", pa.string(), nullable=False),
     pa.field("error_type", pa.string()),
     pa.field("error_message", pa.string()),
@@ -33,12 +36,17 @@ FIXED_FIELDS: Final = (
     pa.field("prompt_tokens", pa.int64()),
     pa.field("completion_tokens", pa.int64()),
     pa.field("total_tokens", pa.int64()),
+    pa.field("reasoning_tokens", pa.int64()),
     pa.field("usage_source", pa.string(), nullable=False),
     pa.field("queue_s", pa.float64(), nullable=False),
     pa.field("ttft_s", pa.float64()),
     pa.field("latency_s", pa.float64(), nullable=False),
     pa.field("decode_tps", pa.float64()),
     pa.field("itl_mean_s", pa.float64()),
+    pa.field("ttfb_s", pa.float64()),
+    pa.field("ttfa_s", pa.float64()),
+    pa.field("chunk_times_s", pa.list_(pa.float32())),  # only with [run] chunk_times
+    pa.field("chunk_tokens", pa.list_(pa.int32())),
     pa.field("server_prompt_s", pa.float64()),
     pa.field("server_decode_s", pa.float64()),
     pa.field("server_load_s", pa.float64()),

@@ -1,10 +1,11 @@
 """Simulated eval answers: reply with a prompt set's `expected` text for a share of prompts.
 
 A profile with `answers` (a JSONL prompt set with `expected`) answers the
-prompts it finds there — matched on the last user message — with the
-expected text, verbatim, for a deterministic `accuracy` share of them, and
+prompts it finds there — matched on the text of their user messages — with
+the expected text, verbatim, for a deterministic `accuracy` share of them, and
 with another prompt's expected answer otherwise (the nearest one after it in
 the file that differs, so a wrong answer has the same shape as a right one).
+A multi-turn row (`turns`, with a list of `expected`) is answered turn by turn.
 """
 
 from __future__ import annotations
@@ -45,22 +46,41 @@ def answer_table(path: str) -> AnswerTable:
             row = orjson.loads(line)
         except orjson.JSONDecodeError:
             raise UsageError(f"simulator answers file {path}:{number}: invalid JSON") from None
-        key = _prompt_key(row.get("messages") or [{"role": "user", "content": row.get("prompt")}])
-        if key is not None and row.get("expected") is not None:
-            index[key] = len(expected)
-            expected.append(str(row["expected"]))
+        for key, answer in _entries(row):
+            if key is not None and answer is not None:
+                index[key] = len(expected)
+                expected.append(str(answer))
     return AnswerTable(index=index, expected=expected)
 
 
+def _entries(row: Any) -> list[tuple[str | None, Any]]:
+    """(key, expected) of a row; one per turn of a multi-turn row."""
+    turns = row.get("turns")
+    if not isinstance(turns, list):
+        messages = row.get("messages") or [{"role": "user", "content": row.get("prompt")}]
+        return [(_prompt_key(messages), row.get("expected"))]
+    users = [t if isinstance(t, dict) else {"role": "user", "content": t} for t in turns]
+    answers = row.get("expected")
+    if not isinstance(answers, list):
+        answers = [None] * (len(users) - 1) + [answers]
+    return [(_prompt_key(users[: i + 1]), answers[i]) for i in range(min(len(users), len(answers)))]
+
+
 def _prompt_key(messages: Any) -> str | None:
-    """The last user message's text, which is how a request is matched to the answers."""
+    """The text of every user message, which is how a request is matched to the answers.
+
+    (Other messages are left out: a conversation's replies differ from model to model.)
+    """
     if not isinstance(messages, list):
         return None
-    for message in reversed(messages):
+    texts = []
+    for message in messages:
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
-            return content if isinstance(content, str) else None
-    return None
+            if not isinstance(content, str):
+                return None
+            texts.append(content)
+    return "\n".join(texts) if texts else None
 
 
 def table_reply(

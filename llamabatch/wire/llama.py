@@ -15,7 +15,7 @@ from llamabatch.config.schema import ModelConfig
 from llamabatch.errors import RequestError
 from llamabatch.wire.provider import Provider
 from llamabatch.wire.request import HttpRequest, json_post
-from llamabatch.wire.response import Response, content_parts
+from llamabatch.wire.response import ANSWER, REASONING, Response, content_parts
 from llamabatch.wire.status import decode_json, stream_error
 
 # Parameters whose name differs from the OpenAI spelling users write in configs.
@@ -47,8 +47,9 @@ class LlamaProvider(Provider):
         event = data.get("event") if isinstance(data, dict) else None
         if not isinstance(event, dict) or event.get("event_type") not in _EVENT_TYPES:
             raise _not_an_event(data)
-        if _apply_delta(event.get("delta"), resp):
-            resp.mark(t)
+        carried = _apply_delta(event.get("delta"), resp)
+        if carried:
+            resp.mark(t, answer=carried == ANSWER)
         _apply_metrics(event.get("metrics"), resp)
         kind = event["event_type"]
         # Only `complete` (or the `metrics` after it) ends a response; a truncated
@@ -73,7 +74,7 @@ class LlamaProvider(Provider):
             resp.add_tool_call(
                 position, call.get("id"), function.get("name"), function.get("arguments")
             )
-        resp.mark(t)
+        resp.mark(t, answer=bool(text or resp.tool_calls or not reasoning))
         resp.finish_reason = message.get("stop_reason") or "stop"
         _apply_metrics(data.get("metrics"), resp)
         resp.done = True
@@ -86,29 +87,29 @@ def _not_an_event(data: Any, what: str = "not a Llama API stream event") -> Requ
     return RequestError("protocol", what, retryable=True)
 
 
-def _apply_delta(delta: Any, resp: Response) -> bool:
-    """Add a text, reasoning or tool-call delta; True if it carried output."""
+def _apply_delta(delta: Any, resp: Response) -> str | None:
+    """Add a text, reasoning or tool-call delta; returns ANSWER, REASONING or None."""
     if not isinstance(delta, dict):
-        return False
+        return None
     kind = delta.get("type")
     if kind == "text":
         text = delta.get("text")
         if isinstance(text, str) and text:
             resp.text_parts.append(text)
-            return True
+            return ANSWER
     elif kind == "reasoning":
         reasoning = delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             resp.reasoning_parts.append(reasoning)
-            return True
+            return REASONING
     elif kind == "tool_call":
         function = delta.get("function") or {}
         call_id = delta.get("id")
         resp.add_tool_call(
             call_id or None, call_id, function.get("name"), function.get("arguments")
         )
-        return True
-    return False
+        return ANSWER
+    return None
 
 
 def _apply_metrics(metrics: Any, resp: Response) -> None:

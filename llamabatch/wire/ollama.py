@@ -15,7 +15,7 @@ from llamabatch.config.schema import ModelConfig
 from llamabatch.errors import RequestError
 from llamabatch.wire.provider import Provider
 from llamabatch.wire.request import HttpRequest, json_post
-from llamabatch.wire.response import Response, number_or_none
+from llamabatch.wire.response import ANSWER, REASONING, Response, number_or_none
 from llamabatch.wire.sse import NDJSONDecoder
 from llamabatch.wire.status import decode_json, stream_error
 
@@ -60,8 +60,9 @@ class OllamaProvider(Provider):
             raise RequestError("protocol", "stream line is not a JSON object", retryable=True)
         if "error" in line:
             raise stream_error(line)
-        if _apply_message(line.get("message"), resp):
-            resp.mark(t)
+        carried = _apply_message(line.get("message"), resp)
+        if carried:
+            resp.mark(t, answer=carried == ANSWER)
         if line.get("done") is True:
             _apply_final(line, resp)
 
@@ -71,8 +72,8 @@ class OllamaProvider(Provider):
             if isinstance(data, dict) and "error" in data:
                 raise stream_error(data)
             raise RequestError("protocol", "response is not a finished chat reply", retryable=True)
-        _apply_message(data.get("message"), resp)
-        resp.mark(t)
+        carried = _apply_message(data.get("message"), resp)
+        resp.mark(t, answer=carried != REASONING)
         _apply_final(data, resp)
 
     def is_complete(self, resp: Response) -> bool:
@@ -90,10 +91,10 @@ def _format(response_format: Any) -> Any:
     return response_format
 
 
-def _apply_message(message: Any, resp: Response) -> bool:
-    """Add a line's text, thinking and tool calls; True if it carried any."""
+def _apply_message(message: Any, resp: Response) -> str | None:
+    """Add a line's text, thinking and tool calls; returns ANSWER, REASONING or None."""
     if not isinstance(message, dict):
-        return False
+        return None
     content = message.get("content")
     thinking = message.get("thinking")
     if isinstance(content, str) and content:
@@ -113,7 +114,9 @@ def _apply_message(message: Any, resp: Response) -> bool:
                 function.get("name"),
                 function.get("arguments"),
             )
-    return bool(content or thinking or calls)
+    if content or calls:
+        return ANSWER
+    return REASONING if thinking else None
 
 
 def _apply_final(line: Mapping[str, Any], resp: Response) -> None:

@@ -18,7 +18,13 @@ from llamabatch.config.schema import ModelConfig
 from llamabatch.errors import RequestError
 from llamabatch.wire.provider import Provider
 from llamabatch.wire.request import HttpRequest, json_post
-from llamabatch.wire.response import Response, content_parts, number_or_none
+from llamabatch.wire.response import (
+    ANSWER,
+    REASONING,
+    Response,
+    content_parts,
+    number_or_none,
+)
 from llamabatch.wire.status import decode_json, stream_error
 
 _DONE = b"[DONE]"
@@ -53,6 +59,7 @@ class OpenAIProvider(Provider):
         except orjson.JSONDecodeError:
             events = [decode_json(p) for p in payloads]  # raises for the bad one
         text = resp.text_parts
+        chunks = resp.chunks  # None unless raw chunk times are kept
         first = last = None
         count = 0
         for event, t in zip(events, times, strict=True):
@@ -80,6 +87,8 @@ class OpenAIProvider(Provider):
                 last = t
                 if first is None:
                     first = t
+                if chunks is not None:
+                    chunks.append((t, _logprob_tokens(choice)))
         if count:
             resp.mark_many(first, last, count)  # type: ignore[arg-type]
 
@@ -97,8 +106,10 @@ class OpenAIProvider(Provider):
             raise stream_error(event)
         if choices:
             choice = choices[0]
-            if _apply_message(choice.get("delta") or {}, resp):
-                resp.mark(t)
+            carried = _apply_message(choice.get("delta") or {}, resp)
+            if carried:
+                tokens = _chunk_tokens(choice, event, resp) if resp.chunks is not None else None
+                resp.mark(t, answer=carried == ANSWER, tokens=tokens)
             finish = choice.get("finish_reason")
             if finish:
                 resp.finish_reason = finish
@@ -113,15 +124,18 @@ class OpenAIProvider(Provider):
             if "error" in data:
                 raise stream_error(data)
             raise RequestError("protocol", "response has no choices", retryable=True)
-        _apply_message(choices[0].get("message") or {}, resp)
-        resp.mark(t)
+        carried = _apply_message(choices[0].get("message") or {}, resp)
+        resp.mark(t, answer=carried != REASONING)
         resp.finish_reason = choices[0].get("finish_reason")
         _apply_usage(data, resp)
         resp.done = True
 
 
-def _apply_message(message: Mapping[str, Any], resp: Response) -> bool:
-    """Add a delta's (or a whole message's) text, reasoning and tool calls; True if any."""
+def _apply_message(message: Mapping[str, Any], resp: Response) -> str | None:
+    """Add a delta's (or a whole message's) text, reasoning and tool calls.
+
+    Returns what it carried: ANSWER (text or tool calls), REASONING (only that) or None.
+    """
     text, reasoning = content_parts(message.get("content"))
     extra_reasoning = message.get("reasoning_content") or message.get("reasoning")
     if isinstance(extra_reasoning, str):
@@ -135,7 +149,32 @@ def _apply_message(message: Mapping[str, Any], resp: Response) -> bool:
         for position, call in enumerate(calls):
             if isinstance(call, dict):
                 _add_tool_call(call, position, resp)
-    return bool(text or reasoning or calls)
+    if text or calls:
+        return ANSWER
+    return REASONING if reasoning else None
+
+
+def _logprob_tokens(choice: Mapping[str, Any]) -> int | None:
+    """Tokens in a chunk, from its logprobs (one entry per token), when it has them."""
+    logprobs = choice.get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    return len(content) if isinstance(content, list) and content else None
+
+
+def _chunk_tokens(
+    choice: Mapping[str, Any], event: Mapping[str, Any], resp: Response
+) -> int | None:
+    """Tokens in a chunk: from logprobs, or the growth of a usage count sent with every chunk.
+
+    (vLLM sends cumulative usage on every chunk with `continuous_usage_stats`.)
+    """
+    tokens = _logprob_tokens(choice)
+    usage = event.get("usage")
+    if tokens is None and isinstance(usage, dict):
+        count = usage.get("completion_tokens")
+        if isinstance(count, int) and not isinstance(count, bool):
+            tokens = count - (resp.completion_tokens or 0)
+    return tokens
 
 
 def _add_tool_call(call: Mapping[str, Any], position: int, resp: Response) -> None:
@@ -152,6 +191,9 @@ def _apply_usage(event: Mapping[str, Any], resp: Response) -> None:
         resp.set_usage(
             usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
         )
+        details = usage.get("completion_tokens_details")
+        if isinstance(details, dict) and details.get("reasoning_tokens") is not None:
+            resp.set_reasoning_tokens(details["reasoning_tokens"])
     timings = event.get("timings")
     if isinstance(timings, dict):
         resp.server_prompt_s = number_or_none(timings.get("prompt_ms"), 1e-3)

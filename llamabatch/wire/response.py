@@ -19,6 +19,9 @@ STOP_TOKENS: Final = (
     "<eos>",
     "</s>",
 )
+# What a chunk carried, as the wire formats report it to `Response.mark`.
+ANSWER: Final = "answer"  # answer text or a tool call
+REASONING: Final = "reasoning"  # reasoning only
 
 
 class Response:
@@ -26,10 +29,13 @@ class Response:
 
     __slots__ = (
         "_tool_keys",
+        "chunks",
         "completion_tokens",
         "done",
         "ended_t",
         "finish_reason",
+        "first_answer_t",
+        "first_byte_t",
         "first_token_t",
         "headers",
         "http_status",
@@ -37,6 +43,7 @@ class Response:
         "notes",
         "prompt_tokens",
         "reasoning_parts",
+        "reasoning_tokens",
         "server_decode_s",
         "server_load_s",
         "server_prompt_s",
@@ -48,16 +55,21 @@ class Response:
         "usage_source",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, chunk_times: bool = False) -> None:
         self.text_parts: list[str] = []
         self.reasoning_parts: list[str] = []
         self.finish_reason: str | None = None
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
         self.total_tokens: int | None = None
-        self.first_token_t: float | None = None
+        self.first_byte_t: float | None = None  # the response head's arrival
+        self.first_token_t: float | None = None  # first chunk of output: answer, reasoning, tools
+        self.first_answer_t: float | None = None  # first chunk of answer text or tool calls
         self.last_token_t: float | None = None
         self.token_chunks = 0
+        # With `chunk_times`: (arrival, tokens where the server says) of each output chunk.
+        self.chunks: list[tuple[float, int | None]] | None = [] if chunk_times else None
+        self.reasoning_tokens: int | None = None
         self.done = False
         self.http_status: int | None = None
         self.headers: Mapping[str, str] | None = None
@@ -71,17 +83,30 @@ class Response:
         self.usage_source: str | None = None
         self.notes: list[str] = []  # what was wrong with the reply but not worth failing it
 
-    def mark(self, t: float) -> None:
-        """Record that a chunk carrying generated output arrived at `t`."""
+    def mark(self, t: float, *, answer: bool = True, tokens: int | None = None) -> None:
+        """Record that a chunk carrying generated output arrived at `t`.
+
+        `answer`: it carried answer text or a tool call (not only reasoning);
+        `tokens`: how many tokens it carried, where the server says.
+        """
         if self.first_token_t is None:
             self.first_token_t = t
+        if answer and self.first_answer_t is None:
+            self.first_answer_t = t
         self.last_token_t = t
         self.token_chunks += 1
+        if self.chunks is not None:
+            self.chunks.append((t, tokens))
 
     def mark_many(self, first: float, last: float, count: int) -> None:
-        """Record `count` output-carrying chunks that arrived from `first` to `last`."""
+        """Record `count` chunks of answer text that arrived from `first` to `last`.
+
+        (Their arrival times, when collected, were appended as they were parsed.)
+        """
         if self.first_token_t is None or first < self.first_token_t:
             self.first_token_t = first
+        if self.first_answer_t is None or first < self.first_answer_t:
+            self.first_answer_t = first
         if self.last_token_t is None or last > self.last_token_t:
             self.last_token_t = last
         self.token_chunks += count
@@ -120,10 +145,15 @@ class Response:
         return {
             "reasoning_text": "".join(self.reasoning_parts) or None,
             "tool_calls": orjson.dumps(self.tool_calls).decode() if self.tool_calls else None,
+            "reasoning_tokens": self.reasoning_tokens,
             "server_prompt_s": self.server_prompt_s,
             "server_decode_s": self.server_decode_s,
             "server_load_s": self.server_load_s,
         }
+
+    def set_reasoning_tokens(self, value: Any) -> None:
+        """Take the server's count of reasoning tokens (within the completion's)."""
+        self.reasoning_tokens = _count(value)
 
     def set_usage(self, prompt: Any, completion: Any, total: Any) -> None:
         """Take the server's token counts; one out of range discards them all (estimated)."""

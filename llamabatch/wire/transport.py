@@ -136,6 +136,7 @@ class Transport:
             arrival = time.perf_counter if wire is None else wire.arrival
             if wire is not None and wire.sent_t > resp.started_t:
                 resp.started_t = wire.sent_t  # the request reached the wire only now
+            resp.first_byte_t = arrival()  # the head's
             if not request.stream:
                 body = await r.read()
                 resp.ended_t = arrival()
@@ -167,7 +168,7 @@ async def _read_stream(
     decoder = provider.decoder()
     payloads: list[bytes] = []
     times: list[float] = []
-    t = arrival()  # the head's, until body bytes come
+    t = resp.first_byte_t or arrival()  # the head's, until body bytes come
     async for chunk in stream.iter_any():
         t = arrival()
         events = decoder.feed(chunk)

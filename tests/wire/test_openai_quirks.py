@@ -172,6 +172,7 @@ def test_no_extras_when_the_endpoint_gives_none() -> None:
     assert resp.extra_columns() == {
         "reasoning_text": None,
         "tool_calls": None,
+        "reasoning_tokens": None,
         "server_prompt_s": None,
         "server_decode_s": None,
         "server_load_s": None,
