@@ -186,7 +186,7 @@ class Engine:
             if lane.stopped is not None:
                 job.queue_s += time.perf_counter() - waited_from
                 self._finish(job, resp, lane.not_sent())
-                return
+                return None
             try:
                 probe = await lane.breaker.wait() if lane.breaker.is_open else False
             except RequestError as outage:
