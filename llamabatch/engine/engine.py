@@ -203,7 +203,7 @@ class Engine:
                     job.started_wall = time.time()
                 resp = Response(chunk_times=self.config.chunk_times)
                 try:
-                    error = await self._attempt(lane, request, resp, messages)
+                    error = await self._attempt(lane, request, resp, messages, job.params)
                 except anyio.get_cancelled_exc_class():
                     self._finish(job, resp, RequestError("cancelled", "run interrupted in flight"))
                     raise
@@ -226,14 +226,19 @@ class Engine:
                 return None
 
     async def _attempt(
-        self, lane: Lane, request: HttpRequest, resp: Response, messages: list[dict[str, Any]]
+        self,
+        lane: Lane,
+        request: HttpRequest,
+        resp: Response,
+        messages: list[dict[str, Any]],
+        params: Mapping[str, Any],
     ) -> RequestError | None:
         try:
             await self.transport.send(request, lane.provider, resp, self.config.engine.timeout_s)
         except RequestError as exc:
             return exc
-        if lane.counter is not None and resp.completion_tokens is None:
-            await lane.counter.fill(self.transport, resp, messages)
+        if lane.counter is not None and None in (resp.prompt_tokens, resp.completion_tokens):
+            await lane.counter.fill(self.transport, resp, messages, params)
         return None
 
     def _observe(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,14 @@ class Lane:
         )
 
     @classmethod
-    def build(cls, model: ModelConfig, config: RunConfig, api_key: str | None) -> Lane:
+    def build(
+        cls,
+        model: ModelConfig,
+        config: RunConfig,
+        api_key: str | None,
+        render: Callable[[Any], tuple[str, bool]] | None = None,
+    ) -> Lane:
+        """`render` is the server's chat template, when the client has it (see TokenCounter)."""
         workers = min(model.concurrency or config.engine.concurrency, config.engine.concurrency)
         params = {**config.defaults, **model.params}
         return cls(
@@ -56,5 +64,5 @@ class Lane:
                 cooldown_s=config.engine.breaker_cooldown_s,
                 max_open_s=config.engine.breaker_max_open_s,
             ),
-            counter=TokenCounter.for_model(model, api_key),
+            counter=TokenCounter.for_model(model, api_key, render),
         )

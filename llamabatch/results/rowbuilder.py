@@ -19,6 +19,9 @@ from llamabatch.results.metrics import chunk_columns, timings
 from llamabatch.results.schema import COLUMNS
 from llamabatch.wire import Response
 
+# Token count sources, most exact first; `usage_source` is the less exact of a row's two.
+EXACTNESS = ("server", "tokenized", "estimated")
+
 
 @dataclass(slots=True)
 class Job:
@@ -82,7 +85,6 @@ class RowBuilder:
                 error_type=error.error_type,
                 error_message=self.redact(error.message),
                 http_status=error.http_status or resp.http_status,
-                usage_source="estimated",
                 latency_s=max(0.0, resp.ended_t - resp.started_t),
             )
         notes = resp.notes
@@ -106,15 +108,15 @@ class RowBuilder:
 
 def _fill_ok(row: dict[str, Any], messages: list[dict[str, Any]], resp: Response) -> None:
     text = resp.text
-    usage_source = resp.usage_source or "server"
-    prompt_tokens, completion_tokens = resp.prompt_tokens, resp.completion_tokens
+    prompt_tokens, prompt_source = resp.prompt_tokens, resp.prompt_source
+    if prompt_tokens is None:
+        prompt_tokens, prompt_source = estimate_prompt_tokens(messages), "estimated"
+    completion_tokens, completion_source = resp.completion_tokens, resp.completion_source
     if completion_tokens is None:
-        usage_source = "estimated"
         completion_tokens = estimate_tokens(text + "".join(resp.reasoning_parts))
-        if prompt_tokens is None:
-            prompt_tokens = estimate_prompt_tokens(messages)
+        completion_source = "estimated"
     total = resp.total_tokens
-    if total is None and prompt_tokens is not None:
+    if total is None or prompt_source != "server" or completion_source != "server":
         total = prompt_tokens + completion_tokens
     row.update(
         status="ok",
@@ -123,7 +125,9 @@ def _fill_ok(row: dict[str, Any], messages: list[dict[str, Any]], resp: Response
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         total_tokens=total,
-        usage_source=usage_source,
+        prompt_tokens_source=prompt_source,
+        completion_tokens_source=completion_source,
+        usage_source=max(prompt_source, completion_source, key=EXACTNESS.index),
         **timings(resp, completion_tokens),
         **resp.extra_columns(),
     )

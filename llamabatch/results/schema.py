@@ -37,7 +37,9 @@ FIXED_FIELDS: Final = (
     pa.field("completion_tokens", pa.int64()),
     pa.field("total_tokens", pa.int64()),
     pa.field("reasoning_tokens", pa.int64()),
-    pa.field("usage_source", pa.string(), nullable=False),
+    pa.field("usage_source", pa.string()),  # the less exact of the two sources below
+    pa.field("prompt_tokens_source", pa.string()),
+    pa.field("completion_tokens_source", pa.string()),
     pa.field("queue_s", pa.float64(), nullable=False),
     pa.field("ttft_s", pa.float64()),
     pa.field("latency_s", pa.float64(), nullable=False),

@@ -23,7 +23,7 @@ from llamabatch.engine.monitor import LoopMonitor
 from llamabatch.errors import RequestError
 from llamabatch.prompts import PromptSet
 from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
-from llamabatch.runs.servers import local_servers
+from llamabatch.runs.servers import local_servers, prompt_renderer
 from llamabatch.wire import Transport
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,10 @@ class ActiveRun:
         pending = sum(max(0, per_model - self.done.count(m.name)) for m in self.config.models)
         self.tally.on_start(pending)
         async with Transport() as transport, local_servers(self.config) as config:
-            lanes = [Lane.build(m, config, m.resolve_api_key()) for m in config.models]
+            lanes = [
+                Lane.build(m, config, m.resolve_api_key(), prompt_renderer(m))
+                for m in config.models
+            ]
             engine = Engine(
                 config=config,
                 lanes=lanes,

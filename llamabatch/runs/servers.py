@@ -17,7 +17,7 @@ import re
 import subprocess
 import sys
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
@@ -35,6 +35,7 @@ LOCAL_HOST: Final = "127.0.0.1"
 STOP_TIMEOUT_S: Final = 10.0
 _READY_RE: Final = re.compile(rb"Uvicorn running on (http://\S+)")
 _INSTALL_HINT: Final = 'pip install -e ".[local]"'
+Renderer = Callable[[Any], tuple[str, bool]]  # messages -> (prompt, whether it holds the BOS)
 
 
 @asynccontextmanager
@@ -96,16 +97,18 @@ async def _serve(model: ModelConfig, *, task_status: TaskStatus[str]) -> None:
     )
     try:
         lines = _Lines(process)
-        with anyio.move_on_after(spec.startup_timeout_s):
+        url = None
+        with anyio.move_on_after(spec.startup_timeout_s):  # the start-up only, not the run
             url = await lines.wait_ready(model.name)
-            log.info("%s: llama-cpp-python server ready at %s", model.name, url)
-            task_status.started(f"{url}/v1")
-            await lines.drain()  # keep the pipe empty while the run goes on
-            raise UsageError(f"model {model.name!r}: local server exited: {lines.tail()}")
-        raise UsageError(
-            f"model {model.name!r}: local server not ready after {spec.startup_timeout_s:g} s "
-            f"(server.startup_timeout_s): {lines.tail()}"
-        )
+        if url is None:
+            raise UsageError(
+                f"model {model.name!r}: local server not ready after {spec.startup_timeout_s:g} s "
+                f"(server.startup_timeout_s): {lines.tail()}"
+            )
+        log.info("%s: llama-cpp-python server ready at %s", model.name, url)
+        task_status.started(f"{url}/v1")
+        await lines.drain()  # keep the pipe empty while the run goes on
+        raise UsageError(f"model {model.name!r}: local server exited: {lines.tail()}")
     finally:
         with anyio.CancelScope(shield=True):
             await _stop(process)
@@ -150,6 +153,33 @@ async def _stop(process: Process) -> None:
             return
         process.kill()
     await process.wait()
+
+
+def prompt_renderer(model: ModelConfig) -> Renderer | None:
+    """The function a server this run starts renders chat prompts with (a named `chat_format`).
+
+    With it the prompt can be counted exactly, template and all; llama-cpp-python's
+    server has no endpoint that applies its template.
+    """
+    if model.server is None or not model.server.chat_format:
+        return None
+    try:
+        from llama_cpp import llama_chat_format
+    except ImportError:
+        return None
+    name = model.server.chat_format
+    for candidate in (name.replace("-", "_"), name.replace("-", "")):
+        formatter = getattr(llama_chat_format, f"format_{candidate}", None)
+        if callable(formatter):
+            break
+    else:
+        return None
+
+    def render(messages: Any) -> tuple[str, bool]:
+        result = formatter(messages=messages)
+        return result.prompt, bool(result.added_special)
+
+    return render
 
 
 def server_command(spec: ServerSpec, gguf: Path, alias: str) -> list[str]:

@@ -84,8 +84,8 @@ class Scoring:
         if price is None:
             return None
         tokens_in, tokens_out = row.get("prompt_tokens"), row.get("completion_tokens")
-        if tokens_in is None and tokens_out is None:
-            return None
+        if (tokens_in is None and price[0]) or (tokens_out is None and price[1]):
+            return None  # a count it needs is missing: no cost rather than a low one
         total = (tokens_in or 0) * price[0] + (tokens_out or 0) * price[1]
         return total / TOKENS_PER_PRICE_UNIT
 

@@ -78,9 +78,18 @@ def make_plan(body: dict[str, Any], profile: SimProfile, seed: int, max_tokens: 
     )
 
 
+def render_template(messages: list[Any]) -> str:
+    """The simulator's chat template: four tokens of markup around each message's words."""
+    return " ".join(
+        f"<|{m.get('role')}|> x x {m.get('content', '')} <|end|>"
+        for m in messages
+        if isinstance(m, dict)
+    )
+
+
 def prompt_token_count(messages: list[Any]) -> int:
-    """The prompt's tokens after the chat template: its words and four tokens a message."""
-    return sum(count_tokens(str(m.get("content", ""))) + 4 for m in messages if isinstance(m, dict))
+    """The prompt's tokens after the chat template (what a real server reports)."""
+    return count_tokens(render_template(messages))
 
 
 def count_tokens(text: str) -> int:

@@ -33,7 +33,13 @@ from aiohttp import web
 from llamabatch.sim import catalog, replies
 from llamabatch.sim.answers import answer_table
 from llamabatch.sim.formats import LLAMA, OLLAMA, OPENAI, SimFormat
-from llamabatch.sim.plan import Plan, count_tokens, make_plan, prompt_token_count
+from llamabatch.sim.plan import (
+    Plan,
+    count_tokens,
+    make_plan,
+    prompt_token_count,
+    render_template,
+)
 from llamabatch.sim.profile import BUILTIN_MODELS, SimProfile, builtin_model, builtin_profile
 
 DEFAULT_HOST = "127.0.0.1"
@@ -135,6 +141,7 @@ class SimServer:
         add_post("/api/show", self._show)
         add_get("/api/ps", self._ps)
         add_post("/tokenize", self._tokenize)
+        add_post("/apply-template", self._apply_template)
         add_post("/extras/tokenize/count", self._tokenize_count)
         add_get("/health", self._health)
         return app
@@ -211,9 +218,14 @@ class SimServer:
             return web.json_response({"tokens": list(range(count_tokens(body["content"])))})
         text = body.get("prompt")
         if text is None:
-            text = " ".join(str(m.get("content", "")) + " x x x x" for m in body["messages"])
+            text = render_template(body["messages"])
         n = count_tokens(text)
         return web.json_response({"count": n, "max_model_len": 8192, "tokens": list(range(n))})
+
+    async def _apply_template(self, request: web.Request) -> web.Response:
+        """llama.cpp's: the prompt its chat template makes of `messages`."""
+        body = await request.json(loads=orjson.loads)
+        return web.json_response({"prompt": render_template(body["messages"])})
 
     async def _tokenize_count(self, request: web.Request) -> web.Response:
         """llama-cpp-python's counter, which (like the real one) counts a BOS token too."""

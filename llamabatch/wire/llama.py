@@ -74,7 +74,6 @@ class LlamaProvider(Provider):
             resp.add_tool_call(
                 position, call.get("id"), function.get("name"), function.get("arguments")
             )
-        resp.mark(t, answer=bool(text or resp.tool_calls or not reasoning))
         resp.finish_reason = message.get("stop_reason") or "stop"
         _apply_metrics(data.get("metrics"), resp)
         resp.done = True

@@ -72,8 +72,7 @@ class OllamaProvider(Provider):
             if isinstance(data, dict) and "error" in data:
                 raise stream_error(data)
             raise RequestError("protocol", "response is not a finished chat reply", retryable=True)
-        carried = _apply_message(data.get("message"), resp)
-        resp.mark(t, answer=carried != REASONING)
+        _apply_message(data.get("message"), resp)
         _apply_final(data, resp)
 
     def is_complete(self, resp: Response) -> bool:

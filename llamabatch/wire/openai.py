@@ -124,8 +124,7 @@ class OpenAIProvider(Provider):
             if "error" in data:
                 raise stream_error(data)
             raise RequestError("protocol", "response has no choices", retryable=True)
-        carried = _apply_message(choices[0].get("message") or {}, resp)
-        resp.mark(t, answer=carried != REASONING)
+        _apply_message(choices[0].get("message") or {}, resp)
         resp.finish_reason = choices[0].get("finish_reason")
         _apply_usage(data, resp)
         resp.done = True

@@ -48,7 +48,7 @@ class Provider(ABC):
 
     @abstractmethod
     def parse_body(self, body: bytes, resp: Response, t: float) -> None:
-        """Apply a whole non-streamed response body to `resp`."""
+        """Apply a whole non-streamed response body to `resp` (a whole reply has no TTFT)."""
 
     def decoder(self) -> Decoder:
         return SSEDecoder()

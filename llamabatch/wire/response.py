@@ -30,6 +30,7 @@ class Response:
     __slots__ = (
         "_tool_keys",
         "chunks",
+        "completion_source",
         "completion_tokens",
         "done",
         "ended_t",
@@ -41,6 +42,7 @@ class Response:
         "http_status",
         "last_token_t",
         "notes",
+        "prompt_source",
         "prompt_tokens",
         "reasoning_parts",
         "reasoning_tokens",
@@ -52,7 +54,6 @@ class Response:
         "token_chunks",
         "tool_calls",
         "total_tokens",
-        "usage_source",
     )
 
     def __init__(self, *, chunk_times: bool = False) -> None:
@@ -80,8 +81,10 @@ class Response:
         self.server_prompt_s: float | None = None
         self.server_decode_s: float | None = None
         self.server_load_s: float | None = None
-        self.usage_source: str | None = None
         self.notes: list[str] = []  # what was wrong with the reply but not worth failing it
+        # Where each count came from: `server`, `tokenized` or `estimated` (None: not counted).
+        self.prompt_source: str | None = None
+        self.completion_source: str | None = None
 
     def mark(self, t: float, *, answer: bool = True, tokens: int | None = None) -> None:
         """Record that a chunk carrying generated output arrived at `t`.
@@ -165,11 +168,14 @@ class Response:
         ]
         if bad:
             self.prompt_tokens = self.completion_tokens = self.total_tokens = None
+            self.prompt_source = self.completion_source = None
             note = f"server usage out of range ({', '.join(bad)}): estimated instead"
             if note not in self.notes:  # some servers repeat usage on every chunk
                 self.notes.append(note)
             return
         self.prompt_tokens, self.completion_tokens, self.total_tokens = map(_count, values)
+        self.prompt_source = None if self.prompt_tokens is None else "server"
+        self.completion_source = None if self.completion_tokens is None else "server"
         if self.total_tokens is None and None not in (self.prompt_tokens, self.completion_tokens):
             self.total_tokens = self.prompt_tokens + self.completion_tokens  # type: ignore[operator]
 

@@ -24,6 +24,8 @@ async def test_every_row_ok_with_all_fixed_columns(tmp_path: Path) -> None:
     assert len(df) == 12 and (df["status"] == "ok").all()
     assert df.groupby("model")["prompt_id"].nunique().to_dict() == {"a": 6, "b": 6}
     assert (df["usage_source"] == "server").all() and (df["completion_tokens"] > 0).all()
+    assert (df["prompt_tokens_source"] == "server").all()
+    assert (df["completion_tokens_source"] == "server").all()
     assert (df["ttft_s"] > 0).all() and (df["ttft_s"] <= df["latency_s"]).all()
     assert (df["attempts"] == 1).all() and (df["finish_reason"] == "stop").all()
     assert sim.stats.requests == 12
@@ -143,6 +145,21 @@ async def test_non_streaming_mode(tmp_path: Path) -> None:
     assert (df["status"] == "ok").all() and (
         df["completion_tokens"] == df["output_text"].str.split().str.len()
     ).all()
+    # A whole reply has no first token: no TTFT, and nothing derived from it.
+    assert df["ttft_s"].isna().all() and df["decode_tps"].isna().all()
+    assert (df["latency_s"] > 0).all()
+
+
+async def test_error_rows_carry_no_token_counts(tmp_path: Path) -> None:
+    async with SimServer(default=FAST) as sim:
+        sim.script.append("400")
+        result = await arun(sim_config(tmp_path, sim.base_url, n_prompts=1))
+    (row,) = result.dataframe().to_dict("records")
+    assert row["status"] == "error"
+    for column in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        assert pd.isna(row[column]), column
+    for column in ("usage_source", "prompt_tokens_source", "completion_tokens_source"):
+        assert pd.isna(row[column]), column
 
 
 async def test_api_key_never_stored_even_when_echoed(

@@ -6,6 +6,7 @@ Needs the `[local]` extra (`pip install -e ".[local]"`; CI installs it with
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import tomllib
@@ -13,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from llamabatch import arun, config_from_dict
+from llamabatch import RunConfig, arun, config_from_dict
+from llamabatch.prompts import PromptSet
+from llamabatch.runs.servers import local_servers
+from llamabatch.wire import Response
+from llamabatch.wire.openai import OpenAIProvider
+from llamabatch.wire.transport import Transport
 from tests.helpers import ROOT
 
 MISSING = [
@@ -37,18 +43,44 @@ async def test_shipped_local_config_generates_real_text(tmp_path: Path) -> None:
     data = tomllib.loads((ROOT / "configs/local.toml").read_text())
     data["run"].update(input=str(ROOT / data["run"]["input"]), output=str(tmp_path), limit=3)
     data["defaults"]["max_tokens"] = MAX_TOKENS
-    result = await arun(config_from_dict(data))
+    config = config_from_dict(data)
+    result = await arun(config)
     df = result.dataframe()
     assert result.exit_code == 0 and len(df) == 3 and (df["status"] == "ok").all()
     assert df["output_text"].str.strip().str.len().gt(0).all()
-    # This server streams no usage: counts come, exact, from its tokenizer endpoint.
+    # This server streams no usage: counts come from its tokenizer, the prompt rendered with
+    # the chat format the run started it with; both equal what it reports without streaming.
     assert (df["usage_source"] == "tokenized").all()
+    assert (df["prompt_tokens_source"] == "tokenized").all()
+    assert (df["completion_tokens_source"] == "tokenized").all()
+    reported = await whole_replies(config, df["prompt_id"].tolist())
+    assert df["prompt_tokens"].tolist() == [u["prompt_tokens"] for u in reported]
+    assert df["completion_tokens"].tolist() == [u["completion_tokens"] for u in reported]
     assert df["completion_tokens"].between(1, MAX_TOKENS).all()
     assert (df.loc[df["finish_reason"] == "length", "completion_tokens"] == MAX_TOKENS).all()
     assert (df["ttft_s"] > 0).all() and (df["ttft_s"] < df["latency_s"]).all()
     assert (df["decode_tps"] > 0).all()
     assert df["model_id"].eq("gemma-3-270m").all()
     assert not any(re.search(r"<end_of_turn>|<eos>", t) for t in df["output_text"])
+
+
+async def whole_replies(config: RunConfig, ids: list[str]) -> list[dict[str, int]]:
+    """The server's own usage for each prompt, asked for without streaming."""
+    prompts = {p.id: p for batch in PromptSet(config.input).batches() for p in batch}
+    model = dataclasses.replace(config.models[0], stream=False)
+    provider = OpenAIProvider()
+    params = {**config.defaults, **model.params}
+    usages = []
+    async with Transport() as transport, local_servers(config) as started:
+        model = dataclasses.replace(model, base_url=started.models[0].base_url)
+        for prompt_id in ids:
+            request = provider.build_request(model, prompts[prompt_id].messages, params, None)
+            resp = Response()
+            await transport.send(request, provider, resp, 120.0)
+            usages.append(
+                {"prompt_tokens": resp.prompt_tokens, "completion_tokens": resp.completion_tokens}
+            )
+    return usages
 
 
 async def test_a_missing_gguf_is_a_one_line_error(tmp_path: Path) -> None:

@@ -129,3 +129,13 @@ async def test_prompt_columns_may_not_look_like_score_columns(tmp_path: Path) ->
     data["run"]["input"] = str(write_jsonl(tmp_path / "p.jsonl", rows))  # type: ignore[index]
     with pytest.raises(UsageError, match="score_mine clash with result columns"):
         await arun(config_from_dict(data), check=False)
+
+
+def test_no_cost_when_a_count_it_needs_is_missing() -> None:
+    scoring = Scoring(prices={"m": (1.0, 2.0)})
+    row = {"model": "m", "prompt_tokens": 1_000_000, "completion_tokens": 500_000}
+    assert scoring.cost(row) == 2.0
+    assert scoring.cost({**row, "prompt_tokens": None}) is None  # not 1.0: input is not free
+    assert scoring.cost({**row, "completion_tokens": None}) is None
+    free_input = Scoring(prices={"m": (0.0, 2.0)})
+    assert free_input.cost({**row, "prompt_tokens": None}) == 1.0
