@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from llamabatch._version import __version__
+from llamabatch.cli.batches import add_batches_command
 from llamabatch.cli.evaluate import add_evaluation_commands
 from llamabatch.cli.options import add_field_options, field_values
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
@@ -60,6 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip the preflight that asks each endpoint for its model list before sending",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    run.add_argument(
+        "--batch",
+        action="store_true",
+        help='send through the providers\' Batch APIs (as [run] mode = "batch")',
+    )
+    run.add_argument(
+        "--cache",
+        nargs="?",
+        const=True,
+        metavar="PATH",
+        help="answer repeated requests from a response cache (default file: "
+        "~/.cache/llamabatch/responses.sqlite3)",
+    )
+    run.add_argument(
+        "--cache-refresh",
+        action="store_true",
+        help="with a cache: ask again and overwrite the stored answers",
+    )
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser(
@@ -94,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_field_options(sim, SimProfile)
     sim.set_defaults(handler=_sim)
     add_evaluation_commands(commands)
+    add_batches_command(commands)
     return parser
 
 
@@ -175,6 +195,9 @@ def _run(args: argparse.Namespace) -> int:
             output=args.output,
             limit=args.limit,
             models=models,
+            batch=args.batch,
+            cache=args.cache,
+            cache_refresh=args.cache_refresh,
         )
     except KeyboardInterrupt:
         result = None
@@ -220,6 +243,10 @@ def _resume_command(args: argparse.Namespace) -> str:
         parts.append("--keep-errors")
     if args.no_check:
         parts.append("--no-check")
+    if args.batch:
+        parts.append("--batch")
+    if args.cache is not None:
+        parts += ["--cache"] + ([] if args.cache is True else [str(args.cache)])
     return " ".join(shlex.quote(p) for p in parts)
 
 

@@ -26,6 +26,7 @@ class ProgressBar:
         self.stopped: dict[str, str] = {}  # model -> why it was stopped
         self._start = time.monotonic()
         self._shown = 0.0
+        self._batches: dict[str, str] = {}
 
     def on_start(self, pending: int) -> None:
         self.bar = tqdm(total=pending, unit="req", dynamic_ncols=True, disable=self.disable)
@@ -39,6 +40,14 @@ class ProgressBar:
         if self.bar is not None:
             self.bar.update(1)
         self._postfix()
+
+    def on_batch(self, model: str, info: Mapping[str, Any]) -> None:
+        """Batch mode: each model's batch states and the requests they finished."""
+        states = ", ".join(f"{s} {n}" for s, n in sorted(info["states"].items())) or "collected"
+        done, failed, total = (info.get(k, 0) for k in ("completed", "failed", "total"))
+        self._batches[model] = f"{model}: {states} ({done}+{failed} failed/{total})"
+        if self.bar is not None:
+            self.bar.set_description("; ".join(self._batches.values()), refresh=True)
 
     def on_retry(self, model: str, error: RequestError, delay_s: float) -> None:
         self.retries += 1

@@ -16,13 +16,27 @@ from llamabatch.errors import ConfigError
 
 
 @dataclass(frozen=True, kw_only=True)
+class BatchApi:
+    """An endpoint's OpenAI-shaped Batch API: its file limits, upload purpose and price."""
+
+    max_requests: int = 50_000
+    max_bytes: int = 200 * 1024 * 1024
+    file_purpose: str = "batch"
+    discount: float = 1.0  # the price multiplier batch requests get (0.5 = half price)
+
+
+OPENAI_BATCH: Final = BatchApi(discount=0.5)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Preset:
-    """Settings an endpoint needs: wire format, base URL, key variable, tokenizer."""
+    """Settings an endpoint needs: wire format, base URL, key variable, tokenizer, Batch API."""
 
     provider: str = "openai"
     base_url: str | None = None
     api_key_env: str | None = None
     tokenize: str | None = None
+    batch: BatchApi | None = None
 
 
 PRESETS: Final[Mapping[str, Preset]] = {
@@ -30,17 +44,30 @@ PRESETS: Final[Mapping[str, Preset]] = {
     "meta-native": Preset(
         provider="llama", base_url="https://api.llama.com/v1", api_key_env="META_API_KEY"
     ),
-    "openai": Preset(base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"),
+    "openai": Preset(
+        base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY", batch=OPENAI_BATCH
+    ),
     "ollama": Preset(provider="ollama", base_url="http://localhost:11434"),
     "vllm": Preset(base_url="http://localhost:8000/v1", tokenize="vllm"),
     "llamacpp": Preset(base_url="http://localhost:8080/v1", tokenize="llamacpp"),
     "llama-cpp-python": Preset(base_url="http://localhost:8000/v1", tokenize="llama-cpp-python"),
     "mistral": Preset(base_url="https://api.mistral.ai/v1", api_key_env="MISTRAL_API_KEY"),
-    "together": Preset(base_url="https://api.together.xyz/v1", api_key_env="TOGETHER_API_KEY"),
-    "groq": Preset(base_url="https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY"),
+    "together": Preset(
+        base_url="https://api.together.xyz/v1",
+        api_key_env="TOGETHER_API_KEY",
+        batch=BatchApi(max_bytes=100 * 1024 * 1024, file_purpose="batch-api", discount=0.5),
+    ),
+    "groq": Preset(
+        base_url="https://api.groq.com/openai/v1",
+        api_key_env="GROQ_API_KEY",
+        batch=BatchApi(max_bytes=100 * 1024 * 1024, discount=0.75),
+    ),
     "hf": Preset(base_url="https://router.huggingface.co/v1", api_key_env="HF_TOKEN"),
 }
-NO_PRESET: Final = Preset()
+# No preset: any OpenAI-compatible server may offer the OpenAI Batch API (no discount assumed).
+NO_PRESET: Final = Preset(batch=BatchApi())
+# The simulator's Batch API: OpenAI's shape and price.
+SIM_BATCH: Final = OPENAI_BATCH
 # A `server` block starts llama-cpp-python's OpenAI-compatible server.
 MANAGED_SERVER: Final = Preset(tokenize="llama-cpp-python")
 # Servers whose tokenizer endpoint gives exact counts when a stream reports no usage.

@@ -21,10 +21,13 @@ from llamabatch.config.endpoints import (
     preset_for,
     server_spec,
 )
+from llamabatch.config.runmodes import batch_api, cache_config, cache_path, parse_ttl
 from llamabatch.config.schema import (
     ARRIVALS,
     DEFAULT_BACKOFF_BASE_S,
     DEFAULT_BACKOFF_MAX_S,
+    DEFAULT_BATCH_POLL_MAX_S,
+    DEFAULT_BATCH_POLL_S,
     DEFAULT_BREAKER_COOLDOWN_S,
     DEFAULT_BREAKER_MAX_OPEN_S,
     DEFAULT_BREAKER_THRESHOLD,
@@ -36,8 +39,10 @@ from llamabatch.config.schema import (
     DEFAULT_SLO_ATTAINMENT,
     DEFAULT_TIMEOUT_S,
     MAX_CONCURRENCY,
+    MODES,
     PROVIDERS,
     SLO_KEYS,
+    CacheConfig,
     EngineConfig,
     ModelConfig,
     RunConfig,
@@ -93,9 +98,16 @@ def apply_overrides(
     output: str | Path | None = None,
     limit: int | None = None,
     models: Sequence[str] | None = None,
+    batch: bool = False,
+    cache: str | Path | bool | None = None,
+    cache_refresh: bool = False,
 ) -> RunConfig:
-    """Return `config` with command-line overrides applied."""
+    """Return `config` with command-line overrides applied (`cache=True`: the default path)."""
     changes: dict[str, Any] = {}
+    if batch:
+        changes["mode"] = "batch"
+    if cache is not None or cache_refresh:
+        changes["cache"] = _cache_override(config.cache, cache, cache_refresh)
     if output is not None:
         changes["output"] = Path(output)
     if limit is not None:
@@ -112,6 +124,20 @@ def apply_overrides(
             )
         changes["models"] = tuple(known[name] for name in models)
     return dataclasses.replace(config, **changes) if changes else config
+
+
+def _cache_override(
+    configured: CacheConfig | None, cache: str | Path | bool | None, refresh: bool
+) -> CacheConfig | None:
+    path = configured.path if configured is not None and cache in (None, True) else None
+    if path is None and cache is not None:
+        path = cache_path(cache)
+    if path is None:
+        if cache is False:
+            return None
+        raise ConfigError("--cache-refresh needs a cache: give --cache [PATH] or [run] cache")
+    ttl = configured.ttl_s if configured is not None else None
+    return CacheConfig(path=path, ttl_s=ttl, refresh=refresh)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -202,6 +228,12 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
     limit = run.positive("limit", int)
     skip_invalid = run.get("skip_invalid", bool, False)
     chunk_times = run.get("chunk_times", bool, False)
+    mode = run.one_of("mode", MODES, "online")
+    cache = cache_config(
+        run.get("cache", (str, bool)),
+        parse_ttl(run.get("cache_ttl", (int, float, str)), run.error),
+        run.error,
+    )
     run.finish()
 
     if not isinstance(raw_models, list) or not raw_models:
@@ -232,6 +264,8 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         engine=engine,
         defaults=defaults,
         source=path,
+        mode=mode,
+        cache=cache,
     )
 
 
@@ -267,6 +301,8 @@ def _build_engine(sec: _Section) -> EngineConfig:
         request_rate=sec.positive("request_rate", float),
         arrival=sec.get("arrival", str, "poisson"),
         arrival_seed=sec.get("arrival_seed", int, 0),
+        batch_poll_s=sec.positive("batch_poll_s", float, DEFAULT_BATCH_POLL_S),
+        batch_poll_max_s=sec.positive("batch_poll_max_s", float, DEFAULT_BATCH_POLL_MAX_S),
     )
     if config.arrival not in ARRIVALS:
         raise sec.error("arrival", f"must be one of {', '.join(ARRIVALS)}, got {config.arrival!r}")
@@ -290,10 +326,15 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         raise sec.error("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
     sec.rename(f"models[{index}] ({name})")
     server = server_spec(sec.get("server", dict), sec.error)
+    preset_name = sec.data.get("preset")
     preset, provider, base_url = _endpoint(sec, server)
     model_id = sec.get("model", str, name)
     if base_url is not None:
         _check_base_url(base_url, sec)
+    batch = batch_api(preset, provider)
+    discount = sec.positive("batch_discount", float, batch.discount if batch else 1.0)
+    if discount > 1:
+        raise sec.error("batch_discount", f"is a price multiplier between 0 and 1, got {discount}")
     api_key = sec.get("api_key", str)
     if api_key is not None:
         warnings.warn(
@@ -320,6 +361,9 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         context_tokens=sec.positive("context_tokens", int),
         server=server,
         usd_per_mtok=_prices(sec),
+        preset=preset_name,
+        batch=batch,
+        batch_discount=discount,
     )
     sec.finish()
     return model

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from llamabatch.config.endpoints import ServerSpec
+from llamabatch.config.endpoints import BatchApi, ServerSpec
 from llamabatch.config.scorers import ScorerSpec
 from llamabatch.errors import ConfigError
 from llamabatch.redact import Redactor
@@ -30,6 +30,9 @@ DEFAULT_BREAKER_THRESHOLD: Final = 8
 DEFAULT_BREAKER_COOLDOWN_S: Final = 2.0
 DEFAULT_BREAKER_MAX_OPEN_S: Final = 300.0
 DEFAULT_OUTPUT_ROOT: Final = "results"
+DEFAULT_BATCH_POLL_S: Final = 5.0
+DEFAULT_BATCH_POLL_MAX_S: Final = 60.0
+MODES: Final = ("online", "batch")
 
 PROVIDERS: Final = ("openai", "llama", "ollama", "sim")
 _SECRET_HEADER_RE: Final = re.compile(r"(?i)auth|key|token|secret")
@@ -58,6 +61,9 @@ class ModelConfig:
     server: ServerSpec | None = None
 
     usd_per_mtok: Mapping[str, float] = field(default_factory=dict)  # {input, output} prices
+    preset: str | None = None
+    batch: BatchApi | None = None  # the endpoint's Batch API, when it has one
+    batch_discount: float = 1.0  # price multiplier of rows answered through the Batch API
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to send, from `api_key_env` (or inline); None when the model needs none."""
@@ -92,6 +98,17 @@ class EngineConfig:
     request_rate: float | None = None  # open loop: new requests per second, per model
     arrival: str = "poisson"  # or "constant"
     arrival_seed: int = 0
+    batch_poll_s: float = DEFAULT_BATCH_POLL_S  # batch mode: first wait between polls...
+    batch_poll_max_s: float = DEFAULT_BATCH_POLL_MAX_S  # ...doubling up to this
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheConfig:
+    """The response cache: where it lives, how long entries count, whether to re-ask."""
+
+    path: Path
+    ttl_s: float | None = None
+    refresh: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +131,8 @@ class RunConfig:
     slo: Mapping[str, float] = field(default_factory=dict)  # ttft_s, tpot_s, latency_s, attainment
     # Values of ${VAR}s interpolated into headers, URLs or keys (see load.py): never written.
     secret_values: tuple[str, ...] = field(default=(), repr=False)
+    mode: str = "online"  # or "batch": through each provider's Batch API
+    cache: CacheConfig | None = None
 
     def snapshot(self) -> dict[str, Any]:
         """The config as plain data, without secrets, for the manifest."""

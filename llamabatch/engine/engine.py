@@ -28,6 +28,7 @@ from llamabatch.errors import RequestError
 from llamabatch.prompts import Prompt
 from llamabatch.prompts.text import estimate_prompt_tokens
 from llamabatch.results import Sink
+from llamabatch.results.cache import ResponseCache
 from llamabatch.results.resume import DoneIndex
 from llamabatch.results.rowbuilder import Job, RowBuilder
 from llamabatch.wire import HttpRequest, Response
@@ -60,6 +61,7 @@ class Engine:
         rows: RowBuilder,
         observer: Observer | None = None,
         seed: int | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.config = config
         self.lanes = lanes
@@ -67,6 +69,7 @@ class Engine:
         self.sink = sink
         self.rows = rows
         self.observer = observer
+        self.cache = cache
         self.policy = RetryPolicy.from_config(config.engine)
         self.limiter = anyio.CapacityLimiter(config.engine.concurrency)
         # Each model's workers are capped already; the global cap binds only when they add up.
@@ -178,6 +181,15 @@ class Engine:
         """Every attempt of one request, until its row is written; its response if it succeeded."""
         messages = job.messages or job.prompt.messages
         request = lane.provider.build_request(lane.config, messages, job.params, lane.api_key)
+        cache_key = None
+        if self.cache is not None:
+            cache_key = self.cache.key(lane.config, request, job.sample)
+            stored = await anyio.to_thread.run_sync(self.cache.get, cache_key)
+            if stored is not None:
+                self._write(self.rows.from_cache(job, stored))
+                hit = Response()  # what a next turn needs of it: the reply
+                hit.text_parts.append(stored.get("output_text") or "")
+                return hit
         waited_from = time.perf_counter() if scheduled is None else scheduled
         if scheduled is not None:
             job.scheduled_wall = time.time() - (time.perf_counter() - scheduled)
@@ -213,7 +225,7 @@ class Engine:
                     self._stop_lane(lane, error)
                     delay = None
                 if delay is None:
-                    self._finish(job, resp, error)
+                    self._finish(job, resp, error, cache_key)
                     return resp if error is None else None
             assert error is not None
             if self.observer is not None:
@@ -285,9 +297,16 @@ class Engine:
             )
         return delay
 
-    def _finish(self, job: Job, resp: Response, error: RequestError | None) -> None:
+    def _finish(
+        self, job: Job, resp: Response, error: RequestError | None, cache_key: str | None = None
+    ) -> None:
         """Make the row durable, then tell observers (a cancellation cannot split the two)."""
         row = self.rows.build(job, resp, error)
+        self._write(row)
+        if cache_key is not None and error is None and self.cache is not None:
+            self.cache.put(cache_key, row)
+
+    def _write(self, row: dict[str, Any]) -> None:
         self.sink.write(row)
         if self.observer is not None:
             self.observer.on_row(row)

@@ -20,6 +20,7 @@ from llamabatch.config import ScorerSpec
 from llamabatch.config.scorers import DEFAULT_PASS_THRESHOLD, specs_from_snapshot
 from llamabatch.errors import UsageError
 from llamabatch.report.stats import reduce_samples
+from llamabatch.report.summary import without_cached_timings
 from llamabatch.results import COLUMNS, part_files, read_manifest
 from llamabatch.results.manifest import client_warning
 from llamabatch.results.schema import COST_COLUMN, SCORE_PREFIX
@@ -98,7 +99,7 @@ def read_results_dir(path: Path, skip: frozenset[str] = frozenset()) -> pd.DataF
         columns = [n for n in schema.names if n not in _SKIP_COLUMNS and n not in skip]
         tables.append(pq.read_table(part, columns=columns))
     frame: pd.DataFrame = pa.concat_tables(tables, promote_options="default").to_pandas()
-    return frame
+    return without_cached_timings(frame)
 
 
 def load_results(paths: Sequence[Path], skip: frozenset[str] = frozenset()) -> ResultSet:

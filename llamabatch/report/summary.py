@@ -7,6 +7,20 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from llamabatch.results.schema import TIMING_COLUMNS
+
+
+def without_cached_timings(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with the timings of cached rows blanked: they were measured by an earlier run."""
+    if "cached" not in df or not df["cached"].fillna(False).astype(bool).any():
+        return df
+    cached = df["cached"].fillna(False).astype(bool)
+    df = df.copy()
+    for column in TIMING_COLUMNS:
+        if column in df:
+            df[column] = df[column].mask(cached)
+    return df
+
 
 def summarize(
     df: pd.DataFrame,
@@ -21,6 +35,9 @@ def summarize(
     """
     if models:
         df = df[df["model"].isin(models)]
+    df = without_cached_timings(df)
+    any_cached = "cached" in df and bool(df["cached"].fillna(False).astype(bool).any())
+    any_batch = "batch_id" in df and bool(df["batch_id"].notna().any())
     rows = []
     for model, group in df.groupby("model", sort=False):
         ok = group[group["status"] == "ok"]
@@ -32,6 +49,8 @@ def summarize(
                 "rows": len(group),
                 "ok": len(ok),
                 "errors": len(group) - len(ok),
+                **({"cached": int(group["cached"].fillna(False).sum())} if any_cached else {}),
+                **({"batch": int(group["batch_id"].notna().sum())} if any_batch else {}),
                 "ttft_p50_s": ok["ttft_s"].quantile(0.5),
                 "ttft_p90_s": ok["ttft_s"].quantile(0.9),
                 "latency_p50_s": ok["latency_s"].quantile(0.5),
@@ -92,6 +111,8 @@ def format_table(table: pd.DataFrame) -> str:
         "rows": "rows",
         "ok": "ok",
         "errors": "errors",
+        "cached": "cached",
+        "batch": "via batch",
         "ttft_p50_s": "TTFT p50",
         "ttft_p90_s": "TTFT p90",
         "latency_p50_s": "latency p50",

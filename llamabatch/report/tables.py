@@ -286,13 +286,22 @@ def render_markdown(report: Report) -> str:
 def _models_table(report: Report) -> Table:
     headers = ["model", "rows", "ok %", "errors", "TTFT p50", "TTFT p90", "TTFT p99"]
     headers += ["latency p50", "latency p90", "latency p99"]
+    counts = [c for c in ("cached", "batch") if c in report.models]  # rows this run did not time
+    headers[4:4] = [{"cached": "cached", "batch": "via batch"}[c] for c in counts]
     rows = []
     for r in report.models.to_dict("records"):
         row = [r["model"], int(r["rows"]), f"{r['ok_pct']:.1f}", r["error_types"]]
+        row += [int(r[c]) for c in counts]
         row += [seconds(r[c]) for c in ("ttft_p50_s", "ttft_p90_s", "ttft_p99_s")]
         row += [seconds(r[c]) for c in ("latency_p50_s", "latency_p90_s", "latency_p99_s")]
         rows.append(row)
-    return Table("models", "Models", headers, rows)
+    note = (
+        "Cached rows (answered from the response cache) are left out of TTFT and latency; "
+        "rows answered through a Batch API have no timings (not measured)."
+        if counts
+        else ""
+    )
+    return Table("models", "Models", headers, rows, note)
 
 
 def _volume_table(report: Report) -> Table:

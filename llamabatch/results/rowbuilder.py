@@ -51,30 +51,13 @@ class RowBuilder:
         self.redact = redact
         self._blank = dict.fromkeys(COLUMNS)
         self._blank["run_id"] = run_id
+        self._blank["cached"] = False
         self._extras = list(extra_types.items())
 
     def build(self, job: Job, resp: Response, error: RequestError | None) -> dict[str, Any]:
+        row = self._identity(job)
         prompt, model = job.prompt, job.model
-        row = self._blank.copy()
-        for name, arrow_type in self._extras:
-            row[name] = carried_value(prompt.extra.get(name), arrow_type)
-        row.update(
-            model=model.name,
-            provider=model.provider,
-            model_id=model.model,
-            prompt_id=prompt.id,
-            prompt_hash=prompt.content_hash,
-            sample=job.sample,
-            turn=job.turn,
-            attempts=job.attempts,
-            queue_s=job.queue_s,
-            request_params=job.params_json,
-            http_status=resp.http_status,
-            started_at=int((job.started_wall or time.time()) * 1e6),
-            finished_at=int(time.time() * 1e6),
-            scheduled_at=None if job.scheduled_wall is None else int(job.scheduled_wall * 1e6),
-            expected=prompt.expected_for(job.turn),
-        )
+        row["http_status"] = resp.http_status
         if error is None:
             _fill_ok(row, job.messages or prompt.messages, resp)
             if model.stream:
@@ -92,6 +75,37 @@ class RowBuilder:
             notes = [*notes, "a known secret (API key or header value) was replaced by ***"]
         if notes:
             row["notes"] = "; ".join(notes)
+        return row
+
+    def from_cache(self, job: Job, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """The row of a request answered from the response cache (nothing was sent)."""
+        row = self._identity(job)
+        row.update((k, v) for k, v in stored.items() if k in row)
+        row.update(status="ok", cached=True)
+        return row
+
+    def _identity(self, job: Job) -> dict[str, Any]:
+        """A fresh row with what the job itself says: key, prompt columns, attempts, times."""
+        prompt, model = job.prompt, job.model
+        row = self._blank.copy()
+        for name, arrow_type in self._extras:
+            row[name] = carried_value(prompt.extra.get(name), arrow_type)
+        row.update(
+            model=model.name,
+            provider=model.provider,
+            model_id=model.model,
+            prompt_id=prompt.id,
+            prompt_hash=prompt.content_hash,
+            sample=job.sample,
+            turn=job.turn,
+            attempts=job.attempts,
+            queue_s=job.queue_s,
+            request_params=job.params_json,
+            started_at=int((job.started_wall or time.time()) * 1e6),
+            finished_at=int(time.time() * 1e6),
+            scheduled_at=None if job.scheduled_wall is None else int(job.scheduled_wall * 1e6),
+            expected=prompt.expected_for(job.turn),
+        )
         return row
 
     def _scrub(self, row: dict[str, Any]) -> bool:

@@ -42,7 +42,7 @@ FIXED_FIELDS: Final = (
     pa.field("completion_tokens_source", pa.string()),
     pa.field("queue_s", pa.float64(), nullable=False),
     pa.field("ttft_s", pa.float64()),
-    pa.field("latency_s", pa.float64(), nullable=False),
+    pa.field("latency_s", pa.float64()),  # null for Batch API rows (not measured)
     pa.field("decode_tps", pa.float64()),
     pa.field("itl_mean_s", pa.float64()),
     pa.field("ttfb_s", pa.float64()),
@@ -58,8 +58,13 @@ FIXED_FIELDS: Final = (
     pa.field("request_params", pa.string(), nullable=False),
     pa.field("expected", pa.string()),
     pa.field("notes", pa.string()),  # what was changed in the row: usage discarded, redactions
+    pa.field("batch_id", pa.string()),  # the provider's batch, for rows answered by a Batch API
+    pa.field("cached", pa.bool_()),  # answered from the response cache: nothing was sent
 )
 COLUMNS: Final = tuple(f.name for f in FIXED_FIELDS)
+# What a request's own timing says: null for Batch API rows (not measured), and left out
+# of reports' latency statistics for cached rows (measured by an earlier run).
+TIMING_COLUMNS: Final = ("ttft_s", "latency_s", "decode_tps", "itl_mean_s", "ttfb_s", "ttfa_s")
 
 # Columns that exist only when the config asks for them (scorers, prices).
 SCORE_PREFIX: Final = "score_"

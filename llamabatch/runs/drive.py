@@ -7,6 +7,7 @@ the command line) the signal handler that stops a run gracefully.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
@@ -23,6 +24,8 @@ from llamabatch.engine.monitor import LoopMonitor
 from llamabatch.errors import RequestError
 from llamabatch.prompts import PromptSet
 from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
+from llamabatch.results.cache import ResponseCache
+from llamabatch.runs.batch import BatchDriver
 from llamabatch.runs.servers import local_servers, prompt_renderer
 from llamabatch.wire import Transport
 
@@ -40,6 +43,7 @@ class Tally:
     forward: Observer | None
     ok: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    cached: int = 0
 
     def on_start(self, pending: int) -> None:
         if self.forward is not None:
@@ -48,6 +52,7 @@ class Tally:
     def on_row(self, row: Mapping[str, Any]) -> None:
         if row["status"] == "ok":
             self.ok += 1
+            self.cached += bool(row.get("cached"))
         else:
             self.errors[row["error_type"]] += 1
         if self.forward is not None:
@@ -62,6 +67,12 @@ class Tally:
         notify = getattr(self.forward, "on_model_stopped", None)
         if notify is not None:
             notify(model, error)
+
+    def on_batch(self, model: str, info: Mapping[str, Any]) -> None:
+        """Batch mode: a model's batch states and request counts (observers may skip it)."""
+        forward = getattr(self.forward, "on_batch", None)
+        if forward is not None:
+            forward(model, info)
 
 
 @dataclass
@@ -78,6 +89,7 @@ class ActiveRun:
     handle_signals: bool
     only: Callable[[str], bytearray | None]
     monitor: LoopMonitor = field(default_factory=LoopMonitor)
+    cache: ResponseCache | None = None
 
     async def drive(self) -> bool:
         """Run the engine with its helpers (servers, flusher, monitor, signals); True if stopped."""
@@ -85,25 +97,44 @@ class ActiveRun:
         pending = sum(max(0, per_model - self.done.count(m.name)) for m in self.config.models)
         self.tally.on_start(pending)
         async with Transport() as transport, local_servers(self.config) as config:
-            lanes = [
-                Lane.build(m, config, m.resolve_api_key(), prompt_renderer(m))
-                for m in config.models
-            ]
-            engine = Engine(
-                config=config,
-                lanes=lanes,
-                transport=transport,
-                sink=self.sink,
-                rows=self.rows,
-                observer=self.tally,
-            )
+            engine: Engine | BatchDriver
+            if config.mode == "batch":
+                engine = BatchDriver(
+                    config=config,
+                    prompts=self.prompts,
+                    done=self.done,
+                    only=self.only,
+                    sink=self.sink,
+                    rows=self.rows,
+                    observer=self.tally,
+                    transport=transport,
+                    cache=self.cache,
+                )
+                work = engine.run
+            else:
+                lanes = [
+                    Lane.build(m, config, m.resolve_api_key(), prompt_renderer(m))
+                    for m in config.models
+                ]
+                engine = Engine(
+                    config=config,
+                    lanes=lanes,
+                    transport=transport,
+                    sink=self.sink,
+                    rows=self.rows,
+                    observer=self.tally,
+                    cache=self.cache,
+                )
+                work = functools.partial(engine.run, self.prompts, self.done, self.only)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_flush_periodically, self.writer)
+                if self.cache is not None:
+                    tg.start_soon(_store_cached, self.cache)
                 tg.start_soon(self.monitor.watch)
                 with anyio.CancelScope() as engine_scope:
                     if self.handle_signals:
                         tg.start_soon(_watch_signals, engine, engine_scope, config.engine.grace_s)
-                    await engine.run(self.prompts, self.done, self.only)
+                    await work()
                 tg.cancel_scope.cancel()
             return engine.stopping.is_set()
 
@@ -114,12 +145,20 @@ class ActiveRun:
                 "ok": self.tally.ok,
                 "error": dict(self.tally.errors),
                 "already_done": self.done.count(),
+                "cached": self.tally.cached,
             },
-            "client": self.monitor.report(sent=self.tally.ok + sum(self.tally.errors.values())),
+            # A batch-mode run times no request: its loop lag cannot distort any figure.
+            "client": self.monitor.report(
+                sent=0
+                if self.config.mode == "batch"
+                else self.tally.ok + sum(self.tally.errors.values())
+            ),
         }
 
 
-async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace_s: float) -> None:
+async def _watch_signals(
+    engine: Engine | BatchDriver, scope: anyio.CancelScope, grace_s: float
+) -> None:
     """First SIGINT/SIGTERM: stop admitting, cancel in-flight after a grace; second: cancel now."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
@@ -134,6 +173,14 @@ async def _watch_signals(engine: Engine, scope: anyio.CancelScope, grace_s: floa
                 grace_s,
                 "the requests",
             )
+
+
+async def _store_cached(cache: ResponseCache) -> None:
+    """Write answers queued for the response cache, off the event loop."""
+    while True:
+        await anyio.sleep(SYNC_INTERVAL_S)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(cache.flush)
 
 
 async def _flush_periodically(writer: ResultWriter) -> None:

@@ -27,6 +27,7 @@ from llamabatch.results import (
     part_files,
     read_manifest,
 )
+from llamabatch.results.batchlog import BATCH_DIR, BatchLog
 from llamabatch.results.journal import JOURNAL_DIR
 from llamabatch.results.manifest import MANIFEST, versions
 from llamabatch.results.resume import ResumeScan, incompatibilities
@@ -141,6 +142,9 @@ def prepare_output(output: Path, *, resume: bool, force: bool) -> None:
     shutil.rmtree(output / JOURNAL_DIR, ignore_errors=True)
     shutil.rmtree(output / scancache.CACHE_DIR, ignore_errors=True)
     (output / MANIFEST).unlink(missing_ok=True)
+    if in_flight := [c.batch_id or c.name for c in BatchLog(output).pending()]:
+        log.warning("--no-resume --force forgets batches in flight: %s", ", ".join(in_flight))
+    shutil.rmtree(output / BATCH_DIR, ignore_errors=True)
 
 
 def new_manifest(config: RunConfig, run_id: str, valid: int, invalid: int) -> dict[str, Any]:

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from llamabatch.config import RunConfig, apply_overrides, load_config
+from llamabatch.config.runmodes import check_batch
 from llamabatch.engine import Observer
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, UsageError
 from llamabatch.prompts import PromptSet
 from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import ResultWriter, RowBuilder, result_schema, write_manifest
+from llamabatch.results.cache import ResponseCache
 from llamabatch.runs.drive import ActiveRun, Tally
 from llamabatch.runs.judge import Judge, rescore_judged
 from llamabatch.runs.output import new_manifest, now_iso, open_output, prepare_output
@@ -69,11 +71,14 @@ def run(
     keep_errors: bool = False,
     handle_signals: bool = False,
     check: bool = True,
+    batch: bool = False,
+    cache: str | Path | bool | None = None,
+    cache_refresh: bool = False,
 ) -> RunResult:
     """Run a config (a file, or a `RunConfig`) to completion; blocking.
 
-    `output`, `limit` and `models` override the config as the command line's
-    options do. See `arun` for the rest.
+    `output`, `limit`, `models`, `batch`, `cache` and `cache_refresh` override
+    the config as the command line's options do. See `arun` for the rest.
     """
     return anyio.run(
         functools.partial(
@@ -88,6 +93,9 @@ def run(
             keep_errors=keep_errors,
             handle_signals=handle_signals,
             check=check,
+            batch=batch,
+            cache=cache,
+            cache_refresh=cache_refresh,
         )
     )
 
@@ -104,6 +112,9 @@ async def arun(
     keep_errors: bool = False,
     handle_signals: bool = False,
     check: bool = True,
+    batch: bool = False,
+    cache: str | Path | bool | None = None,
+    cache_refresh: bool = False,
 ) -> RunResult:
     """Like `run`, for code already inside an event loop.
 
@@ -121,6 +132,9 @@ async def arun(
         config = apply_overrides(config, output=output, limit=limit, models=models)
     else:
         config = load_config(config, output=output, limit=limit, models=models)
+    config = apply_overrides(config, batch=batch, cache=cache, cache_refresh=cache_refresh)
+    if config.mode == "batch":
+        check_batch(config)  # a model without a Batch API is refused before anything is sent
     prompts = PromptSet(config.input, limit=config.limit)
     for model in config.models:
         model.resolve_api_key()  # a missing key fails here, before anything is touched
@@ -137,6 +151,7 @@ async def arun(
     )
     writer.start(result_schema(report.extra_types, scoring.fields()))
     redactor = Redactor(config.secrets())
+    responses = await anyio.to_thread.run_sync(ResponseCache.for_run, config)
     active = ActiveRun(
         config=config,
         prompts=prompts,
@@ -147,6 +162,7 @@ async def arun(
         tally=Tally(observer),
         handle_signals=handle_signals,
         only=resume_scan.only,
+        cache=responses,
     )
     manifest = new_manifest(config, run_id, report.valid, report.error_count)
     write_manifest(config.output, manifest)
@@ -163,6 +179,8 @@ async def arun(
             # Only rows that replaced stored errors can leave a key with two rows.
             close = functools.partial(writer.close, dedupe_keys=done.errors > 0)
             await anyio.to_thread.run_sync(close)
+            if responses is not None:
+                await anyio.to_thread.run_sync(responses.close)
             manifest.update(status=status, finished_at=now_iso(), **active.summary())
             write_manifest(config.output, manifest)
     if scoring.active and status == "finished":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llamabatch.config import EngineConfig, ModelConfig, RunConfig
+from llamabatch.config.endpoints import BatchApi
 from llamabatch.config.load import load_config
 from llamabatch.config.schema import REDACTED
 from llamabatch.config.scorers import specs_from_snapshot
@@ -53,6 +54,8 @@ def _model(data: Mapping[str, Any]) -> ModelConfig:
     fields = {k: v for k, v in data.items() if k in _MODEL_FIELDS}
     if fields.get("api_key") == REDACTED:
         fields.pop("api_key")  # an inline key is never stored; use api_key_env or --config
+    if isinstance(fields.get("batch"), Mapping):
+        fields["batch"] = BatchApi(**fields["batch"])
     return ModelConfig(**fields)
 
 

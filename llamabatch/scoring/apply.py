@@ -35,6 +35,7 @@ class Scoring:
 
     specs: tuple[ScorerSpec, ...] = ()
     prices: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    discounts: Mapping[str, float] = field(default_factory=dict)  # rows with a batch_id
     failures: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -51,7 +52,8 @@ class Scoring:
             for m in (*config.models, *config.judge_models)
             if m.usd_per_mtok
         }
-        return cls(specs=config.scorers, prices=prices)
+        discounts = {m.name: m.batch_discount for m in config.models if m.batch_discount != 1}
+        return cls(specs=config.scorers, prices=prices, discounts=discounts)
 
     @property
     def judges(self) -> tuple[ScorerSpec, ...]:
@@ -87,6 +89,8 @@ class Scoring:
         if (tokens_in is None and price[0]) or (tokens_out is None and price[1]):
             return None  # a count it needs is missing: no cost rather than a low one
         total = (tokens_in or 0) * price[0] + (tokens_out or 0) * price[1]
+        if row.get("batch_id"):
+            total *= self.discounts.get(row["model"], 1.0)  # the Batch API's price
         return total / TOKENS_PER_PRICE_UNIT
 
     def sink(self, inner: Sink) -> Sink:

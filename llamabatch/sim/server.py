@@ -32,6 +32,7 @@ from aiohttp import web
 
 from llamabatch.sim import catalog, replies
 from llamabatch.sim.answers import answer_table
+from llamabatch.sim.batches import SimBatches
 from llamabatch.sim.formats import LLAMA, OLLAMA, OPENAI, SimFormat
 from llamabatch.sim.plan import (
     Plan,
@@ -93,6 +94,7 @@ class SimServer:
         self.stats = SimStats()
         self.started = time.time()
         self._last_used: dict[str, float] = {}  # model -> when it last answered (Ollama's ps)
+        self.batches = SimBatches(self.profile, seed)  # the Batch API: sim/batches.py
         self._admitted: deque[float] = deque()
         self._rngs: dict[str, random.Random] = {}
         self._runner: web.AppRunner | None = None
@@ -144,6 +146,7 @@ class SimServer:
         add_post("/apply-template", self._apply_template)
         add_post("/extras/tokenize/count", self._tokenize_count)
         add_get("/health", self._health)
+        self.batches.add_routes(app)
         return app
 
     async def start(self) -> None:

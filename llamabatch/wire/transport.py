@@ -8,8 +8,9 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
 
 import aiohttp
@@ -152,6 +153,60 @@ class Transport:
                 retryable=True,
             )
 
+    async def call(
+        self,
+        request: HttpRequest,
+        timeout_s: float,
+        *,
+        upload: tuple[Path, str] | None = None,
+        download: Path | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """One request of the Files or Batches endpoints: status, headers and (capped) body.
+
+        `upload = (path, purpose)` sends the file as multipart form data, read as
+        it goes; with `download`, a 2xx body is written to that file instead of
+        returned, so neither holds a whole batch file in memory.
+        """
+        assert self._session is not None, "use `async with Transport()`"
+        try:
+            with anyio.fail_after(timeout_s):
+                if upload is not None:
+                    return await self._upload(request, *upload)
+                async with self._session.request(
+                    request.method, request.url, data=request.body or None, headers=request.headers
+                ) as r:
+                    if download is None or not 200 <= r.status < 300:
+                        return r.status, r.headers, await _read_capped(r.content, MAX_FETCH_BODY)
+                    await anyio.to_thread.run_sync(download.unlink, True)
+                    async for chunk in r.content.iter_chunked(READ_BUFSIZE):
+                        await anyio.to_thread.run_sync(_append, download, chunk)
+                    return r.status, r.headers, b""
+        except TimeoutError:
+            raise RequestError(
+                "timeout",
+                f"{request.method} {request.url}: no answer within {timeout_s:g} s",
+                retryable=True,
+            ) from None
+        except aiohttp.ClientPayloadError as exc:
+            raise RequestError(
+                "connection", f"connection broke mid-response: {_reason(exc)}", retryable=True
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise RequestError(
+                "connection", f"{type(exc).__name__}: {_reason(exc)}", retryable=True
+            ) from None
+
+    async def _upload(
+        self, request: HttpRequest, path: Path, purpose: str
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        assert self._session is not None
+        with path.open("rb") as fh:
+            form = aiohttp.FormData()
+            form.add_field("purpose", purpose)
+            form.add_field("file", fh, filename=path.name, content_type="application/jsonl")
+            async with self._session.post(request.url, data=form, headers=request.headers) as r:
+                return r.status, r.headers, await _read_capped(r.content, MAX_FETCH_BODY)
+
 
 async def _read_stream(
     stream: aiohttp.StreamReader,
@@ -243,3 +298,8 @@ def _connection_error(exc: BaseException) -> RequestError:
 def _reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())[:200]
+
+
+def _append(path: Path, chunk: bytes) -> None:
+    with path.open("ab") as fh:
+        fh.write(chunk)

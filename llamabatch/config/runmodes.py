@@ -1,0 +1,81 @@
+"""How a run sends its requests: online or through Batch APIs, and with a response cache or not."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from llamabatch.config.endpoints import PRESETS, SIM_BATCH, BatchApi, Preset
+from llamabatch.config.schema import CacheConfig, RunConfig
+from llamabatch.errors import ConfigError
+
+CACHE_FILE: Final = "responses.sqlite3"
+_TTL_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_TTL_UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+Fail = Callable[[str, str], ConfigError]
+
+
+def default_cache_path(environ: Any = None) -> Path:
+    """The cache file under the user's cache directory ($XDG_CACHE_HOME, else ~/.cache)."""
+    env = os.environ if environ is None else environ
+    root = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "llamabatch" / CACHE_FILE
+
+
+def cache_path(value: str | Path | bool) -> Path | None:
+    """`cache = "PATH"` (a file, or a directory to hold one), `true` (the default) or `false`."""
+    if value is False:
+        return None
+    if value is True or value == "":
+        return default_cache_path()
+    path = Path(value).expanduser()
+    return path / CACHE_FILE if path.is_dir() or str(value).endswith(os.sep) else path
+
+
+def parse_ttl(value: Any, fail: Fail) -> float | None:
+    """`cache_ttl`: seconds as a number, or a string such as "90s", "30m", "12h", "7d"."""
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = _TTL_RE.match(value) if isinstance(value, str) else None
+    if match is None or float(match.group(1)) <= 0:
+        raise fail(
+            "cache_ttl", f'must be a positive number of seconds or like "12h", "7d"; got {value!r}'
+        )
+    return float(match.group(1)) * _TTL_UNITS[match.group(2)]
+
+
+def cache_config(value: Any, ttl_s: float | None, fail: Fail) -> CacheConfig | None:
+    if value is None:
+        if ttl_s is not None:
+            raise fail("cache_ttl", "needs cache (a path, or true for the default one)")
+        return None
+    if not isinstance(value, str | bool):
+        raise fail("cache", f"must be a path or true/false, got {value!r}")
+    path = cache_path(value)
+    return None if path is None else CacheConfig(path=path, ttl_s=ttl_s)
+
+
+def batch_api(preset: Preset, provider: str) -> BatchApi | None:
+    """The Batch API a model's endpoint offers: its preset's, the simulator's, or none."""
+    if provider == "sim":
+        return SIM_BATCH
+    return preset.batch if provider == "openai" else None
+
+
+def check_batch(config: RunConfig) -> None:
+    """Batch mode: refuse, before anything is sent, a model whose endpoint has no Batch API."""
+    for model in config.models:
+        if model.batch is None:
+            where = f"preset {model.preset}" if model.preset else f"provider {model.provider}"
+            with_batch = ", ".join(n for n, p in PRESETS.items() if p.batch is not None)
+            raise ConfigError(
+                f"{config.source}: model {model.name!r} ({where}) has no Batch API, so it cannot "
+                f'run in mode = "batch"; presets with one: {with_batch} (and provider sim); '
+                "leave the model out with --models, or run online"
+            )
