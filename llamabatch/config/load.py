@@ -21,7 +21,7 @@ from llamabatch.config.endpoints import (
     preset_for,
     server_spec,
 )
-from llamabatch.config.runmodes import batch_api, cache_config, cache_path, parse_ttl
+from llamabatch.config.runmodes import cache_config, cache_override, model_batch, parse_ttl
 from llamabatch.config.schema import (
     ARRIVALS,
     DEFAULT_BACKOFF_BASE_S,
@@ -42,7 +42,6 @@ from llamabatch.config.schema import (
     MODES,
     PROVIDERS,
     SLO_KEYS,
-    CacheConfig,
     EngineConfig,
     ModelConfig,
     RunConfig,
@@ -107,7 +106,7 @@ def apply_overrides(
     if batch:
         changes["mode"] = "batch"
     if cache is not None or cache_refresh:
-        changes["cache"] = _cache_override(config.cache, cache, cache_refresh)
+        changes["cache"] = cache_override(config.cache, cache, cache_refresh)
     if output is not None:
         changes["output"] = Path(output)
     if limit is not None:
@@ -124,20 +123,6 @@ def apply_overrides(
             )
         changes["models"] = tuple(known[name] for name in models)
     return dataclasses.replace(config, **changes) if changes else config
-
-
-def _cache_override(
-    configured: CacheConfig | None, cache: str | Path | bool | None, refresh: bool
-) -> CacheConfig | None:
-    path = configured.path if configured is not None and cache in (None, True) else None
-    if path is None and cache is not None:
-        path = cache_path(cache)
-    if path is None:
-        if cache is False:
-            return None
-        raise ConfigError("--cache-refresh needs a cache: give --cache [PATH] or [run] cache")
-    ttl = configured.ttl_s if configured is not None else None
-    return CacheConfig(path=path, ttl_s=ttl, refresh=refresh)
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -331,10 +316,7 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
     model_id = sec.get("model", str, name)
     if base_url is not None:
         _check_base_url(base_url, sec)
-    batch = batch_api(preset, provider)
-    discount = sec.positive("batch_discount", float, batch.discount if batch else 1.0)
-    if discount > 1:
-        raise sec.error("batch_discount", f"is a price multiplier between 0 and 1, got {discount}")
+    batch, discount = model_batch(sec, preset, provider)
     api_key = sec.get("api_key", str)
     if api_key is not None:
         warnings.warn(

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from llamabatch.config.endpoints import PRESETS, SIM_BATCH, BatchApi, Preset
 from llamabatch.config.schema import CacheConfig, RunConfig
+from llamabatch.config.settings import Table
 from llamabatch.errors import ConfigError
 
 CACHE_FILE: Final = "responses.sqlite3"
@@ -59,6 +60,30 @@ def cache_config(value: Any, ttl_s: float | None, fail: Fail) -> CacheConfig | N
         raise fail("cache", f"must be a path or true/false, got {value!r}")
     path = cache_path(value)
     return None if path is None else CacheConfig(path=path, ttl_s=ttl_s)
+
+
+def cache_override(
+    configured: CacheConfig | None, cache: str | Path | bool | None, refresh: bool
+) -> CacheConfig | None:
+    """The cache the command line asks for, on top of the config's."""
+    path = configured.path if configured is not None and cache in (None, True) else None
+    if path is None and cache is not None:
+        path = cache_path(cache)
+    if path is None:
+        if cache is False:
+            return None
+        raise ConfigError("--cache-refresh needs a cache: give --cache [PATH] or [run] cache")
+    ttl = configured.ttl_s if configured is not None else None
+    return CacheConfig(path=path, ttl_s=ttl, refresh=refresh)
+
+
+def model_batch(sec: Table, preset: Preset, provider: str) -> tuple[BatchApi | None, float]:
+    """A model's Batch API and its `batch_discount` (the preset's unless the model sets one)."""
+    batch = batch_api(preset, provider)
+    discount = sec.positive("batch_discount", float, batch.discount if batch else 1.0)
+    if discount > 1:
+        raise sec.error("batch_discount", f"is a price multiplier between 0 and 1, got {discount}")
+    return batch, float(discount)
 
 
 def batch_api(preset: Preset, provider: str) -> BatchApi | None:
