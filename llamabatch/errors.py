@@ -55,6 +55,19 @@ class PromptError(UsageError):
     """A prompt set is invalid."""
 
 
+def raise_sole_usage_error(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise the UsageError a task group failed with, when it is the only error, as itself.
+
+    A bad setting met inside a task group is one line for the user, not a group.
+    """
+    usage, rest = group.split(UsageError)
+    if usage is not None and rest is None:
+        first = usage.exceptions[0]
+        if isinstance(first, BaseExceptionGroup):
+            raise_sole_usage_error(first)
+        raise first from None
+
+
 class RequestError(LlamabatchError):
     """One attempt at one request failed."""
 

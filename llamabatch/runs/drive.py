@@ -21,7 +21,7 @@ import anyio
 from llamabatch.config import RunConfig
 from llamabatch.engine import Engine, Lane, Observer
 from llamabatch.engine.monitor import LoopMonitor
-from llamabatch.errors import RequestError
+from llamabatch.errors import RequestError, raise_sole_usage_error
 from llamabatch.prompts import PromptSet
 from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
 from llamabatch.results.cache import ResponseCache
@@ -126,16 +126,20 @@ class ActiveRun:
                     cache=self.cache,
                 )
                 work = functools.partial(engine.run, self.prompts, self.done, self.only)
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_flush_periodically, self.writer)
-                if self.cache is not None:
-                    tg.start_soon(_store_cached, self.cache)
-                tg.start_soon(self.monitor.watch)
-                with anyio.CancelScope() as engine_scope:
-                    if self.handle_signals:
-                        tg.start_soon(_watch_signals, engine, engine_scope, config.engine.grace_s)
-                    await work()
-                tg.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_flush_periodically, self.writer)
+                    if self.cache is not None:
+                        tg.start_soon(_store_cached, self.cache)
+                    tg.start_soon(self.monitor.watch)
+                    with anyio.CancelScope() as scope:
+                        if self.handle_signals:
+                            tg.start_soon(_watch_signals, engine, scope, config.engine.grace_s)
+                        await work()
+                    tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise_sole_usage_error(group)  # batch mode: a conversation in the prompts
+                raise
             return engine.stopping.is_set()
 
     def summary(self) -> dict[str, Any]:

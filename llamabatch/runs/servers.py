@@ -27,7 +27,7 @@ from anyio.abc import Process, TaskStatus
 
 from llamabatch.config import ModelConfig, RunConfig
 from llamabatch.config.endpoints import ServerSpec
-from llamabatch.errors import UsageError
+from llamabatch.errors import UsageError, raise_sole_usage_error
 from llamabatch.wire.sse import LineSplitter
 
 log = logging.getLogger(__name__)
@@ -77,10 +77,7 @@ async def llama_cpp_server(model: ModelConfig) -> AsyncIterator[str]:
             finally:
                 tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # A server that cannot start (or dies) is one error for the user, not a group.
-        usage, rest = group.split(UsageError)
-        if usage is not None and rest is None:
-            raise usage.exceptions[0] from None
+        raise_sole_usage_error(group)  # a server that cannot start (or dies)
         raise
 
 

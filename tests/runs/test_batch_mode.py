@@ -9,7 +9,7 @@ import anyio
 import pandas as pd
 import pytest
 
-from llamabatch import SimServer, arun
+from llamabatch import SimServer, UsageError, arun
 from llamabatch.cli.commands import main
 from llamabatch.results.batchlog import BatchLog
 from llamabatch.runs.batchadmin import batch_rows, cancel_batches
@@ -163,3 +163,12 @@ async def test_batch_rows_cost_the_discounted_price(tmp_path: Path) -> None:
     rows = batch.to_dict("records")
     assert [rescored.cost(r) for r in rows] == pytest.approx(list(online["cost_usd"] / 2))
     assert batch["cost_usd"].tolist() == pytest.approx(online["cost_usd"].tolist())
+
+
+async def test_a_conversation_is_refused_in_batch_mode(tmp_path: Path) -> None:
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"id": "c", "turns": ["Hi", "And then?"]}])
+    async with SimServer(default=FAST) as sim:
+        config = sim_config(tmp_path, sim.base_url, prompts=prompts, engine=POLL)
+        with pytest.raises(UsageError, match=r"prompt 'c' is a conversation .*run it online"):
+            await arun(config, batch=True)
+    assert sum(sim.batches.submitted.values()) == 0
