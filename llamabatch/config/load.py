@@ -48,6 +48,7 @@ from llamabatch.config.schema import (
 )
 from llamabatch.config.scorers import ScorerSpec, parse_scorers
 from llamabatch.config.settings import Table
+from llamabatch.config.tasks import model_task
 from llamabatch.errors import ConfigError
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -229,7 +230,7 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         if model.name in seen:
             raise ConfigError(f"{path}: two models are named {model.name!r}; names must differ")
         seen.add(model.name)
-        problem = max_tokens_problem(
+        problem = model.task == "chat" and max_tokens_problem(
             model.model, {**defaults, **model.params}, model.context_tokens
         )
         if problem:
@@ -346,6 +347,7 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         preset=preset_name,
         batch=batch,
         batch_discount=discount,
+        **model_task(sec, provider),
     )
     sec.finish()
     return model

@@ -34,6 +34,9 @@ DEFAULT_BATCH_POLL_S: Final = 5.0
 DEFAULT_BATCH_POLL_MAX_S: Final = 60.0
 MODES: Final = ("online", "batch")
 
+TASKS: Final = ("chat", "embed")
+DEFAULT_BATCH_INPUTS: Final = 64  # embeddings: inputs per request...
+DEFAULT_BATCH_TOKENS: Final = 8192  # ...and at most about this many tokens of them
 PROVIDERS: Final = ("openai", "llama", "ollama", "sim")
 _SECRET_HEADER_RE: Final = re.compile(r"(?i)auth|key|token|secret")
 REDACTED: Final = "<redacted>"
@@ -64,6 +67,9 @@ class ModelConfig:
     preset: str | None = None
     batch: BatchApi | None = None  # the endpoint's Batch API, when it has one
     batch_discount: float = 1.0  # price multiplier of rows answered through the Batch API
+    task: str = "chat"  # or "embed": the embeddings endpoint, inputs packed per request
+    batch_inputs: int = DEFAULT_BATCH_INPUTS
+    batch_tokens: int = DEFAULT_BATCH_TOKENS
 
     def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The key to send, from `api_key_env` (or inline); None when the model needs none."""

@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from functools import partial
 from typing import Any, Protocol
 
 import anyio
 import orjson
 
 from llamabatch.config import EngineConfig, RunConfig
+from llamabatch.engine.embedding import embed_rows
 from llamabatch.engine.lane import Lane
 from llamabatch.engine.ratelimit import NO_LIMIT
 from llamabatch.engine.retry import RetryPolicy
@@ -107,6 +109,9 @@ class Engine:
                     tg.start_soon(self._work, lane, queue)
 
     async def _work(self, lane: Lane, queue: WorkQueue) -> None:
+        if lane.embedder is not None:
+            await embed_rows(self, lane, queue)
+            return
         while (item := await queue.get()) is not None:
             if lane.stopped is not None:
                 queue.unschedule()  # what is left fails at once, not at its arrival time
@@ -178,7 +183,7 @@ class Engine:
         return job
 
     async def _send(self, lane: Lane, job: Job, scheduled: float | None) -> Response | None:
-        """Every attempt of one request, until its row is written; its response if it succeeded."""
+        """Every attempt of one chat request, until its row is written; its response if ok."""
         messages = job.messages or job.prompt.messages
         request = lane.provider.build_request(lane.config, messages, job.params, lane.api_key)
         cache_key = None
@@ -190,20 +195,44 @@ class Engine:
                 hit = Response()  # what a next turn needs of it: the reply
                 hit.text_parts.append(stored.get("output_text") or "")
                 return hit
+
+        def fresh() -> Response:
+            return Response(chunk_times=self.config.chunk_times)
+
+        async def send(resp: Response) -> RequestError | None:
+            return await self._attempt(lane, request, resp, messages, job.params)
+
+        finish = partial(self._finish, job, cache_key=cache_key)
+        return await self._attempts(lane, job, scheduled, fresh, send, finish)
+
+    async def _attempts(
+        self,
+        lane: Lane,
+        job: Job,
+        scheduled: float | None,
+        fresh: Callable[[], Response],
+        send: Callable[[Response], Awaitable[RequestError | None]],
+        finish: Callable[[Response, RequestError | None], None],
+    ) -> Response | None:
+        """Attempts of one request, within limits, breaker and retries, until `finish` is called
+        with its outcome (while its slots are still held); its response if it succeeded.
+
+        `job` carries the request's bookkeeping (waits, attempts, start).
+        """
         waited_from = time.perf_counter() if scheduled is None else scheduled
         if scheduled is not None:
             job.scheduled_wall = time.time() - (time.perf_counter() - scheduled)
-        resp = Response()
+        resp = fresh()
         while True:
             if lane.stopped is not None:
                 job.queue_s += time.perf_counter() - waited_from
-                self._finish(job, resp, lane.not_sent())
+                finish(resp, lane.not_sent())
                 return None
             try:
                 probe = await lane.breaker.wait() if lane.breaker.is_open else False
             except RequestError as outage:
                 job.queue_s += time.perf_counter() - waited_from
-                self._finish(job, Response(), outage)
+                finish(fresh(), outage)
                 return None
             ticket = lane.admission.take_now()
             if ticket is None:
@@ -213,11 +242,11 @@ class Engine:
                 job.attempts += 1
                 if job.attempts == 1:
                     job.started_wall = time.time()
-                resp = Response(chunk_times=self.config.chunk_times)
+                resp = fresh()
                 try:
-                    error = await self._attempt(lane, request, resp, messages, job.params)
+                    error = await send(resp)
                 except anyio.get_cancelled_exc_class():
-                    self._finish(job, resp, RequestError("cancelled", "run interrupted in flight"))
+                    finish(resp, RequestError("cancelled", "run interrupted in flight"))
                     raise
                 self._observe(lane, job, resp, error, probe, ticket)
                 delay = None if error is None else self._retry_delay(job, error)
@@ -225,7 +254,7 @@ class Engine:
                     self._stop_lane(lane, error)
                     delay = None
                 if delay is None:
-                    self._finish(job, resp, error, cache_key)
+                    finish(resp, error)
                     return resp if error is None else None
             assert error is not None
             if self.observer is not None:
@@ -234,7 +263,7 @@ class Engine:
             with anyio.move_on_after(delay):
                 await self.stopping.wait()
             if self.stopping.is_set():
-                self._finish(job, resp, error)
+                finish(resp, error)
                 return None
 
     async def _attempt(
@@ -298,10 +327,21 @@ class Engine:
         return delay
 
     def _finish(
-        self, job: Job, resp: Response, error: RequestError | None, cache_key: str | None = None
+        self,
+        job: Job,
+        resp: Response,
+        error: RequestError | None,
+        columns: Mapping[str, Any] | None = None,
+        *,
+        cache_key: str | None = None,
     ) -> None:
-        """Make the row durable, then tell observers (a cancellation cannot split the two)."""
+        """Make the row durable, then tell observers (a cancellation cannot split the two).
+
+        `columns` are set on the row on top of what the row builder makes of it.
+        """
         row = self.rows.build(job, resp, error)
+        if columns:
+            row.update(columns)
         self._write(row)
         if cache_key is not None and error is None and self.cache is not None:
             self.cache.put(cache_key, row)

@@ -13,6 +13,7 @@ from llamabatch.engine.breaker import CircuitBreaker
 from llamabatch.engine.ratelimit import Admission
 from llamabatch.errors import RequestError
 from llamabatch.wire import Provider, provider_for
+from llamabatch.wire.embeddings import EmbeddingFormat, embedding_format_for
 from llamabatch.wire.tokenizers import TokenCounter
 
 
@@ -29,6 +30,7 @@ class Lane:
     breaker: CircuitBreaker
     counter: TokenCounter | None = None
     params_json: str = "{}"
+    embedder: EmbeddingFormat | None = None  # task = "embed": its embeddings API
     stopped: RequestError | None = None  # an error every request would meet: send no more
 
     def not_sent(self) -> RequestError:
@@ -50,7 +52,9 @@ class Lane:
     ) -> Lane:
         """`render` is the server's chat template, when the client has it (see TokenCounter)."""
         workers = min(model.concurrency or config.engine.concurrency, config.engine.concurrency)
-        params = {**config.defaults, **model.params}
+        embed = model.task == "embed"
+        # [defaults] are generation parameters; an embedding model takes its own params only.
+        params = dict(model.params) if embed else {**config.defaults, **model.params}
         return cls(
             config=model,
             provider=provider_for(model.provider),
@@ -64,5 +68,6 @@ class Lane:
                 cooldown_s=config.engine.breaker_cooldown_s,
                 max_open_s=config.engine.breaker_max_open_s,
             ),
-            counter=TokenCounter.for_model(model, api_key, render),
+            counter=None if embed else TokenCounter.for_model(model, api_key, render),
+            embedder=embedding_format_for(model.provider) if embed else None,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 import anyio
@@ -76,6 +76,24 @@ class WorkQueue:
         scheduled = next(self._arrivals)
         await anyio.sleep(max(0.0, scheduled - time.perf_counter()))
         return prompt, sample, scheduled, replies
+
+    def take_more(
+        self, limit: int, budget: int, cost: Callable[[Prompt], int]
+    ) -> list[tuple[Prompt, int]]:
+        """Up to `limit` more (prompt, sample) pairs already read, costing at most `budget`.
+
+        For requests that pack several rows (embeddings): they ride with the
+        first one `get` gave, so they keep no arrival time of their own.
+        """
+        taken: list[tuple[Prompt, int]] = []
+        while len(taken) < limit and self._items:
+            price = cost(self._items[0][0])
+            if price > budget:
+                break
+            budget -= price
+            prompt, sample, _ = self._items.popleft()
+            taken.append((prompt, sample))
+        return taken
 
     def _next_batch(self) -> list[tuple[Prompt, int, tuple[str, ...]]] | None:
         """The next batch's work (blocking): what is pending, with the stored replies that

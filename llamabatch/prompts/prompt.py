@@ -108,7 +108,10 @@ def _messages(row: Mapping[str, Any]) -> list[dict[str, Any]]:
     if messages is not None and prompt is not None:
         raise RowError("has both 'messages' and 'prompt'; give exactly one")
     if messages is None and prompt is None:
-        raise RowError("needs 'messages' (a list) or 'prompt' (a string)")
+        text = row.get("text", row.get("input"))
+        if isinstance(text, str) and text:
+            return [{"role": "user", "content": text}]  # an input to embed (a chat prompt too)
+        raise RowError("needs 'messages' (a list), 'prompt' (a string) or, to embed, 'text'")
     if prompt is not None:
         if not isinstance(prompt, str) or not prompt:
             raise RowError("'prompt' must be a non-empty string")

@@ -38,3 +38,14 @@ def estimate_prompt_tokens(messages: Messages) -> int:
     """A rough token count of what the messages say."""
     chars = sum(len(content_text(m.get("content"))) for m in messages if isinstance(m, Mapping))
     return round(chars / CHARS_PER_TOKEN)
+
+
+def embedding_input(extra: Mapping[str, Any], messages: Messages) -> str:
+    """What an embedding model embeds of a prompt: its `text` (or `input`) column, else the
+    text of its last user message."""
+    for column in ("text", "input"):
+        value = extra.get(column)
+        if isinstance(value, str) and value:
+            return value
+    users = [m for m in messages if isinstance(m, Mapping) and m.get("role") == "user"]
+    return content_text(users[-1].get("content")) if users else messages_text(messages)

@@ -34,6 +34,8 @@ from llamabatch.results.schema import result_schema
 
 JOURNAL_DIR: Final = "_journal"
 ROWS_PER_PART: Final = 5000
+# A row is one JSON line; embeddings are float32 arrays, written in their shortest form.
+_JSON_ROW: Final = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
 
 
 class Sink(Protocol):
@@ -87,7 +89,7 @@ class ResultWriter:
         """Make `row` durable against a process kill (one write to the journal)."""
         with self._fd_lock:
             assert self._fd is not None, "open() first"
-            os.write(self._fd, orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+            os.write(self._fd, orjson.dumps(row, option=_JSON_ROW))
         self._pending += 1
         self.written += 1
 

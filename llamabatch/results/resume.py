@@ -308,6 +308,8 @@ class ResumeScan:
 
 def fingerprint(defaults: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
     """What must stay the same for a model's old rows to be comparable with new ones."""
+    if model.get("task") == "embed":
+        defaults = {}  # an embedding model takes only its own params
     return {
         "provider": model["provider"],
         "model": model["model"],

@@ -49,6 +49,8 @@ FIXED_FIELDS: Final = (
     pa.field("ttfa_s", pa.float64()),
     pa.field("chunk_times_s", pa.list_(pa.float32())),  # only with [run] chunk_times
     pa.field("chunk_tokens", pa.list_(pa.int32())),
+    pa.field("embedding", pa.list_(pa.float32())),  # only for task = "embed"
+    pa.field("dimensions", pa.int32()),
     pa.field("server_prompt_s", pa.float64()),
     pa.field("server_decode_s", pa.float64()),
     pa.field("server_load_s", pa.float64()),

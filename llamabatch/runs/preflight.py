@@ -24,6 +24,8 @@ from llamabatch.escape import terminal
 from llamabatch.redact import Redactor
 from llamabatch.runs.servers import local_servers
 from llamabatch.wire import HttpRequest, Response, provider_for
+from llamabatch.wire.embeddings import EmbeddingResponse, embedding_format_for
+from llamabatch.wire.provider import ResponseFormat
 from llamabatch.wire.request import auth_headers
 from llamabatch.wire.tokenizers import server_root
 from llamabatch.wire.transport import Transport
@@ -198,9 +200,15 @@ async def _one_token(
     timeout_s: float,
     result: CheckResult,
 ) -> None:
-    provider = provider_for(model.provider)
-    request = provider.build_request(model, list(CHECK_MESSAGES), CHECK_PARAMS, api_key)
-    resp = Response()
+    provider: ResponseFormat
+    if model.task == "embed":  # one input to embed; its latency stands for the TTFT
+        embedder = provider = embedding_format_for(model.provider)
+        request = embedder.build_request(model, ["OK"], model.params, api_key)
+        resp: Response = EmbeddingResponse(1)
+    else:
+        chat = provider = provider_for(model.provider)
+        request = chat.build_request(model, list(CHECK_MESSAGES), CHECK_PARAMS, api_key)
+        resp = Response()
     try:
         await transport.send(request, provider, resp, timeout_s)
     except RequestError as exc:

@@ -87,7 +87,7 @@ async def _serve(model: ModelConfig, *, task_status: TaskStatus[str]) -> None:
     if importlib.util.find_spec("llama_cpp") is None:
         raise UsageError(f"model {model.name!r}: server needs llama-cpp-python: {_INSTALL_HINT}")
     gguf = await anyio.to_thread.run_sync(resolve_gguf, spec, model.name)
-    command = server_command(spec, gguf, model.model)
+    command = server_command(spec, gguf, model.model, embed=model.task == "embed")
     log.info("starting %s", " ".join(command))
     process = await anyio.open_process(
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -179,12 +179,17 @@ def prompt_renderer(model: ModelConfig) -> Renderer | None:
     return render
 
 
-def server_command(spec: ServerSpec, gguf: Path, alias: str) -> list[str]:
-    """The command line of llama-cpp-python's server for `spec` on a free loopback port."""
+def server_command(spec: ServerSpec, gguf: Path, alias: str, *, embed: bool = False) -> list[str]:
+    """The command line of llama-cpp-python's server for `spec` on a free loopback port.
+
+    With `embed`, the server answers `/v1/embeddings` (its model loaded for embeddings).
+    """
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf)]
     command += ["--model_alias", alias, "--host", LOCAL_HOST, "--port", "0"]
     # Queue concurrent requests instead of cutting off the one being streamed (its default).
     command += ["--n_ctx", str(spec.n_ctx), "--interrupt_requests", "False", "--verbose", "False"]
+    if embed:
+        command += ["--embedding", "True"]
     if spec.chat_format:
         command += ["--chat_format", spec.chat_format]
     if spec.n_threads:

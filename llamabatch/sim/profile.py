@@ -45,6 +45,9 @@ class SimProfile:
     accuracy: float = field(
         default=1.0, metadata={"help": "share of --answers prompts answered right"}
     )
+    embedding_dims: int = field(
+        default=768, metadata={"help": "length of the vectors /v1/embeddings and /api/embed send"}
+    )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: SimProfile | None = None) -> SimProfile:

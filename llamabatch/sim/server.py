@@ -9,6 +9,7 @@ a server-side RPM limit, scripted faults for tests). Paths:
     /llama/v1/chat/completions, /llama/v1/models  Meta's native Llama API
     /api/chat, /api/tags                          Ollama
     /tokenize, /extras/tokenize/count             llama.cpp / vLLM, llama-cpp-python
+    /v1/embeddings, /api/embed                    embeddings (`embeddings.py`)
 
 `profile.py` holds each model's speed and fault rates, `plan.py` decides a
 reply, `formats.py` writes its bytes in each format, and `answers.py` lets a
@@ -21,16 +22,15 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from llamabatch.sim import catalog, replies
+from llamabatch.sim import catalog, embeddings, replies
 from llamabatch.sim.answers import answer_table
 from llamabatch.sim.batches import SimBatches
 from llamabatch.sim.formats import LLAMA, OLLAMA, OPENAI, SimFormat
@@ -42,26 +42,12 @@ from llamabatch.sim.plan import (
     render_template,
 )
 from llamabatch.sim.profile import BUILTIN_MODELS, SimProfile, builtin_model, builtin_profile
+from llamabatch.sim.stats import SimStats
 
 DEFAULT_HOST = "127.0.0.1"
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 SHUTDOWN_TIMEOUT_S = 2.0
 LLAMA_PREFIX = "/llama/v1"
-
-
-@dataclass
-class SimStats:
-    """What the server saw: tests assert on these."""
-
-    requests: int = 0
-    in_flight: int = 0
-    max_in_flight: int = 0
-    statuses: Counter[int] = field(default_factory=Counter)
-    by_model: Counter[str] = field(default_factory=Counter)
-    max_in_flight_by_model: Counter[str] = field(default_factory=Counter)
-    in_flight_by_model: Counter[str] = field(default_factory=Counter)
-    authorization: set[str] = field(default_factory=set)
-    tokenize_requests: int = 0
 
 
 class SimServer:
@@ -147,6 +133,7 @@ class SimServer:
         add_post("/extras/tokenize/count", self._tokenize_count)
         add_get("/health", self._health)
         self.batches.add_routes(app)
+        embeddings.add_routes(app, self)
         return app
 
     async def start(self) -> None:
@@ -243,12 +230,16 @@ class SimServer:
             return replies.bad_key(fmt)
         return None
 
+    def note_request(self) -> None:
+        """Count a request to a model endpoint (what `wait_for_requests` waits for)."""
+        self.stats.requests += 1
+        for n, event in self._waiters:
+            if self.stats.requests >= n:
+                event.set()
+
     async def _chat(self, request: web.Request, *, fmt: SimFormat) -> web.StreamResponse:
         stats = self.stats
-        stats.requests += 1
-        for n, event in self._waiters:
-            if stats.requests >= n:
-                event.set()
+        self.note_request()
         stats.in_flight += 1
         stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
         model = "?"

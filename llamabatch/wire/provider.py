@@ -24,6 +24,22 @@ class Decoder(Protocol):
     def close(self) -> list[bytes]: ...
 
 
+class ResponseFormat(Protocol):
+    """What the transport needs of a format: framing, parsing, completeness, errors."""
+
+    def decoder(self) -> Decoder: ...
+
+    def handle_batch(self, payloads: list[bytes], times: list[float], resp: Response) -> None: ...
+
+    def parse_body(self, body: bytes, resp: Response, t: float) -> None: ...
+
+    def is_complete(self, resp: Response) -> bool: ...
+
+    def error_for_status(
+        self, status: int, headers: Mapping[str, str], body: bytes
+    ) -> RequestError: ...
+
+
 class Provider(ABC):
     """A wire format: request building, event parsing and error classification.
 

@@ -17,7 +17,7 @@ import aiohttp
 import anyio
 
 from llamabatch.errors import RequestError
-from llamabatch.wire.provider import Provider
+from llamabatch.wire.provider import ResponseFormat
 from llamabatch.wire.request import HttpRequest
 from llamabatch.wire.response import Response
 from llamabatch.wire.wireclock import WireClock
@@ -61,7 +61,7 @@ class Transport:
             self._session = None
 
     async def send(
-        self, request: HttpRequest, provider: Provider, resp: Response, timeout_s: float
+        self, request: HttpRequest, provider: ResponseFormat, resp: Response, timeout_s: float
     ) -> None:
         """Send `request`, filling `resp` (with monotonic start and end times).
 
@@ -119,7 +119,7 @@ class Transport:
         self,
         session: aiohttp.ClientSession,
         request: HttpRequest,
-        provider: Provider,
+        provider: ResponseFormat,
         resp: Response,
         timeout: aiohttp.ClientTimeout,
     ) -> None:
@@ -210,7 +210,7 @@ class Transport:
 
 async def _read_stream(
     stream: aiohttp.StreamReader,
-    provider: Provider,
+    provider: ResponseFormat,
     resp: Response,
     arrival: Callable[[], float],
 ) -> None:

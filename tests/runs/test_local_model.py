@@ -12,6 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llamabatch import RunConfig, arun, config_from_dict
@@ -95,3 +96,33 @@ async def test_a_missing_gguf_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"server\.gguf .*none\.gguf does not exist") as info:
         await arun(config, limit=1)
     assert "\n" not in str(info.value)
+
+
+async def test_shipped_local_embeddings_config_embeds_real_vectors(tmp_path: Path) -> None:
+    data = tomllib.loads((ROOT / "configs/local-embeddings.toml").read_text())
+    data["run"].update(input=str(ROOT / data["run"]["input"]), output=str(tmp_path), limit=5)
+    (model,) = data["models"]
+    model["batch_inputs"] = 2
+    result = await arun(config_from_dict(data))
+    df = result.dataframe()
+    assert result.exit_code == 0 and len(df) == 5 and (df["status"] == "ok").all()
+    assert (df["dimensions"] == 640).all()  # Gemma 3 270M's hidden size
+    vectors = np.stack(df["embedding"].to_list())
+    assert vectors.shape == (5, 640) and np.isfinite(vectors).all()
+    assert len({v.tobytes() for v in vectors}) == 5  # five texts, five vectors
+    # Two inputs a request (the last alone): the server's token count split, or whole.
+    assert set(df["usage_source"]) == {"split", "server"} and (df["prompt_tokens"] > 0).all()
+
+
+async def test_multiturn_dataset_against_the_local_model(tmp_path: Path) -> None:
+    data = tomllib.loads((ROOT / "configs/local.toml").read_text())
+    data["run"].update(input=str(ROOT / "datasets/multiturn.jsonl"), output=str(tmp_path), limit=3)
+    data["defaults"]["max_tokens"] = 12
+    result = await arun(config_from_dict(data))
+    df = result.dataframe().sort_values(["prompt_id", "turn"])
+    assert result.exit_code == 0 and len(df) == 6 and (df["status"] == "ok").all()
+    assert df.groupby("prompt_id")["turn"].apply(list).tolist() == [[1, 2]] * 3
+    # Turn 2 is sent after turn 1 and its reply: the server counts a longer prompt.
+    turns = df.pivot(index="prompt_id", columns="turn", values="prompt_tokens")
+    assert (turns[2] > turns[1]).all()
+    assert df["expected"].notna().all()
