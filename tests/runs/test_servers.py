@@ -25,7 +25,9 @@ READY = (
 async def test_the_startup_timeout_bounds_the_start_up_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(servers, "server_command", lambda *args: [sys.executable, "-c", READY])
+    monkeypatch.setattr(
+        servers, "server_command", lambda *args, **kwargs: [sys.executable, "-c", READY]
+    )
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     spec = ServerSpec(gguf=str(gguf), startup_timeout_s=0.5)
