@@ -96,6 +96,11 @@ def batch_api(preset: Preset, provider: str) -> BatchApi | None:
 def check_batch(config: RunConfig) -> None:
     """Batch mode: refuse, before anything is sent, a model whose endpoint has no Batch API."""
     for model in config.models:
+        if model.task == "embed":
+            raise ConfigError(
+                f'{config.source}: model {model.name!r} has task = "embed": embeddings are sent '
+                "online (packed per request), not through a Batch API; run it online"
+            )
         if model.batch is None:
             where = f"preset {model.preset}" if model.preset else f"provider {model.provider}"
             with_batch = ", ".join(n for n, p in PRESETS.items() if p.batch is not None)

@@ -9,6 +9,7 @@ a server-side RPM limit, scripted faults for tests). Paths:
     /llama/v1/chat/completions, /llama/v1/models  Meta's native Llama API
     /api/chat, /api/tags                          Ollama
     /tokenize, /extras/tokenize/count             llama.cpp / vLLM, llama-cpp-python
+    /v1/embeddings, /api/embed                    embeddings (`embeddings.py`)
 
 `profile.py` holds each model's speed and fault rates, `plan.py` decides a
 reply, `formats.py` writes its bytes in each format, and `answers.py` lets a
@@ -229,7 +230,8 @@ class SimServer:
             return replies.bad_key(fmt)
         return None
 
-    def note_request(self) -> None:  # a request to a model endpoint: see wait_for_requests
+    def note_request(self) -> None:
+        """Count a request to a model endpoint (what `wait_for_requests` waits for)."""
         self.stats.requests += 1
         for n, event in self._waiters:
             if self.stats.requests >= n:

@@ -49,3 +49,10 @@ def test_an_embedding_model_ignores_generation_defaults() -> None:
     # Changing [defaults] does not make an embedding model's stored rows incomparable.
     model = snapshot["models"][0]
     assert fingerprint({"temperature": 0.5}, model) == fingerprint({}, model)
+
+
+def test_an_embedding_model_is_refused_in_batch_mode() -> None:
+    from llamabatch.config.runmodes import check_batch
+
+    with pytest.raises(ConfigError, match='task = "embed": embeddings are sent online'):
+        check_batch(config(task="embed", provider="sim", base_url=None))
