@@ -61,8 +61,9 @@ async def test_llama_api_client_whole_reply_models_and_errors() -> None:
 
 
 async def test_ollama_client_streams_from_the_sim() -> None:
-    async with SimServer(default=FAST) as sim:
-        client = ollama.AsyncClient(host=sim.root_url)
+    # Clients are closed inside the test: one left to the garbage collector closes
+    # its connections on whatever event loop is running then, or on a closed one.
+    async with SimServer(default=FAST) as sim, ollama.AsyncClient(host=sim.root_url) as client:
         parts = [
             part
             async for part in await client.chat(
@@ -83,5 +84,6 @@ async def test_ollama_client_sees_errors() -> None:
     async with SimServer(default=FAST) as sim:
         sim.script.append("404")
         with pytest.raises(ollama.ResponseError) as info:
-            await ollama.AsyncClient(host=sim.root_url).chat(model="nope", messages=MESSAGES)
+            async with ollama.AsyncClient(host=sim.root_url) as client:
+                await client.chat(model="nope", messages=MESSAGES)
     assert info.value.status_code == 404

@@ -31,8 +31,12 @@ def _requests(n: int) -> bytes:
 
 
 async def test_the_openai_sdk_uploads_creates_polls_and_downloads() -> None:
-    async with SimServer(default=FAST) as sim:
-        client = openai.AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0)
+    # The client is closed here: left to the garbage collector, it closes its connections
+    # on whatever event loop runs then (a later test's, or a closed one).
+    async with (
+        SimServer(default=FAST) as sim,
+        openai.AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client,
+    ):
         uploaded = await client.files.create(file=("in.jsonl", _requests(3)), purpose="batch")
         batch = await client.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
@@ -57,8 +61,12 @@ async def test_the_openai_sdk_uploads_creates_polls_and_downloads() -> None:
 
 
 async def test_states_failures_expiry_cancel_and_failing_polls() -> None:
-    async with SimServer(default=FAST) as sim:
-        client = openai.AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0)
+    # The client is closed here: left to the garbage collector, it closes its connections
+    # on whatever event loop runs then (a later test's, or a closed one).
+    async with (
+        SimServer(default=FAST) as sim,
+        openai.AsyncOpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client,
+    ):
         sim.batches.timing.in_progress_s = 3600
         file = await client.files.create(file=("a.jsonl", _requests(4)), purpose="batch")
         slow = await client.batches.create(
