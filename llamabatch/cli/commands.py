@@ -16,6 +16,7 @@ from llamabatch._version import __version__
 from llamabatch.cli.batches import add_batches_command
 from llamabatch.cli.evaluate import add_evaluation_commands
 from llamabatch.cli.options import add_field_options, field_values
+from llamabatch.cli.viewing import add_view_command
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from llamabatch.escape import terminal
 
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(handler=_sim)
     add_evaluation_commands(commands)
     add_batches_command(commands)
+    add_view_command(commands)
     return parser
 
 

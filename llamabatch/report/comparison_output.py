@@ -17,7 +17,7 @@ MAX_FLIPS_SHOWN = 50
 _SECONDS_RULES = ("latency_p50", "latency_p90", "ttft_p50", "ttft_p90")
 
 
-def _value(rule: RuleResult, value: float) -> str:
+def rule_value(rule: RuleResult, value: float) -> str:
     if math.isnan(value):
         return "-"
     if rule.rule in _SECONDS_RULES:
@@ -56,8 +56,8 @@ def render_markdown(result: Comparison) -> str:
     for r in result.rules:
         mark = "❌ regressed" if r.regressed else "✅ ok"
         lines.append(
-            f"| {markdown_cell(r.model)} | {r.rule} | {_value(r, r.baseline)} | "
-            f"{_value(r, r.candidate)} | "
+            f"| {markdown_cell(r.model)} | {r.rule} | {rule_value(r, r.baseline)} | "
+            f"{rule_value(r, r.candidate)} | "
             f"{r.change} | {r.limit} | {mark} |"
         )
     lines += ["", _coverage(result)]
@@ -189,8 +189,8 @@ def _rule_case(suite: ET.Element, model: str, rule: RuleResult) -> None:
     if rule.regressed:
         ET.SubElement(case, "failure", message=message, type="regression").text = message
     ET.SubElement(case, "system-out").text = (
-        f"baseline {_value(rule, rule.baseline)}, candidate {_value(rule, rule.candidate)}; "
-        + message
+        f"baseline {rule_value(rule, rule.baseline)}, "
+        f"candidate {rule_value(rule, rule.candidate)}; " + message
     )
 
 

@@ -93,7 +93,7 @@ def build_report(results: ResultSet, *, score: str | None = None) -> Report:
     if score is not None and score not in results.score_names:
         known = ", ".join(results.score_names) or "none"
         raise UsageError(f"--pareto-score {score}: no such score in the results (scores: {known})")
-    score = score or next(iter(results.score_names), None)
+    chosen = score or next(iter(results.score_names), None)
     table = model_table(frame, models)
     report = Report(results=results, models=table, itl=itl_distribution(frame, models))
     prompt_scores = {s: rs.prompt_scores(frame, s, results.spec(s)) for s in results.score_names}
@@ -109,9 +109,9 @@ def build_report(results: ResultSet, *, score: str | None = None) -> Report:
     latency = rs.per_prompt(frame, rs.LATENCY, "median")
     ttft = rs.per_prompt(frame, rs.TTFT, "median")
     report.headline = headline(table, prompt_scores, latency)
-    if score is not None:
-        report.pareto = pareto(table, report.scores, score)
-    report.trend = trend(results, table, report.scores, score)
+    if chosen is not None:
+        report.pareto = pareto(table, report.scores, chosen)
+    report.trend = trend(results, table, report.scores, chosen)
     for a, b in model_pairs(results):
         for score, per_prompt in prompt_scores.items():
             xa, xb = rs.paired(per_prompt, a, b)
@@ -348,7 +348,8 @@ def _trend_table(t: Trend) -> Table:
     cells = {(p.run, p.model): p for p in t.points}
     rows = []
     for i, run in enumerate(t.runs):
-        row: list[Any] = [run.label + (" (baseline)" if i == t.baseline else ""), run.started_at]
+        row: list[Any] = [run.label + (" (baseline)" if i == t.baseline else "")]
+        row.append(run.started_at[:16].replace("T", " "))
         for m in models:
             point = cells.get((i, m))
             if t.score:

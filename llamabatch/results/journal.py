@@ -218,3 +218,26 @@ def recover(output: Path) -> int:
     if recovered:
         dedupe(output)
     return recovered
+
+
+def journal_table(output: Path) -> pa.Table | None:
+    """The rows a run still in progress has journalled but not yet put in a part (read-only).
+
+    Segments may be compacted while they are read: one already gone is skipped
+    (its rows are in a part by then), and a torn last line is left out.
+    """
+    journal = output / JOURNAL_DIR
+    tables = []
+    for segment in sorted(journal.glob("*.jsonl")):
+        run_id, _, seq = segment.stem.rpartition("-")
+        if part_path(output, run_id, int(seq)).exists():
+            continue
+        try:
+            data = segment.read_bytes()
+            schema_bytes = (journal / f"{run_id}.schema").read_bytes()
+        except FileNotFoundError:
+            continue
+        data = data[: data.rfind(b"\n") + 1]
+        if data:
+            tables.append(_parse_journal(data, pa.ipc.read_schema(pa.py_buffer(schema_bytes))))
+    return pa.concat_tables(tables, promote_options="default") if tables else None
