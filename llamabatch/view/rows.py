@@ -8,7 +8,7 @@ page's worth of rows in memory, not the run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -162,14 +162,15 @@ def _preview(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def distinct(dataset: ds.Dataset, column: str) -> list[str]:
-    """The values a filter can offer (read from that one column)."""
-    if column not in dataset.schema.names:
-        return []
-    values: set[str] = set()
-    for batch in dataset.scanner(columns=[column]).to_batches():
-        values.update(v for v in pc.unique(batch.column(0)).to_pylist() if v is not None)
-    return sorted(values)
+def distinct(dataset: ds.Dataset, columns: Sequence[str]) -> dict[str, list[str]]:
+    """The values each filter can offer, from one scan of those columns."""
+    present = [c for c in columns if c in dataset.schema.names]
+    values: dict[str, set[str]] = {c: set() for c in present}
+    for batch in dataset.scanner(columns=present).to_batches():
+        for column, found in values.items():
+            unique = pc.unique(batch.column(column)).to_pylist()
+            found.update(v for v in unique if v is not None)
+    return {c: sorted(values.get(c, ())) for c in columns}
 
 
 def prompt_rows(dataset: ds.Dataset, prompt_ids: Iterable[str]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ worker threads so a slow page never stalls the others (or a live view's polls).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
+import pyarrow.dataset as ds
 from aiohttp import web
 
 from llamabatch.errors import UsageError
@@ -40,6 +42,7 @@ TEXT_COLUMNS: Final = frozenset(
 STATIC: Final = {"viewer.css": "text/css", "viewer.js": "text/javascript"}
 REPORTS_KEPT: Final = 4
 
+Choices = dict[str, list[str]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -49,12 +52,27 @@ class Viewer:
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self._reports: OrderedDict[tuple[Any, ...], tuple[Report, dict[str, str]]] = OrderedDict()
+        self._rows: OrderedDict[tuple[Any, ...], tuple[ds.Dataset, Choices]] = OrderedDict()
 
     def run(self, key: str) -> Run:
         try:
             return self.catalog.get(key)
         except KeyError:
             raise web.HTTPNotFound(text=f"no run {key!r} here") from None
+
+    def rows(self, run: Run) -> tuple[ds.Dataset, Choices]:
+        """The run's dataset and the values its filters offer, kept until its rows change
+        (each would cost a read of every part's footer, or of whole columns)."""
+        cache_key = (run.key, run.signature())
+        if cache_key in self._rows:
+            self._rows.move_to_end(cache_key)
+            return self._rows[cache_key]
+        dataset = run.dataset()
+        choices = rowq.distinct(dataset, ("model", "status", "error_type"))
+        self._rows[cache_key] = (dataset, choices)
+        while len(self._rows) > REPORTS_KEPT:
+            self._rows.popitem(last=False)
+        return dataset, choices
 
     def report(
         self, runs: Sequence[Run], score: str | None = None
@@ -139,7 +157,7 @@ def build_app(catalog: Catalog, *, host: str = DEFAULT_HOST) -> web.Application:
     async def rows_page(request: web.Request) -> web.Response:
         run = viewer.run(request.match_info["key"])
         query = rowq.RowQuery.from_params(request.query)
-        body = await in_thread(_rows_body, run, query)
+        body = await in_thread(_rows_body, viewer, run, query)
         return html_response(f"{run.key} rows", body, request, poll=_poll(run))
 
     @routes.get("/run/{key}/prompt")
@@ -211,19 +229,16 @@ def _svg(charts: dict[str, str], name: str) -> web.Response:
     return response
 
 
-def _rows_body(run: Run, query: rowq.RowQuery) -> str:
+def _rows_body(viewer: Viewer, run: Run, query: rowq.RowQuery) -> str:
     try:
-        dataset = run.dataset()
+        dataset, choices = viewer.rows(run)
     except LookupError:
         return f"<h1>{pages.e(run.key)} · rows</h1><p>No rows stored yet.</p>"
     specs = (run.manifest.get("config") or {}).get("scorers") or []
     thresholds = {s["name"]: float(s.get("pass_threshold", 0.5)) for s in specs if "name" in s}
     if query.q:
-        query = rowq.RowQuery(
-            **{**query.__dict__, "prompt_ids": prompttext.search_prompts(run, query.q)}
-        )
+        query = dataclasses.replace(query, prompt_ids=prompttext.search_prompts(run, query.q))
     page = rowq.read_page(dataset, query, thresholds)
-    choices = {c: rowq.distinct(dataset, c) for c in ("model", "status", "error_type")}
     scores = [c[len("score_") :] for c in dataset.schema.names if c.startswith("score_")]
     return pages.rows_page(run.key, query, page, choices, scores)
 
