@@ -7,7 +7,8 @@ Writes a run the way `llamabatch run` does (Parquet parts of 5,000 rows, zstd,
 the result schema with a score column and an output text of ~200 characters per
 row), starts `llamabatch view` on it, and times each request from send to last
 byte, `--repeats` times (the first, cold, answer separately). Peak RSS is the
-server's VmHWM after every request was answered. Prints a Markdown table.
+server's VmHWM after every rows request was answered; the run page (a report over
+every row) is timed after that, and the peak RSS again. Prints Markdown.
 """
 
 from __future__ import annotations
@@ -158,7 +159,17 @@ def main() -> None:
                 times = [timed_get(base + path) for _ in range(args.repeats)]
                 median = statistics.median(times[1:]) if len(times) > 1 else times[0]
                 lines.append(f"| {label} | {times[0]:.3f} | {median:.3f} |")
-            lines += ["", f"Server peak RSS (VmHWM): {rss_peak_mb(server.pid):.0f} MB"]
+            lines += [
+                "",
+                f"Server peak RSS (VmHWM) after the rows pages: {rss_peak_mb(server.pid):.0f} MB",
+            ]
+            # The run page is a whole report (every row's numbers, not its texts): not the
+            # rows page's budget, measured apart so its cost is known.
+            took = timed_get(base.rstrip("/"))
+            lines += [
+                f"Run page (the report of the whole run, cold): {took:.1f} s; "
+                f"peak RSS after it: {rss_peak_mb(server.pid):.0f} MB",
+            ]
             print("\n".join(lines))
         finally:
             server.terminate()

@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 from llamabatch.report.html import chart_notes, headline_html, html_table
 from llamabatch.report.tables import Report, tables
 from llamabatch.results.schema import SCORE_PREFIX
-from llamabatch.view.rows import Page, RowQuery
+from llamabatch.view.rows import PAGE_SIZE, Page, RowQuery
 from llamabatch.view.summary import RunSummary
 
 
@@ -174,7 +174,7 @@ def rows_page(
         )
     else:
         table = '<p id="no-rows">No rows match.</p>'
-    first = query.page * 50 + 1
+    first = query.page * PAGE_SIZE + 1
     counted = f" of {page.total:,}" if page.total is not None else ""
     shown = f"rows {first:,}–{first + len(page.rows) - 1:,}{counted}" if page.rows else ""
     pager = []

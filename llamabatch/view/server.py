@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import anyio
 import pyarrow.dataset as ds
@@ -22,11 +22,12 @@ from llamabatch.errors import UsageError
 from llamabatch.report.html import report_charts
 from llamabatch.report.resultset import load_results
 from llamabatch.report.tables import Report, build_report
+from llamabatch.results.schema import SCORE_PREFIX
 from llamabatch.view import compare as comparing
 from llamabatch.view import pages, prompttext
 from llamabatch.view import rows as rowq
 from llamabatch.view.catalog import Catalog, Run
-from llamabatch.view.summary import summarize_run
+from llamabatch.view.summary import RunSummary, summarize_run
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8000
@@ -40,19 +41,40 @@ TEXT_COLUMNS: Final = frozenset(
     {"output_text", "reasoning_text", "tool_calls", "error_message", "request_params"}
 )
 STATIC: Final = {"viewer.css": "text/css", "viewer.js": "text/javascript"}
-REPORTS_KEPT: Final = 4
+KEPT: Final = 4
+T = TypeVar("T")
 
 Choices = dict[str, list[str]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class Kept(Generic[T]):
+    """The last few values built, by key (a key holds the rows' signatures, so a change in
+    the stored rows is a new key and the old value ages out)."""
+
+    def __init__(self, size: int = KEPT) -> None:
+        self.size = size
+        self._values: OrderedDict[Hashable, T] = OrderedDict()
+
+    def get(self, key: Hashable, build: Callable[[], T]) -> T:
+        if key in self._values:
+            self._values.move_to_end(key)
+            return self._values[key]
+        value = self._values[key] = build()
+        while len(self._values) > self.size:
+            self._values.popitem(last=False)
+        return value
+
+
 class Viewer:
-    """The state behind the routes: the catalog and a few reports, rebuilt when rows change."""
+    """The state behind the routes: the catalog, and what is costly to rebuild per request
+    (each costs a read of every part's footer, or of whole columns)."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._reports: OrderedDict[tuple[Any, ...], tuple[Report, dict[str, str]]] = OrderedDict()
-        self._rows: OrderedDict[tuple[Any, ...], tuple[ds.Dataset, Choices]] = OrderedDict()
+        self._reports: Kept[tuple[Report, dict[str, str]]] = Kept()
+        self._rows: Kept[tuple[ds.Dataset, Choices]] = Kept()
+        self._summaries: Kept[RunSummary] = Kept(size=256)
 
     def run(self, key: str) -> Run:
         try:
@@ -60,35 +82,29 @@ class Viewer:
         except KeyError:
             raise web.HTTPNotFound(text=f"no run {key!r} here") from None
 
+    def summary(self, run: Run) -> RunSummary:
+        return self._summaries.get((run.key, run.signature(), run.live), lambda: summarize_run(run))
+
     def rows(self, run: Run) -> tuple[ds.Dataset, Choices]:
-        """The run's dataset and the values its filters offer, kept until its rows change
-        (each would cost a read of every part's footer, or of whole columns)."""
-        cache_key = (run.key, run.signature())
-        if cache_key in self._rows:
-            self._rows.move_to_end(cache_key)
-            return self._rows[cache_key]
-        dataset = run.dataset()
-        choices = rowq.distinct(dataset, ("model", "status", "error_type"))
-        self._rows[cache_key] = (dataset, choices)
-        while len(self._rows) > REPORTS_KEPT:
-            self._rows.popitem(last=False)
-        return dataset, choices
+        """The run's dataset and the values its filters offer."""
+
+        def build() -> tuple[ds.Dataset, Choices]:
+            dataset = run.dataset()
+            return dataset, rowq.distinct(dataset, ("model", "status", "error_type"))
+
+        return self._rows.get((run.key, run.signature()), build)
 
     def report(
         self, runs: Sequence[Run], score: str | None = None
     ) -> tuple[Report, dict[str, str]]:
-        """The report of `runs` and its charts (SVG by name), cached until their rows change."""
-        cache_key = (tuple((r.key, r.signature()) for r in runs), score)
-        if cache_key in self._reports:
-            self._reports.move_to_end(cache_key)
-            return self._reports[cache_key]
-        results = load_results([r.path for r in runs], skip=TEXT_COLUMNS)
-        report = build_report(results, score=score if score in results.score_names else None)
-        entry = (report, report_charts(report))
-        self._reports[cache_key] = entry
-        while len(self._reports) > REPORTS_KEPT:
-            self._reports.popitem(last=False)
-        return entry
+        """The report of `runs` and its charts (SVG by name)."""
+
+        def build() -> tuple[Report, dict[str, str]]:
+            results = load_results([r.path for r in runs], skip=TEXT_COLUMNS)
+            report = build_report(results, score=score if score in results.score_names else None)
+            return report, report_charts(report)
+
+        return self._reports.get((tuple((r.key, r.signature()) for r in runs), score), build)
 
 
 def html_response(
@@ -110,7 +126,7 @@ def build_app(catalog: Catalog, *, host: str = DEFAULT_HOST) -> web.Application:
 
     @routes.get("/")
     async def runs(request: web.Request) -> web.Response:
-        summaries = await in_thread(lambda: [summarize_run(r) for r in catalog.runs()])
+        summaries = await in_thread(lambda: [viewer.summary(r) for r in catalog.runs()])
         live = any(s.live for s in summaries)
         return html_response(
             "runs", pages.runs_page(summaries), request, poll="/status" if live else None
@@ -132,7 +148,7 @@ def build_app(catalog: Catalog, *, host: str = DEFAULT_HOST) -> web.Application:
         run = viewer.run(request.match_info["key"])
 
         def build() -> str:
-            summary = summarize_run(run)
+            summary = viewer.summary(run)
             if not summary.rows:
                 return pages.run_page(summary, None, [])
             report, charts = viewer.report([run])
@@ -239,7 +255,8 @@ def _rows_body(viewer: Viewer, run: Run, query: rowq.RowQuery) -> str:
     if query.q:
         query = dataclasses.replace(query, prompt_ids=prompttext.search_prompts(run, query.q))
     page = rowq.read_page(dataset, query, thresholds)
-    scores = [c[len("score_") :] for c in dataset.schema.names if c.startswith("score_")]
+    names = dataset.schema.names
+    scores = [c[len(SCORE_PREFIX) :] for c in names if c.startswith(SCORE_PREFIX)]
     return pages.rows_page(run.key, query, page, choices, scores)
 
 
