@@ -35,6 +35,7 @@ ERROR_TYPES: Final = frozenset(
         "not_found",
         "protocol",
         "cancelled",
+        "response_too_large",
     }
 )
 

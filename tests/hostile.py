@@ -30,6 +30,7 @@ _PIECE = "x" * 16_384
 class HostileServer:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, int, str | None]] = []
+        self.hung_up = 0  # huge answers the client stopped reading
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -72,7 +73,7 @@ class HostileServer:
         if case == "ansi":
             return web.Response(status=400, text=f"bad request {ANSI}")
         if case == "huge":
-            return await _huge(request, stream)
+            return await self._huge(request, stream)
         usage: dict[str, Any] = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
         text = "hello there"
         headers: dict[str, str] = {}
@@ -89,6 +90,30 @@ class HostileServer:
             }
         return await _answer(request, stream, text, usage, headers)
 
+    async def _huge(self, request: web.Request, stream: bool) -> web.StreamResponse:
+        """HUGE_BYTES of answer, written in pieces (the server itself stays small)."""
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream" if stream else "application/json"}
+        )
+        await response.prepare(request)
+        sent = 0
+        try:
+            if not stream:
+                await response.write(b'{"choices": [{"index": 0, "message": {"content": "')
+            while sent < HUGE_BYTES:
+                if stream:
+                    piece = _event({"choices": [{"index": 0, "delta": {"content": _PIECE}}]})
+                else:
+                    piece = _PIECE.encode()
+                await response.write(piece)
+                sent += len(piece)
+            end = b"data: [DONE]\n\n" if stream else b'"}, "finish_reason": "stop"}]}'
+            await response.write(end)
+            await response.write_eof()
+        except ConnectionError:
+            self.hung_up += 1  # the client dropped the connection, as it should
+        return response
+
 
 async def _answer(
     request: web.Request, stream: bool, text: str, usage: dict[str, Any], headers: dict[str, str]
@@ -103,32 +128,6 @@ async def _answer(
     done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
     await response.write(_event(done) + b"data: [DONE]\n\n")
     await response.write_eof()
-    return response
-
-
-async def _huge(request: web.Request, stream: bool) -> web.StreamResponse:
-    """HUGE_BYTES of answer, written in pieces (the server itself stays small)."""
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream" if stream else "application/json"}
-    )
-    await response.prepare(request)
-    sent = 0
-    try:
-        if not stream:
-            await response.write(b'{"choices": [{"index": 0, "message": {"content": "')
-        while sent < HUGE_BYTES:
-            if stream:
-                piece = _event({"choices": [{"index": 0, "delta": {"content": _PIECE}}]})
-            else:
-                piece = _PIECE.encode()
-            await response.write(piece)
-            sent += len(piece)
-        await response.write(
-            b'"}, "finish_reason": "stop"}]}' if not stream else b"data: [DONE]\n\n"
-        )
-        await response.write_eof()
-    except (ConnectionResetError, ConnectionError):
-        pass  # the client hung up, as it should
     return response
 
 

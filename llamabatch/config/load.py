@@ -33,6 +33,7 @@ from llamabatch.config.schema import (
     DEFAULT_BREAKER_THRESHOLD,
     DEFAULT_CONCURRENCY,
     DEFAULT_GRACE_S,
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_AFTER_S,
     DEFAULT_OUTPUT_ROOT,
@@ -277,6 +278,7 @@ def _build_engine(sec: _Section) -> EngineConfig:
             "max_retry_after_s", float, DEFAULT_MAX_RETRY_AFTER_S, zero=True
         ),
         grace_s=sec.positive("grace_s", float, DEFAULT_GRACE_S, zero=True),
+        max_response_bytes=sec.positive("max_response_bytes", int, DEFAULT_MAX_RESPONSE_BYTES),
         breaker_threshold=sec.positive("breaker_threshold", int, DEFAULT_BREAKER_THRESHOLD),
         breaker_cooldown_s=sec.positive(
             "breaker_cooldown_s", float, DEFAULT_BREAKER_COOLDOWN_S, zero=True

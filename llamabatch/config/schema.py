@@ -23,6 +23,7 @@ DEFAULT_BACKOFF_BASE_S: Final = 0.5
 DEFAULT_BACKOFF_MAX_S: Final = 30.0
 DEFAULT_MAX_RETRY_AFTER_S: Final = 120.0
 DEFAULT_GRACE_S: Final = 10.0
+DEFAULT_MAX_RESPONSE_BYTES: Final = 16 * 2**20  # a bigger reply fails its row; memory stays flat
 ARRIVALS: Final = ("poisson", "constant")
 SLO_KEYS: Final = ("ttft_s", "tpot_s", "latency_s")
 DEFAULT_SLO_ATTAINMENT: Final = 0.9
@@ -98,6 +99,7 @@ class EngineConfig:
     backoff_max_s: float = DEFAULT_BACKOFF_MAX_S
     max_retry_after_s: float = DEFAULT_MAX_RETRY_AFTER_S
     grace_s: float = DEFAULT_GRACE_S
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     breaker_threshold: int = DEFAULT_BREAKER_THRESHOLD
     breaker_cooldown_s: float = DEFAULT_BREAKER_COOLDOWN_S
     breaker_max_open_s: float = DEFAULT_BREAKER_MAX_OPEN_S

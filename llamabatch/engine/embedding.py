@@ -17,7 +17,7 @@ import anyio
 
 from llamabatch.config import RunConfig
 from llamabatch.engine.lane import Lane
-from llamabatch.engine.workqueue import WorkQueue
+from llamabatch.engine.workqueue import Workers, WorkQueue
 from llamabatch.errors import RequestError
 from llamabatch.prompts import Prompt
 from llamabatch.prompts.text import embedding_input, estimate_tokens
@@ -59,10 +59,10 @@ class Engine(Protocol):
     ) -> None: ...
 
 
-async def embed_rows(engine: Engine, lane: Lane, queue: WorkQueue) -> None:
+async def embed_rows(engine: Engine, lane: Lane, queue: WorkQueue, workers: Workers) -> None:
     """One worker of an embedding lane: batches of rows until the queue is done."""
     config = lane.config
-    while (item := await queue.get()) is not None:
+    while (item := await workers.take(queue)) is not None:
         prompt, sample, scheduled, _ = item
         if lane.stopped is not None:
             queue.unschedule()

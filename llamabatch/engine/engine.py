@@ -25,7 +25,7 @@ from llamabatch.engine.embedding import embed_rows
 from llamabatch.engine.lane import Lane
 from llamabatch.engine.ratelimit import NO_LIMIT
 from llamabatch.engine.retry import RetryPolicy
-from llamabatch.engine.workqueue import PromptSource, WorkQueue
+from llamabatch.engine.workqueue import PromptSource, Workers, WorkQueue
 from llamabatch.errors import RequestError
 from llamabatch.prompts import Prompt
 from llamabatch.prompts.text import estimate_prompt_tokens
@@ -105,14 +105,13 @@ class Engine:
                     stopping=self.stopping,
                     only=None if only is None else only(lane.config.name),
                 )
-                for _ in range(lane.workers):
-                    tg.start_soon(self._work, lane, queue)
+                Workers(tg, lane.workers, partial(self._work, lane, queue)).grow()
 
-    async def _work(self, lane: Lane, queue: WorkQueue) -> None:
+    async def _work(self, lane: Lane, queue: WorkQueue, workers: Workers) -> None:
         if lane.embedder is not None:
-            await embed_rows(self, lane, queue)
+            await embed_rows(self, lane, queue, workers)
             return
-        while (item := await queue.get()) is not None:
+        while (item := await workers.take(queue)) is not None:
             if lane.stopped is not None:
                 queue.unschedule()  # what is left fails at once, not at its arrival time
             await self._process(lane, *item)
@@ -230,13 +229,13 @@ class Engine:
                 return None
             try:
                 probe = await lane.breaker.wait() if lane.breaker.is_open else False
-            except RequestError as outage:
+                ticket = lane.admission.take_now()
+                if ticket is None:
+                    ticket = await lane.admission.wait(job.token_estimate)
+            except RequestError as refused:  # the model is down, or asks for too long a pause
                 job.queue_s += time.perf_counter() - waited_from
-                finish(fresh(), outage)
+                finish(fresh(), refused)
                 return None
-            ticket = lane.admission.take_now()
-            if ticket is None:
-                ticket = await lane.admission.wait(job.token_estimate)
             async with lane.admission.slot, self.slot:
                 job.queue_s += time.perf_counter() - waited_from
                 job.attempts += 1

@@ -62,7 +62,12 @@ class Lane:
             params=params,
             params_json=orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode(),
             workers=workers,
-            admission=Admission(concurrency=workers, rpm=model.rpm, tpm=model.tpm),
+            admission=Admission(
+                concurrency=workers,
+                rpm=model.rpm,
+                tpm=model.tpm,
+                max_wait_s=config.engine.max_retry_after_s,
+            ),
             breaker=CircuitBreaker(
                 threshold=config.engine.breaker_threshold,
                 cooldown_s=config.engine.breaker_cooldown_s,

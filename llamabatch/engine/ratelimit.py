@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import deque
@@ -9,6 +10,8 @@ from collections.abc import Mapping
 from typing import Final
 
 import anyio
+
+from llamabatch.errors import RequestError
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -146,8 +149,16 @@ class Admission:
     configured cap. Time spent here is queue time, never latency.
     """
 
-    def __init__(self, *, concurrency: int, rpm: float | None, tpm: float | None) -> None:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        rpm: float | None,
+        tpm: float | None,
+        max_wait_s: float = math.inf,
+    ) -> None:
         self.max_concurrency = concurrency
+        self.max_wait_s = max_wait_s
         self.limiter = anyio.CapacityLimiter(concurrency)
         self.rpm = TokenBucket.per_minute(rpm, burst_s=0) if rpm else None
         self.tpm = TokenBucket.per_minute(tpm) if tpm else None
@@ -192,7 +203,11 @@ class Admission:
         return None
 
     async def wait(self, tokens: float) -> int:
-        """Wait for every limit, charge one request and `tokens`; returns the request's ticket."""
+        """Wait for every limit, charge one request and `tokens`; returns the request's ticket.
+
+        A server that asks for a pause longer than `max_wait_s` (Retry-After,
+        x-ratelimit-reset-*) fails the request at once instead of stalling the run.
+        """
         while True:
             now = time.monotonic()
             delay = max(
@@ -202,6 +217,12 @@ class Admission:
             )
             if delay <= 0:
                 break
+            if delay > self.max_wait_s:
+                raise RequestError(
+                    "rate_limit",
+                    f"the server's rate limit asks for a {delay:.0f} s pause (Retry-After or "
+                    f"x-ratelimit-reset), more than max_retry_after_s = {self.max_wait_s:g}",
+                )
             changed = self._changed
             with anyio.move_on_after(delay):
                 await changed.wait()  # fresh headers may lift the wait early

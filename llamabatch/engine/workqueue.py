@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Protocol
 
 import anyio
 
@@ -105,3 +105,34 @@ class WorkQueue:
         resumed = {(p.id, s): stored for p, s, stored in pending if stored}
         replies = self._done.replies(self._model, resumed)
         return [(p, s, replies.get((p.id, s), ())) for p, s, _ in pending]
+
+
+class Workers:
+    """One model's workers, started as work arrives: one more whenever none is idle.
+
+    Never one per slot up front, so a high concurrency costs nothing until
+    there is work for it.
+    """
+
+    def __init__(
+        self,
+        tg: anyio.abc.TaskGroup,
+        limit: int,
+        work: Callable[[Workers], Coroutine[Any, Any, None]],
+    ) -> None:
+        self.tg, self.limit, self.work = tg, limit, work
+        self.started = self.idle = 0
+
+    def grow(self) -> None:
+        if self.idle == 0 and self.started < self.limit:
+            self.started += 1
+            self.tg.start_soon(self.work, self)
+
+    async def take(self, queue: WorkQueue) -> WorkItem | None:
+        """The queue's next item; a worker that gets one makes sure another is waiting."""
+        self.idle += 1
+        item = await queue.get()
+        self.idle -= 1
+        if item is not None:
+            self.grow()
+        return item

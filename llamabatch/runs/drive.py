@@ -96,7 +96,11 @@ class ActiveRun:
         per_model = self.prompts.count() * self.config.repeats
         pending = sum(max(0, per_model - self.done.count(m.name)) for m in self.config.models)
         self.tally.on_start(pending)
-        async with Transport() as transport, local_servers(self.config) as config:
+        limit = self.config.engine.max_response_bytes
+        async with (
+            Transport(max_response_bytes=limit) as transport,
+            local_servers(self.config) as config,
+        ):
             engine: Engine | BatchDriver
             if config.mode == "batch":
                 engine = BatchDriver(

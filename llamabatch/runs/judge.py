@@ -71,7 +71,8 @@ class Judge:
 
     async def __aenter__(self) -> Judge:
         async with AsyncExitStack() as stack:
-            self._transport = await stack.enter_async_context(Transport())
+            transport = Transport(max_response_bytes=self.config.engine.max_response_bytes)
+            self._transport = await stack.enter_async_context(transport)
             started = await stack.enter_async_context(local_servers(self.config))
             self._models = {m.name: m for m in started.models}
             self._stack = stack.pop_all()

@@ -61,7 +61,8 @@ async def check(
     keys = {m.name: m.resolve_api_key() for m in config.models}
     redact = Redactor(config.secrets())
     results: dict[str, CheckResult] = {}
-    async with Transport() as transport, local_servers(config) as started:
+    limit = config.engine.max_response_bytes
+    async with Transport(max_response_bytes=limit) as transport, local_servers(config) as started:
 
         async def one(model: ModelConfig) -> None:
             result = await check_model(transport, model, keys[model.name], timeout_s)

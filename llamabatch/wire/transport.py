@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ from types import TracebackType
 import aiohttp
 import anyio
 
+from llamabatch.config.schema import DEFAULT_MAX_RESPONSE_BYTES
 from llamabatch.errors import RequestError
 from llamabatch.wire.provider import ResponseFormat
 from llamabatch.wire.request import HttpRequest
@@ -23,6 +26,10 @@ from llamabatch.wire.response import Response
 from llamabatch.wire.wireclock import WireClock
 
 log = logging.getLogger(__name__)
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Sent only to the origin they were configured for (a redirect elsewhere drops them).
+_CREDENTIAL_HEADER_RE = re.compile(r"(?i)auth|key|token|secret|cookie")
 MAX_ERROR_BODY = 64 * 1024
 MAX_FETCH_BODY = 4 * 1024 * 1024
 READ_BUFSIZE = 256 * 1024
@@ -34,7 +41,8 @@ SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError)
 class Transport:
     """A pooled HTTP client shared by every model of a run."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        self.max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
         self._wire = WireClock()
 
@@ -123,35 +131,44 @@ class Transport:
         resp: Response,
         timeout: aiohttp.ClientTimeout,
     ) -> None:
-        async with session.post(
-            request.url, data=request.body, headers=request.headers, timeout=timeout
-        ) as r:
-            resp.http_status = r.status
-            resp.headers = r.headers
-            if r.history:
-                log.info("%s redirected to %s", request.url, r.url)
-            if not 200 <= r.status < 300:
-                body = await _read_capped(r.content, MAX_ERROR_BODY)
-                raise provider.error_for_status(r.status, r.headers, body)
-            wire = self._wire.socket_of(r.connection and r.connection.transport)
-            arrival = time.perf_counter if wire is None else wire.arrival
-            if wire is not None and wire.sent_t > resp.started_t:
-                resp.started_t = wire.sent_t  # the request reached the wire only now
-            resp.first_byte_t = arrival()  # the head's
-            if not request.stream:
-                body = await r.read()
-                resp.ended_t = arrival()
-                with _parsing(resp):
-                    provider.parse_body(body, resp, resp.ended_t)
-                return
-            await _read_stream(r.content, provider, resp, arrival)
-        if not provider.is_complete(resp):
-            raise RequestError(
-                "protocol",
-                "stream ended before the response was complete (truncated)",
-                http_status=resp.http_status,
-                retryable=True,
-            )
+        url, headers = request.url, request.headers
+        for _ in range(MAX_REDIRECTS + 1):
+            async with session.post(
+                url, data=request.body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as r:
+                resp.http_status = r.status
+                resp.headers = r.headers
+                if r.status in REDIRECTS:
+                    url, headers = _redirect(url, headers, r)
+                    continue
+                if not 200 <= r.status < 300:
+                    body = await _read_capped(r.content, MAX_ERROR_BODY)
+                    raise provider.error_for_status(r.status, r.headers, body)
+                wire = self._wire.socket_of(r.connection and r.connection.transport)
+                arrival = time.perf_counter if wire is None else wire.arrival
+                if wire is not None and wire.sent_t > resp.started_t:
+                    resp.started_t = wire.sent_t  # the request reached the wire only now
+                resp.first_byte_t = arrival()  # the head's
+                try:
+                    if not request.stream:
+                        body = await _read_body(r, self.max_response_bytes)
+                        resp.ended_t = arrival()
+                        with _parsing(resp):
+                            provider.parse_body(body, resp, resp.ended_t)
+                        return
+                    await _read_stream(r.content, provider, resp, arrival, self.max_response_bytes)
+                except RequestError:
+                    r.close()  # the rest of the body is unwanted: drop the connection
+                    raise
+            if not provider.is_complete(resp):
+                raise RequestError(
+                    "protocol",
+                    "stream ended before the response was complete (truncated)",
+                    http_status=resp.http_status,
+                    retryable=True,
+                )
+            return
+        raise RequestError("protocol", f"more than {MAX_REDIRECTS} redirects from {request.url}")
 
     async def call(
         self,
@@ -208,11 +225,45 @@ class Transport:
                 return r.status, r.headers, await _read_capped(r.content, MAX_FETCH_BODY)
 
 
+def _redirect(
+    url: str, headers: Mapping[str, str], r: aiohttp.ClientResponse
+) -> tuple[str, Mapping[str, str]]:
+    """Where a 307/308 sends the POST next, with credentials dropped when the origin changes.
+
+    A 301/302/303 would turn the POST into a body-less GET (what browsers do):
+    that is never what an API client wants, so the row fails, naming the target.
+    """
+    location = r.headers.get("Location")
+    target = urllib.parse.urljoin(url, location) if location else ""
+    shown = _short(target)
+    if not target.startswith(("http://", "https://")):
+        raise RequestError(
+            "protocol", f"HTTP {r.status} redirect to {shown or 'nowhere'}", http_status=r.status
+        )
+    if r.status not in (307, 308):
+        raise RequestError(
+            "invalid_request",
+            f"HTTP {r.status} redirect to {shown}: a POST is not re-sent there as a GET; "
+            "set base_url to the new address",
+            http_status=r.status,
+        )
+    log.info("%s redirected to %s", url, target)
+    if _origin(target) != _origin(url):
+        headers = {k: v for k, v in headers.items() if not _CREDENTIAL_HEADER_RE.search(k)}
+    return target, headers
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
 async def _read_stream(
     stream: aiohttp.StreamReader,
     provider: ResponseFormat,
     resp: Response,
     arrival: Callable[[], float],
+    limit: int,
 ) -> None:
     """Frame events as bytes arrive, stamping each with its arrival time; parse them in bulk.
 
@@ -224,8 +275,12 @@ async def _read_stream(
     payloads: list[bytes] = []
     times: list[float] = []
     t = resp.first_byte_t or arrival()  # the head's, until body bytes come
+    size = 0
     async for chunk in stream.iter_any():
         t = arrival()
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
         events = decoder.feed(chunk)
         if events:
             payloads += events
@@ -258,6 +313,23 @@ def _parsing(resp: Response) -> Iterator[None]:
             http_status=resp.http_status,
             retryable=True,
         ) from None
+
+
+async def _read_body(r: aiohttp.ClientResponse, limit: int) -> bytes:
+    """A whole body of at most `limit` bytes (a longer one is refused before it is all read)."""
+    if r.content_length is not None and r.content_length > limit:
+        raise _too_large(limit)
+    body = await _read_capped(r.content, limit + 1)
+    if len(body) > limit:
+        raise _too_large(limit)
+    return body
+
+
+def _too_large(limit: int) -> RequestError:
+    return RequestError(
+        "response_too_large",
+        f"response larger than max_response_bytes = {limit:,} bytes; connection dropped",
+    )
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
@@ -296,7 +368,10 @@ def _connection_error(exc: BaseException) -> RequestError:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
+    return _short(str(exc) or type(exc).__name__)
+
+
+def _short(text: str) -> str:
     return " ".join(text.split())[:200]
 
 
