@@ -40,7 +40,9 @@ STARTED, FINISHED, RUN_ID = map(_col, ("started_at", "finished_at", "run_id"))
 CHUNK_TIMES, CHUNK_TOKENS, TURN = map(_col, ("chunk_times_s", "chunk_tokens", "turn"))
 COST = COST_COLUMN
 OK = "ok"
-_SKIP_COLUMNS = frozenset({_col("request_params")})
+DIMENSIONS = _col("dimensions")
+# Vectors are left on disk: a million of them would not fit in a report's memory.
+_SKIP_COLUMNS = frozenset({_col("request_params"), _col("embedding")})
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ def summarize(
     for model, group in df.groupby("model", sort=False):
         ok = group[group["status"] == "ok"]
         span = (group["finished_at"].max() - group["started_at"].min()).total_seconds()
-        tokens = ok["completion_tokens"].sum()
+        tokens = ok["completion_tokens"].sum(min_count=1)  # none at all for embeddings
         rows.append(
             {
                 "model": model,

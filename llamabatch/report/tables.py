@@ -15,6 +15,7 @@ from llamabatch.errors import UsageError
 from llamabatch.escape import markdown_cell
 from llamabatch.report import resultset as rs
 from llamabatch.report.across import Pareto, Trend, pareto, trend
+from llamabatch.report.embeddings import embedding_section, embedding_summary
 from llamabatch.report.headline import headline
 from llamabatch.report.resultset import ResultSet
 from llamabatch.report.stats import (
@@ -26,7 +27,7 @@ from llamabatch.report.stats import (
     quantile_ratio,
 )
 from llamabatch.report.summary import summarize
-from llamabatch.report.timing import itl_distribution
+from llamabatch.report.timing import itl_distribution, itl_section
 from llamabatch.results.schema import SCORE_PREFIX
 
 ALPHA = 0.05
@@ -82,6 +83,7 @@ class Report:
     pareto: Pareto | None = None
     trend: Trend | None = None
     itl: pd.DataFrame | None = None  # gaps between chunks, when chunk times were kept
+    embeddings: pd.DataFrame | None = None  # models with task = "embed"
 
 
 def build_report(results: ResultSet, *, score: str | None = None) -> Report:
@@ -95,7 +97,12 @@ def build_report(results: ResultSet, *, score: str | None = None) -> Report:
         raise UsageError(f"--pareto-score {score}: no such score in the results (scores: {known})")
     chosen = score or next(iter(results.score_names), None)
     table = model_table(frame, models)
-    report = Report(results=results, models=table, itl=itl_distribution(frame, models))
+    report = Report(
+        results=results,
+        models=table,
+        itl=itl_distribution(frame, models),
+        embeddings=embedding_summary(frame, models),
+    )
     prompt_scores = {s: rs.prompt_scores(frame, s, results.spec(s)) for s in results.score_names}
     for score, per_prompt in prompt_scores.items():
         report.scores[score] = {
@@ -267,7 +274,9 @@ def tables(report: Report) -> list[Table]:
     if report.latency_pairs:
         out.append(_latency_pairs_table(report))
     if report.itl is not None:
-        out.append(_itl_table(report.itl))
+        out.append(Table("itl", *itl_section(report.itl)))
+    if report.embeddings is not None:
+        out.append(Table("embeddings", *embedding_section(report.embeddings)))
     return out
 
 
@@ -410,26 +419,6 @@ def _latency_pairs_table(report: Report) -> Table:
         "a ratio whose interval includes 1 is not significant."
     )
     return Table("latency_pairs", "Pairwise latency (same prompts)", headers, rows, note)
-
-
-def _itl_table(t: pd.DataFrame) -> Table:
-    headers = ["model", "rows", "gaps", "gap p50", "gap p90", "gap p99", "gap mean", "tokens/chunk"]
-    rows = [
-        [r["model"], int(r["rows"]), int(r["gaps"])]
-        + [_ms(r[c]) for c in ("p50_s", "p90_s", "p99_s", "mean_s")]
-        + [_one(r["tokens_per_chunk"])]
-        for r in t.to_dict("records")
-    ]
-    note = (
-        "Gaps between consecutive output chunks of each ok row, from `chunk_times_s`; "
-        "tokens/chunk where the server said (logprobs, usage on every chunk). "
-        'See the README\'s "Metrics" for how other tools define inter-token latency.'
-    )
-    return Table("itl", "Inter-chunk gaps (raw chunk times)", headers, rows, note)
-
-
-def _ms(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value * 1e3:.1f} ms"
 
 
 def _two(a: float, b: float) -> str:

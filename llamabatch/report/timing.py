@@ -54,3 +54,24 @@ def _flat(arrays: Iterable[Floats]) -> Floats:
 
 def _quantile(values: Floats, q: float) -> float:
     return float(np.quantile(values, q)) if len(values) else np.nan
+
+
+def itl_section(t: pd.DataFrame) -> tuple[str, list[str], list[list[Any]], str]:
+    """The report's table of it: title, headers, formatted rows, note."""
+    headers = ["model", "rows", "gaps", "gap p50", "gap p90", "gap p99", "gap mean", "tokens/chunk"]
+    rows = [
+        [r["model"], int(r["rows"]), int(r["gaps"])]
+        + [_ms(r[c]) for c in ("p50_s", "p90_s", "p99_s", "mean_s")]
+        + ["-" if np.isnan(r["tokens_per_chunk"]) else f"{r['tokens_per_chunk']:.1f}"]
+        for r in t.to_dict("records")
+    ]
+    note = (
+        "Gaps between consecutive output chunks of each ok row, from `chunk_times_s`; "
+        "tokens/chunk where the server said (logprobs, usage on every chunk). "
+        'See the README\'s "Metrics" for how other tools define inter-token latency.'
+    )
+    return "Inter-chunk gaps (raw chunk times)", headers, rows, note
+
+
+def _ms(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value * 1e3:.1f} ms"
