@@ -47,7 +47,7 @@ from llamabatch.config.schema import (
     ModelConfig,
     RunConfig,
 )
-from llamabatch.config.scorers import ScorerSpec, parse_scorers
+from llamabatch.config.scorers import MODEL_SCORERS, ScorerSpec, parse_scorers
 from llamabatch.config.settings import Table
 from llamabatch.config.tasks import model_task
 from llamabatch.errors import ConfigError
@@ -387,13 +387,19 @@ def _judge_models(
     known = {m.name: m for m in models}
     judges: dict[str, ModelConfig] = {}
     for spec in scorers:
-        if spec.type != "judge":
+        task = MODEL_SCORERS.get(spec.type)
+        if task is None:
             continue
         name = spec.options["model"]
         if name not in known:
             raise ConfigError(
                 f"{path}: scorers ({spec.name}): model {name!r} is not one of the [[models]] "
                 f"({', '.join(known)})"
+            )
+        if known[name].task != task:
+            raise ConfigError(
+                f'{path}: scorers ({spec.name}): a {spec.type} scorer needs a task = "{task}" '
+                f"model; {name!r} is {known[name].task}"
             )
         judges[name] = known[name]
     return tuple(judges.values())

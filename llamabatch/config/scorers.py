@@ -19,7 +19,18 @@ from typing import Any, Final
 from llamabatch.config.settings import Table
 from llamabatch.errors import ConfigError
 
-TYPES: Final = ("exact", "contains", "regex", "json", "numeric", "choice", "python", "judge")
+TYPES: Final = (
+    "exact",
+    "contains",
+    "regex",
+    "json",
+    "numeric",
+    "choice",
+    "python",
+    "judge",
+    "similarity",
+)
+MODEL_SCORERS: Final = {"judge": "chat", "similarity": "embed"}  # type -> the task of its model
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9_]+$")
 _COMMON: Final = ("name", "type", "where", "reduce", "pass_threshold")
 NORMALISE: Final = {"ignore_case": True, "ignore_whitespace": True, "ignore_punctuation": False}
@@ -178,6 +189,13 @@ def _judge_options(table: _Table) -> dict[str, Any]:
     return options
 
 
+def _similarity_options(table: _Table) -> dict[str, Any]:
+    model = table.get("model", str)
+    if model is None:
+        raise table.error("model", 'is required: one of the [[models]], with task = "embed"')
+    return {"model": model}
+
+
 _OPTIONS: Final[Mapping[str, Callable[[_Table], dict[str, Any]]]] = {
     "exact": _exact_options,
     "contains": _contains_options,
@@ -187,6 +205,7 @@ _OPTIONS: Final[Mapping[str, Callable[[_Table], dict[str, Any]]]] = {
     "choice": _choice_options,
     "python": _python_options,
     "judge": _judge_options,
+    "similarity": _similarity_options,
 }
 
 

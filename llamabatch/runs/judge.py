@@ -27,6 +27,7 @@ from llamabatch.results import DoneIndex, RowBuilder
 from llamabatch.results.schema import score_column, verdict_column
 from llamabatch.runs.servers import local_servers
 from llamabatch.scoring import RescoreReport, Scoring, rescore
+from llamabatch.scoring.similarity import compared, cosine
 from llamabatch.scoring.verdicts import (
     DEFAULT_PARAMS,
     judge_messages,
@@ -93,12 +94,41 @@ class Judge:
         return self._prompts
 
     async def __call__(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
-        """Judge the rows that need it; returns (judge calls made, failed verdicts)."""
+        """Score the rows that need it; returns (model calls made, failed ones)."""
         calls = errors = 0
         for spec in self.specs:
-            made, failed = await self._judge(spec, rows)
+            score = self._similarity if spec.type == "similarity" else self._judge
+            made, failed = await score(spec, rows)
             calls, errors = calls + made, errors + failed
         return calls, errors
+
+    async def _similarity(self, spec: ScorerSpec, rows: list[dict[str, Any]]) -> tuple[int, int]:
+        """`score_<name>`: the cosine of each row's output and its expected text, as embedded
+        by the scorer's model (texts that repeat are embedded once)."""
+        model = self._models[spec.options["model"]]
+        column = score_column(spec.name)
+        pairs = {}
+        for i, row in enumerate(rows):
+            row[column] = None
+            if (pair := compared(spec, row)) is not None:
+                pairs[i] = pair
+        texts = sorted({t for pair in pairs.values() for t in pair if isinstance(t, str)})
+        if not texts:
+            return 0, 0
+        requests: list[tuple[list[dict[str, str]], dict[str, Any]]] = [
+            ([{"role": "user", "content": t}], {}) for t in texts
+        ]
+        replies = await self._send(model, requests)
+        vectors = {t: replies[str(n)].get("embedding") for n, t in enumerate(texts)}
+        failed = 0
+        for i, (own, expected) in pairs.items():
+            a = vectors.get(own) if isinstance(own, str) else own
+            b = vectors.get(expected)
+            if a is None or b is None:
+                failed += 1
+                continue
+            rows[i][column] = cosine(a, b)
+        return len(texts), failed
 
     async def _judge(self, spec: ScorerSpec, rows: list[dict[str, Any]]) -> tuple[int, int]:
         model = self._models[spec.options["model"]]

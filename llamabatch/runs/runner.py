@@ -140,7 +140,7 @@ async def arun(
         model.resolve_api_key()  # a missing key fails here, before anything is touched
     scoring = Scoring.from_config(config)
     # A judge checks its model's key up front; it runs after the requests.
-    judge = Judge(scoring.judges, config) if scoring.judges else None
+    judge = Judge(scoring.model_scorers, config) if scoring.model_scorers else None
     if check and (problems := await preflight(config)):
         raise UsageError("\n".join([*problems, "(--no-check, or check=False, skips this check)"]))
     prepare_output(config.output, resume=resume, force=force)

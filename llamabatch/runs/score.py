@@ -73,7 +73,7 @@ async def score_results(output: Path, config_path: Path | None = None) -> Rescor
     scoring = Scoring.from_config(config)
     if not scoring.active:
         raise UsageError(f"{config_path or output}: no [[scorers]] or prices configured")
-    judge = Judge(scoring.judges, config) if scoring.judges else None
+    judge = Judge(scoring.model_scorers, config) if scoring.model_scorers else None
     report = await rescore_judged(output, scoring, judge)
     if manifest:
         snapshot = config.snapshot()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from llamabatch.config import ScorerSpec
+from llamabatch.config.scorers import MODEL_SCORERS
 from llamabatch.results import Sink
 from llamabatch.results.schema import COST_COLUMN, score_column, scoring_fields
 from llamabatch.scoring.scorers import Scorer, build_scorer
@@ -42,7 +43,7 @@ class Scoring:
         self._scorers: list[tuple[str, str, Scorer]] = [
             (spec.name, score_column(spec.name), build_scorer(spec))
             for spec in self.specs
-            if spec.type != "judge"
+            if spec.type not in MODEL_SCORERS
         ]
 
     @classmethod
@@ -58,6 +59,11 @@ class Scoring:
     @property
     def judges(self) -> tuple[ScorerSpec, ...]:
         return tuple(s for s in self.specs if s.type == "judge")
+
+    @property
+    def model_scorers(self) -> tuple[ScorerSpec, ...]:
+        """Scorers that call a model (judges, similarity): run after a run's own requests."""
+        return tuple(s for s in self.specs if s.type in MODEL_SCORERS)
 
     @property
     def active(self) -> bool:
