@@ -33,6 +33,8 @@ import orjson
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
 TTFT_S, GAP_S, TTFT_TOKENS = 0.1, 0.02, 16
+PER_WRITE_STEP_S = 0.002  # a decode step: each stream's next event, written on its own
+LLAMABATCH = "**llamabatch run** (whole process)"
 
 
 @dataclass
@@ -223,7 +225,7 @@ def cpu_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     ]
     names = {
         "lean": "lean aiohttp + orjson loop",
-        "llamabatch": "**llamabatch run** (whole process)",
+        "llamabatch": LLAMABATCH,
         "sdk": "openai SDK + semaphore",
     }
     for key, label in names.items():
@@ -234,6 +236,50 @@ def cpu_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     rows += [
         "",
         f"**llamabatch / lean CPU ratio, side by side: {spread(ratios)}** (target <= 1.5).",
+    ]
+    return rows
+
+
+def per_write_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """CPU per response when the server writes every SSE event separately, as real servers do."""
+    n, c, step = args.per_write_requests, 64, PER_WRITE_STEP_S
+    prompts = write_prompts(workdir / "per-write.jsonl", n)
+    per_request: dict[str, list[float]] = {"lean": [], "llamabatch": []}
+    ratios = []
+    argv = [PY, str(HERE / "sse_server.py"), "18188", "--tokens", "64", "--step-s", str(step)]
+    with server(argv):
+        url = "http://127.0.0.1:18188/v1"
+        lean_argv = [PY, str(HERE / "lean_client.py"), f"{url}/chat/completions", str(n), str(c)]
+        for _ in range(args.runs):
+            before = measure(lean_argv)
+            config = llamabatch_config(
+                workdir, "per-write", base_url=url, prompts=prompts, concurrency=c, max_tokens=64
+            )
+            ours = run_llamabatch(config)
+            after = measure(lean_argv)
+            lean_s = (before.cpu_s + after.cpu_s) / 2
+            per_request["lean"].append(lean_s / n * 1e3)
+            per_request["llamabatch"].append(ours.cpu_s / n * 1e3)
+            ratios.append(ours.cpu_s / lean_s)
+    rows = [
+        f"Server: `sse_server.py --step-s {step:g}` (asyncio + uvloop) on core 0: every "
+        f"{step * 1e3:g} ms each open stream gets its next SSE event in a write of its own "
+        "(68 writes per response: role, 64 tokens, finish, usage, [DONE]), as vLLM, llama.cpp, "
+        f"TGI and Ollama write one event per token. Clients on core 1; {n:,} requests at "
+        f"concurrency {c}; CPU = client user+sys, start-up included; the lean loop runs before "
+        "and after llamabatch in each run (their mean is used).",
+        "",
+        "| client | CPU ms per response (min / median / max) | µs per event (median) |",
+        "|---|---|---|",
+    ]
+    names = {"lean": "lean aiohttp + orjson loop (wakes per read)", "llamabatch": LLAMABATCH}
+    for key, label in names.items():
+        values = per_request[key]
+        median = statistics.median(values)
+        rows.append(f"| {label} | {spread(values, '{:.3f}')} | {median / 68 * 1e3:.1f} |")
+    rows += [
+        "",
+        f"**llamabatch / lean CPU ratio, side by side: {spread(ratios)}** (target <= 0.6).",
     ]
     return rows
 
@@ -647,6 +693,7 @@ def machine() -> list[str]:
 
 SECTIONS = {
     "cpu": ("CPU per streamed request", cpu_section),
+    "per-write": ("CPU per streamed response, one write per event", per_write_section),
     "ttft": ("TTFT honesty under concurrency", ttft_section),
     "memory": ("Memory and resume start-up", memory_section),
     "ratelimit": ("Throughput under a server-side rate limit", ratelimit_section),
@@ -668,6 +715,7 @@ def main() -> None:
     quick = args.quick
     args.runs = args.runs or (1 if quick else 3)
     args.requests, args.sdk_requests = (1_000, 200) if quick else (20_000, 2_000)
+    args.per_write_requests = 1_000 if quick else 10_000
     args.ttft_concurrency = [32, 256] if quick else [32, 256, 1024]
     args.waves, args.sdk_max_concurrency = (2, 32) if quick else (4, 256)
     args.memory_prompts, args.memory_seconds = (20_000, 8.0) if quick else (1_000_000, 60.0)
@@ -675,16 +723,37 @@ def main() -> None:
         (60, 2.0, 150) if quick else (600, 10.0, 3_000)
     )
     output = args.output or (HERE / ("RESULTS-quick.md" if quick else "RESULTS.md"))
-    lines = ["# llamabatch benchmarks", "", *machine(), ""]
+    fresh: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="llamabatch-bench-") as tmp:
         for key in args.only or list(SECTIONS):
             title, section = SECTIONS[key]
             print(f"== {title}", flush=True)
             body = section(args, Path(tmp))
             print("\n".join(body), flush=True)
-            lines += [f"## {title}", "", *body, ""]
-    output.write_text("\n".join(lines))
+            fresh[title] = body
+    output.write_text(merge_results(output, machine(), fresh))
     print(f"wrote {output}")
+
+
+def merge_results(output: Path, header: list[str], fresh: dict[str, list[str]]) -> str:
+    """The report with `fresh` sections replacing their namesakes; every other section kept.
+
+    Sections this script did not run this time (`--only`), and those other
+    scripts measured (`view_rows.py`, `batch_mode.py`, ...), stay as they were,
+    in their places; new sections go where SECTIONS puts them.
+    """
+    old = output.read_text().split("\n## ") if output.exists() else []
+    kept = {part.split("\n", 1)[0]: part.split("\n", 1)[1] for part in old[1:]}
+    titles = [title for title, _ in SECTIONS.values()]
+    order = [t for t in titles if t in fresh or t in kept]
+    order += [t for t in kept if t not in titles]
+    blocks = ["# llamabatch benchmarks\n", *header, ""]
+    for title in order:
+        if title in fresh:
+            blocks += [f"## {title}", "", *fresh[title], ""]
+        else:
+            blocks.append(f"## {title}\n{kept[title].rstrip()}\n")
+    return "\n".join(blocks).rstrip() + "\n"
 
 
 if __name__ == "__main__":

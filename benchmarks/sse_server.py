@@ -7,10 +7,14 @@ content chunk exactly `ttft_s` after the request arrives and each next one
 its own lateness is written to `--stats` so it can be told apart from the
 client's. With `--stamp`, each content chunk's text is the time it was really
 sent, in microseconds after the request arrived (` t<us>`), so a client's
-stored chunk times can be checked chunk by chunk. Raw asyncio protocol (no
-framework) to keep the server off the critical path.
+stored chunk times can be checked chunk by chunk. Per-write mode
+(`--step-s`) writes every SSE event separately, as real servers do (one event
+per token): every `step_s` (a decode step) each open stream gets its next
+event, in its own write. Raw asyncio protocol (no framework) to keep the
+server off the critical path.
 
     python sse_server.py PORT [--tokens 64] [--ttft-s 0.1 --gap-s 0.02] [--stats FILE] [--stamp]
+    python sse_server.py PORT --step-s 0.002     # per-write: one write per event
 """
 
 from __future__ import annotations
@@ -86,6 +90,14 @@ class Server(asyncio.Protocol):
 
     def respond(self) -> None:
         assert self.transport is not None
+        if self.args.step_s > 0:
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            closing = [e + b"\n\n" for e in self.closing.split(b"\n\n") if e]
+            STEPPER.add(self.transport, [self.opening, *self.body, *closing])
+            return
         if self.args.ttft_s <= 0:
             self.transport.write(self.static)
             return
@@ -113,6 +125,40 @@ class Server(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+
+
+class Stepper:
+    """Decode steps: every `step_s`, each open stream's next event in a write of its own."""
+
+    def __init__(self) -> None:
+        self.step_s = 0.0
+        self.streams: list[tuple[asyncio.BaseTransport, list[bytes], list[int]]] = []
+        self.ticking = False
+
+    def add(self, transport: asyncio.BaseTransport, events: list[bytes]) -> None:
+        self.streams.append((transport, [_chunked(e) for e in events], [0]))
+        if not self.ticking:
+            self.ticking = True
+            asyncio.get_running_loop().call_later(self.step_s, self.step)
+
+    def step(self) -> None:
+        active = []
+        for transport, events, at in self.streams:
+            if transport.is_closing():
+                continue
+            i = at[0]
+            last = i == len(events) - 1
+            transport.write(events[i] + b"0\r\n\r\n" if last else events[i])  # type: ignore[attr-defined]
+            at[0] = i + 1
+            if not last:
+                active.append((transport, events, at))
+        self.streams = active
+        self.ticking = bool(active)
+        if active:
+            asyncio.get_running_loop().call_later(self.step_s, self.step)
+
+
+STEPPER = Stepper()
 
 
 def _chunked(data: bytes) -> bytes:
@@ -146,7 +192,9 @@ def main() -> None:
     parser.add_argument("--gap-s", type=float, default=0.0)
     parser.add_argument("--stats")
     parser.add_argument("--stamp", action="store_true", help="chunk text = its real send time")
+    parser.add_argument("--step-s", type=float, default=0.0, help="per-write mode: step length")
     args = parser.parse_args()
+    STEPPER.step_s = args.step_s
     try:
         import uvloop
 

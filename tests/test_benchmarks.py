@@ -26,6 +26,7 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     text = report.read_text()
     for title in (
         "CPU per streamed request",
+        "CPU per streamed response, one write per event",
         "TTFT honesty under concurrency",
         "Memory and resume start-up",
         "Throughput under a server-side rate limit",

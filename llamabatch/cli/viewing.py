@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from llamabatch.errors import UsageError
+from llamabatch.view.address import DEFAULT_HOST, DEFAULT_PORT
 
 DEFAULT_ROOT = Path("results")
 
 
 def add_view_command(commands: Any) -> None:
-    from llamabatch.view.server import DEFAULT_HOST, DEFAULT_PORT
 
     view = commands.add_parser(
         "view",

@@ -26,11 +26,10 @@ from llamabatch.results.schema import SCORE_PREFIX
 from llamabatch.view import compare as comparing
 from llamabatch.view import pages, prompttext
 from llamabatch.view import rows as rowq
+from llamabatch.view.address import DEFAULT_HOST, DEFAULT_PORT
 from llamabatch.view.catalog import Catalog, Run
 from llamabatch.view.summary import RunSummary, summarize_run
 
-DEFAULT_HOST: Final = "127.0.0.1"
-DEFAULT_PORT: Final = 8000
 CSP: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
