@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with a cache: ask again and overwrite the stored answers",
     )
+    run.add_argument(
+        "--workers",
+        metavar="N",
+        help='run the engine in N processes sharing the run\'s limits ("auto": one per core; '
+        "as [engine] workers)",
+    )
     run.set_defaults(handler=_run)
 
     validate = commands.add_parser(
@@ -200,6 +206,7 @@ def _run(args: argparse.Namespace) -> int:
             batch=args.batch,
             cache=args.cache,
             cache_refresh=args.cache_refresh,
+            workers=args.workers,
         )
     except KeyboardInterrupt:
         result = None
@@ -249,6 +256,8 @@ def _resume_command(args: argparse.Namespace) -> str:
         parts.append("--batch")
     if args.cache is not None:
         parts += ["--cache"] + ([] if args.cache is True else [str(args.cache)])
+    if args.workers:
+        parts += ["--workers", args.workers]
     return " ".join(shlex.quote(p) for p in parts)
 
 

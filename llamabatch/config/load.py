@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from llamabatch.config import runmodes
 from llamabatch.config.endpoints import (
     MANAGED_SERVER,
     Preset,
@@ -291,6 +292,7 @@ def _build_engine(sec: _Section) -> EngineConfig:
         arrival_seed=sec.get("arrival_seed", int, 0),
         batch_poll_s=sec.positive("batch_poll_s", float, DEFAULT_BATCH_POLL_S),
         batch_poll_max_s=sec.positive("batch_poll_max_s", float, DEFAULT_BATCH_POLL_MAX_S),
+        workers=runmodes.parse_workers(sec.get("workers", (int, str), 1), sec.error),
     )
     if config.arrival not in ARRIVALS:
         raise sec.error("arrival", f"must be one of {', '.join(ARRIVALS)}, got {config.arrival!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from llamabatch.config.endpoints import PRESETS, SIM_BATCH, BatchApi, Preset
-from llamabatch.config.schema import CacheConfig, RunConfig
+from llamabatch.config.schema import MAX_WORKERS, CacheConfig, RunConfig
 from llamabatch.config.settings import Table
 from llamabatch.errors import ConfigError
 
@@ -49,6 +50,29 @@ def parse_ttl(value: Any, fail: Fail) -> float | None:
             "cache_ttl", f'must be a positive number of seconds or like "12h", "7d"; got {value!r}'
         )
     return float(match.group(1)) * _TTL_UNITS[match.group(2)]
+
+
+def parse_workers(value: Any, fail: Fail, name: str = "workers") -> int:
+    """`[engine] workers` / --workers: a number of processes, or "auto" (one per core)."""
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WORKERS:
+        raise fail(name, f'must be 1..{MAX_WORKERS} processes or "auto"; got {value!r}')
+    return value
+
+
+def with_workers(config: RunConfig, workers: int | str | None) -> RunConfig:
+    """`config` with the command line's --workers, when given."""
+    if workers is None:
+        return config
+
+    def fail(name: str, message: str) -> ConfigError:
+        return ConfigError(f"--workers {message}")
+
+    engine = dataclasses.replace(config.engine, workers=parse_workers(workers, fail))
+    return dataclasses.replace(config, engine=engine)
 
 
 def cache_config(value: Any, ttl_s: float | None, fail: Fail) -> CacheConfig | None:

@@ -31,6 +31,8 @@ DEFAULT_BREAKER_THRESHOLD: Final = 8
 DEFAULT_BREAKER_COOLDOWN_S: Final = 2.0
 DEFAULT_BREAKER_MAX_OPEN_S: Final = 300.0
 DEFAULT_OUTPUT_ROOT: Final = "results"
+DEFAULT_WORKERS: Final = 1  # engine processes; more share the run's limits (issue 16)
+MAX_WORKERS: Final = 256
 DEFAULT_BATCH_POLL_S: Final = 5.0
 DEFAULT_BATCH_POLL_MAX_S: Final = 60.0
 MODES: Final = ("online", "batch")
@@ -108,6 +110,7 @@ class EngineConfig:
     arrival_seed: int = 0
     batch_poll_s: float = DEFAULT_BATCH_POLL_S  # batch mode: first wait between polls...
     batch_poll_max_s: float = DEFAULT_BATCH_POLL_MAX_S  # ...doubling up to this
+    workers: int = DEFAULT_WORKERS  # processes running the engine, one coordinator's limits
 
 
 @dataclass(frozen=True, kw_only=True)

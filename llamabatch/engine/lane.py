@@ -10,6 +10,7 @@ import orjson
 
 from llamabatch.config import ModelConfig, RunConfig
 from llamabatch.engine.breaker import CircuitBreaker
+from llamabatch.engine.coordinator import LeasedAdmission, SharedBreaker
 from llamabatch.engine.ratelimit import Admission
 from llamabatch.errors import RequestError
 from llamabatch.wire import Provider, provider_for
@@ -26,8 +27,8 @@ class Lane:
     api_key: str | None
     params: dict[str, Any]
     workers: int
-    admission: Admission
-    breaker: CircuitBreaker
+    admission: Admission | LeasedAdmission  # leased: limits shared with other processes
+    breaker: CircuitBreaker | SharedBreaker
     counter: TokenCounter | None = None
     params_json: str = "{}"
     embedder: EmbeddingFormat | None = None  # task = "embed": its embeddings API
@@ -51,7 +52,8 @@ class Lane:
         render: Callable[[Any], tuple[str, bool]] | None = None,
     ) -> Lane:
         """`render` is the server's chat template, when the client has it (see TokenCounter)."""
-        workers = min(model.concurrency or config.engine.concurrency, config.engine.concurrency)
+        admission, breaker = model_limits(model, config)
+        workers = admission.max_concurrency
         embed = model.task == "embed"
         # [defaults] are generation parameters; an embedding model takes its own params only.
         params = dict(model.params) if embed else {**config.defaults, **model.params}
@@ -62,17 +64,25 @@ class Lane:
             params=params,
             params_json=orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode(),
             workers=workers,
-            admission=Admission(
-                concurrency=workers,
-                rpm=model.rpm,
-                tpm=model.tpm,
-                max_wait_s=config.engine.max_retry_after_s,
-            ),
-            breaker=CircuitBreaker(
-                threshold=config.engine.breaker_threshold,
-                cooldown_s=config.engine.breaker_cooldown_s,
-                max_open_s=config.engine.breaker_max_open_s,
-            ),
+            admission=admission,
+            breaker=breaker,
             counter=None if embed else TokenCounter.for_model(model, api_key, render),
             embedder=embedding_format_for(model.provider) if embed else None,
         )
+
+
+def model_limits(model: ModelConfig, config: RunConfig) -> tuple[Admission, CircuitBreaker]:
+    """A model's admission control and circuit breaker, as the config sets them."""
+    workers = min(model.concurrency or config.engine.concurrency, config.engine.concurrency)
+    admission = Admission(
+        concurrency=workers,
+        rpm=model.rpm,
+        tpm=model.tpm,
+        max_wait_s=config.engine.max_retry_after_s,
+    )
+    breaker = CircuitBreaker(
+        threshold=config.engine.breaker_threshold,
+        cooldown_s=config.engine.breaker_cooldown_s,
+        max_open_s=config.engine.breaker_max_open_s,
+    )
+    return admission, breaker

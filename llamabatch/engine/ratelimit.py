@@ -72,6 +72,16 @@ class TokenBucket:
                 self._refill()
             self._level -= amount
 
+    def try_acquire(self, amount: float = 1.0) -> bool:
+        """Charge `amount` if `acquire` would not wait now (and no one else is waiting)."""
+        if self._lock.locked():
+            return False
+        self._refill()
+        if self._level < 1.0 and self._level < amount:
+            return False
+        self._level -= amount
+        return True
+
     def set_rate(self, rate_per_s: float) -> None:
         self._refill()
         self.rate_per_s = rate_per_s
@@ -126,7 +136,7 @@ class _Budget:
         return 0.0
 
 
-class _NoLimit:
+class NoLimit:
     """Stands in for a limiter that cannot bind, so the hot path skips its bookkeeping."""
 
     async def __aenter__(self) -> None:
@@ -136,7 +146,7 @@ class _NoLimit:
         return None
 
 
-NO_LIMIT: Final = _NoLimit()
+NO_LIMIT: Final = NoLimit()
 
 
 class Admission:
@@ -180,7 +190,7 @@ class Admission:
         return int(self.limiter.total_tokens)
 
     @property
-    def slot(self) -> anyio.CapacityLimiter | _NoLimit:
+    def slot(self) -> anyio.CapacityLimiter | NoLimit:
         """The concurrency limit to hold while a request is in flight.
 
         A model's workers never exceed its configured concurrency, so until a
@@ -232,6 +242,25 @@ class Admission:
             await self.tpm.acquire(tokens)
         if self.learned is not None:
             await self.learned.acquire()
+        self._sent += 1
+        self._tokens_sent += tokens
+        self._ticket_tokens[self._sent] = self._tokens_sent
+        return self._sent
+
+    def try_take(self, tokens: float) -> int | None:
+        """A ticket now if no limit makes the caller wait (charged as `wait` does), else None."""
+        now = time.monotonic()
+        if self.paused_until > now:
+            return None
+        if self._requests.remaining is not None or self._tokens.remaining is not None:
+            return None  # server budgets are spent one request at a time, by `wait`
+        buckets = [b for b in (self.rpm, self.tpm, self.learned) if b is not None]
+        amounts = [tokens if b is self.tpm else 1.0 for b in buckets]
+        for i, (bucket, amount) in enumerate(zip(buckets, amounts, strict=True)):
+            if not bucket.try_acquire(amount):
+                for taken, back in zip(buckets[:i], amounts[:i], strict=True):
+                    taken.refund(back)
+                return None
         self._sent += 1
         self._tokens_sent += tokens
         self._ticket_tokens[self._sent] = self._tokens_sent

@@ -80,7 +80,11 @@ class ResultWriter:
 
     def start(self, schema: pa.Schema) -> None:
         """Begin journalling rows of `schema`, widened to match the parts already here."""
-        schema = unify_parts(self.output, schema)
+        self.attach(unify_parts(self.output, schema))
+
+    def attach(self, schema: pa.Schema) -> None:
+        """Begin journalling rows of `schema` as it is (a worker process's writer: the run's
+        parent holds the lock, repaired the directory and unified the schema)."""
         self.schema = schema
         (self._journal / f"{self.run_id}.schema").write_bytes(schema.serialize().to_pybytes())
         self._open_segment()
@@ -217,6 +221,25 @@ def recover(output: Path) -> int:
         schema_file.unlink()
     if recovered:
         dedupe(output)
+    return recovered
+
+
+def recover_writer(output: Path, writer_id: str) -> int:
+    """Turn the journal segments of one writer whose process died into parts; returns rows."""
+    journal = output / JOURNAL_DIR
+    try:
+        schema_bytes = (journal / f"{writer_id}.schema").read_bytes()
+    except FileNotFoundError:
+        return 0  # it died before journalling anything
+    schema = pa.ipc.read_schema(pa.py_buffer(schema_bytes))
+    recovered = 0
+    for segment in sorted(journal.glob(f"{writer_id}-*.jsonl")):
+        seq = int(segment.stem.rpartition("-")[2])
+        if part_path(output, writer_id, seq).exists():
+            segment.unlink()
+            continue
+        recovered += _compact(output, writer_id, seq, schema)
+    (journal / f"{writer_id}.schema").unlink(missing_ok=True)
     return recovered
 
 

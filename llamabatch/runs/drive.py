@@ -10,11 +10,10 @@ from __future__ import annotations
 import functools
 import logging
 import signal
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -26,14 +25,14 @@ from llamabatch.prompts import PromptSet
 from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
 from llamabatch.results.cache import ResponseCache
 from llamabatch.runs.batch import BatchDriver
+from llamabatch.runs.flushing import SYNC_INTERVAL_S, flush_periodically
 from llamabatch.runs.servers import local_servers, prompt_renderer
 from llamabatch.wire import Transport
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from llamabatch.runs.workers import WorkerPool
 
-FLUSH_POLL_S = 0.25
-FLUSH_INTERVAL_S = 10.0  # a part at least this often while rows arrive
-SYNC_INTERVAL_S = 1.0  # what a power loss can cost; a killed process loses nothing
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,6 +89,7 @@ class ActiveRun:
     only: Callable[[str], bytearray | None]
     monitor: LoopMonitor = field(default_factory=LoopMonitor)
     cache: ResponseCache | None = None
+    keep_errors: bool = False
 
     async def drive(self) -> bool:
         """Run the engine with its helpers (servers, flusher, monitor, signals); True if stopped."""
@@ -101,7 +101,7 @@ class ActiveRun:
             Transport(max_response_bytes=limit) as transport,
             local_servers(self.config) as config,
         ):
-            engine: Engine | BatchDriver
+            engine: Engine | BatchDriver | WorkerPool
             if config.mode == "batch":
                 engine = BatchDriver(
                     config=config,
@@ -113,6 +113,20 @@ class ActiveRun:
                     observer=self.tally,
                     transport=transport,
                     cache=self.cache,
+                )
+                work = engine.run
+            elif config.engine.workers > 1:
+                from llamabatch.runs.workers import WorkerPool
+
+                assert self.prompts.report is not None  # validated in open_output
+                engine = WorkerPool(
+                    config=config,
+                    writer=self.writer,
+                    done=self.done,
+                    scan=self.prompts.report,
+                    only=self.only,
+                    tally=self.tally,
+                    keep_errors=self.keep_errors,
                 )
                 work = engine.run
             else:
@@ -132,7 +146,7 @@ class ActiveRun:
                 work = functools.partial(engine.run, self.prompts, self.done, self.only)
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_flush_periodically, self.writer)
+                    tg.start_soon(flush_periodically, self.writer)
                     if self.cache is not None:
                         tg.start_soon(_store_cached, self.cache)
                     tg.start_soon(self.monitor.watch)
@@ -165,7 +179,7 @@ class ActiveRun:
 
 
 async def _watch_signals(
-    engine: Engine | BatchDriver, scope: anyio.CancelScope, grace_s: float
+    engine: Engine | BatchDriver | WorkerPool, scope: anyio.CancelScope, grace_s: float
 ) -> None:
     """First SIGINT/SIGTERM: stop admitting, cancel in-flight after a grace; second: cancel now."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -189,22 +203,3 @@ async def _store_cached(cache: ResponseCache) -> None:
         await anyio.sleep(SYNC_INTERVAL_S)
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(cache.flush)
-
-
-async def _flush_periodically(writer: ResultWriter) -> None:
-    """Move journalled rows into Parquet parts and fsync the journal, off the event loop."""
-    last_part = last_sync = time.monotonic()
-    while True:
-        await anyio.sleep(FLUSH_POLL_S)
-        now = time.monotonic()
-        with anyio.CancelScope(shield=True):
-            if writer.pending >= writer.rows_per_part or (
-                writer.pending and now - last_part >= FLUSH_INTERVAL_S
-            ):
-                closed = writer.rotate()
-                if closed is not None:
-                    await anyio.to_thread.run_sync(writer.write_part, closed)
-                last_part = now
-            if now - last_sync >= SYNC_INTERVAL_S:
-                await anyio.to_thread.run_sync(writer.sync)
-                last_sync = now

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from llamabatch.config import RunConfig, apply_overrides, load_config
-from llamabatch.config.runmodes import check_batch
+from llamabatch.config.runmodes import check_batch, with_workers
 from llamabatch.engine import Observer
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, UsageError
 from llamabatch.prompts import PromptSet
@@ -74,10 +74,11 @@ def run(
     batch: bool = False,
     cache: str | Path | bool | None = None,
     cache_refresh: bool = False,
+    workers: int | str | None = None,
 ) -> RunResult:
     """Run a config (a file, or a `RunConfig`) to completion; blocking.
 
-    `output`, `limit`, `models`, `batch`, `cache` and `cache_refresh` override
+    `output`, `limit`, `models`, `batch`, `cache`, `cache_refresh` and `workers` override
     the config as the command line's options do. See `arun` for the rest.
     """
     return anyio.run(
@@ -96,6 +97,7 @@ def run(
             batch=batch,
             cache=cache,
             cache_refresh=cache_refresh,
+            workers=workers,
         )
     )
 
@@ -115,6 +117,7 @@ async def arun(
     batch: bool = False,
     cache: str | Path | bool | None = None,
     cache_refresh: bool = False,
+    workers: int | str | None = None,
 ) -> RunResult:
     """Like `run`, for code already inside an event loop.
 
@@ -133,6 +136,9 @@ async def arun(
     else:
         config = load_config(config, output=output, limit=limit, models=models)
     config = apply_overrides(config, batch=batch, cache=cache, cache_refresh=cache_refresh)
+    config = with_workers(config, workers)
+    if config.engine.workers > 1 and config.cache is not None and config.mode != "batch":
+        raise UsageError("workers > 1 cannot share a response cache yet: drop one of them")
     if config.mode == "batch":
         check_batch(config)  # a model without a Batch API is refused before anything is sent
     prompts = PromptSet(config.input, limit=config.limit)
@@ -163,6 +169,7 @@ async def arun(
         handle_signals=handle_signals,
         only=resume_scan.only,
         cache=responses,
+        keep_errors=keep_errors,
     )
     manifest = new_manifest(config, run_id, report.valid, report.error_count)
     write_manifest(config.output, manifest)

@@ -1,0 +1,214 @@
+"""`[engine] workers = N`: N engine processes, one run (rows, limits, resume)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+import pandas as pd
+import pytest
+from anyio.abc import Process
+
+from llamabatch import SimProfile, SimServer, arun
+from llamabatch.config.runmodes import parse_workers, with_workers
+from llamabatch.errors import ConfigError
+from llamabatch.runs.workerproc import in_share, share
+from tests.helpers import FAST, prompt_rows, sim_config, write_jsonl
+
+pytestmark = pytest.mark.anyio
+KEY = ["model", "prompt_id", "sample"]
+
+
+def test_workers_setting_and_shares() -> None:
+    def fail(name: str, message: str) -> ConfigError:
+        return ConfigError(f"{name} {message}")
+
+    assert parse_workers("auto", fail) == (os.cpu_count() or 1)
+    assert parse_workers(3, fail) == parse_workers("3", fail) == 3
+    for bad in (0, -1, "two", True, 10_000):
+        with pytest.raises(ConfigError, match=r'workers must be 1\.\.256 processes or "auto"'):
+            parse_workers(bad, fail)
+    # Concurrency splits exactly; every worker may send at least one request.
+    assert [share(10, i, 3) for i in range(3)] == [4, 3, 3]
+    assert sum(share(64, i, 2) for i in range(2)) == 64
+    # Every prompt belongs to exactly one worker, whatever the process.
+    ids = [f"p{i}" for i in range(200)]
+    owners = [[i for i in range(3) if in_share(p, i, 3)] for p in ids]
+    assert all(len(o) == 1 for o in owners) and {o[0] for o in owners} == {0, 1, 2}
+
+
+async def test_workers_2_write_the_same_rows_as_1(tmp_path: Path) -> None:
+    prompts = write_jsonl(tmp_path / "p.jsonl", prompt_rows(60))
+    frames = []
+    async with SimServer(default=FAST) as sim:
+        for workers in (1, 2):
+            config = sim_config(
+                tmp_path / f"w{workers}",
+                sim.base_url,
+                prompts=prompts,
+                models=("m1", "m2"),
+                run={"repeats": 2},
+            )
+            result = await arun(config, workers=workers)
+            assert result.ok == 240 and not result.errors  # the parent counted every row
+            frames.append(pd.read_parquet(config.output))
+        assert sim.stats.requests == 480
+    one, two = (f.sort_values(KEY).reset_index(drop=True) for f in frames)
+    assert len(two) == 240 and not two.duplicated(KEY).any()
+    assert two[KEY].equals(one[KEY])
+    assert two["output_text"].equals(one["output_text"])
+    assert two["run_id"].nunique() == 1  # one run, whatever wrote the rows
+
+
+async def test_shared_rpm_limit_holds_across_workers(tmp_path: Path) -> None:
+    # The server allows 15 requests/s; each model's rpm = 600 allows 10/s. Two workers each
+    # pacing itself at 10/s would send 20/s and meet 429s; sharing one bucket, they meet none.
+    n = 40
+    profile = SimProfile(ttft_s=0.01, tokens_per_s=0.0, output_tokens=5, retry_after_s=None)
+    limited = SimServer(default=profile, rpm_limit=30, rpm_window_s=2.0, rate_headers=False)
+    async with limited as sim:
+        config = sim_config(
+            tmp_path, sim.base_url, n_prompts=n, engine={"workers": 2}, model_settings={"rpm": 600}
+        )
+        started = anyio.current_time()
+        result = await arun(config)
+        elapsed = anyio.current_time() - started
+        assert sim.stats.statuses[429] == 0
+    assert result.ok == n
+    assert elapsed >= (n - 1) / 10.0  # never faster than the shared limit
+
+
+@pytest.mark.slow
+async def test_rate_limit_headers_are_shared(tmp_path: Path) -> None:
+    limit, window, n = 20, 2.0, 60
+    profile = SimProfile(ttft_s=0.01, tokens_per_s=0.0, output_tokens=5, retry_after_s=None)
+    async with SimServer(default=profile, rpm_limit=limit, rpm_window_s=window) as sim:
+        config = sim_config(tmp_path, sim.base_url, n_prompts=n, engine={"concurrency": 16})
+        result = await arun(config, workers=2)
+        rejected = sim.stats.statuses[429]
+    assert result.ok == n
+    assert rejected <= 5, rejected
+
+
+def test_workers_override_is_checked(tmp_path: Path) -> None:
+    config = sim_config(tmp_path, "http://127.0.0.1:9/v1")
+    assert with_workers(config, None).engine.workers == 1
+    assert with_workers(config, "2").engine.workers == 2
+    with pytest.raises(ConfigError, match="--workers must be"):
+        with_workers(config, "0")
+
+
+def write_config(tmp_path: Path, base_url: str, n: int, concurrency: int) -> Path:
+    prompts = write_jsonl(tmp_path / "p.jsonl", prompt_rows(n))
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f"""
+[run]
+input = "{prompts}"
+output = "{tmp_path / "out"}"
+[engine]
+concurrency = {concurrency}
+workers = 2
+grace_s = 5
+[[models]]
+name = "m"
+provider = "openai"
+model = "m"
+base_url = "{base_url}"
+"""
+    )
+    return config
+
+
+async def start(config: Path) -> Process:
+    argv = [sys.executable, "-m", "llamabatch.cli", "run", str(config), "-q", "--no-check"]
+    return await anyio.open_process(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+async def finish(process: Process) -> tuple[int, str]:
+    async with process:
+        assert process.stderr is not None
+        err = b"".join([chunk async for chunk in process.stderr])
+        code = await process.wait()
+    return code, err.decode()
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+PROFILE = SimProfile(ttft_s=0.02, tokens_per_s=400.0, output_tokens=20, jitter=0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds workers through /proc")
+async def test_killed_worker_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    n, concurrency = 120, 4
+    async with SimServer(default=PROFILE) as sim:
+        config = write_config(tmp_path, sim.base_url, n, concurrency)
+        process = await start(config)
+        await sim.wait_for_requests(30)
+        os.kill(children(process.pid)[0], signal.SIGKILL)  # the parent starts it again
+        code, err = await finish(process)
+        assert code == 0, err
+        assert "worker 0 died" in err or "worker 1 died" in err, err
+        code, err = await finish(await start(config))  # resuming finds nothing left to send
+        assert code == 0, err
+        sent = sim.stats.requests
+    df = pd.read_parquet(tmp_path / "out")
+    assert len(df) == n and df["prompt_id"].is_unique and (df["status"] == "ok").all()
+    assert n <= sent <= n + concurrency, sent  # at most the killed worker's requests in flight
+    assert not (tmp_path / "out" / "_journal").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds workers through /proc")
+async def test_killed_parent_stops_its_workers_and_resume_completes(tmp_path: Path) -> None:
+    n, concurrency = 120, 4
+    async with SimServer(default=PROFILE) as sim:
+        config = write_config(tmp_path, sim.base_url, n, concurrency)
+        process = await start(config)
+        await sim.wait_for_requests(30)
+        workers = children(process.pid)
+        process.kill()
+        await finish(process)
+        for pid in workers:  # they see their socket close and exit
+            with anyio.fail_after(30):
+                while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+                    await anyio.sleep(0.05)
+        code, err = await finish(await start(config))
+        assert code == 0, err
+        sent = sim.stats.requests
+    df = pd.read_parquet(tmp_path / "out")
+    assert len(df) == n and df["prompt_id"].is_unique and (df["status"] == "ok").all()
+    assert n <= sent <= n + 2 * concurrency, sent
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][:1]
+    except (FileNotFoundError, IndexError):
+        return "Z"
+
+
+@pytest.mark.slow
+async def test_ctrl_c_with_workers_saves_rows_and_resume_completes(tmp_path: Path) -> None:
+    n = 200
+    async with SimServer(default=PROFILE) as sim:
+        config = write_config(tmp_path, sim.base_url, n, 4)
+        process = await start(config)
+        await sim.wait_for_requests(20)
+        process.send_signal(signal.SIGINT)
+        code, err = await finish(process)
+        assert code == 130, err
+        first = pd.read_parquet(tmp_path / "out")
+        assert 20 <= len(first) < n and (first["status"] == "ok").all()
+        code, err = await finish(await start(config))
+        assert code == 0, err
+        assert sim.stats.requests == n
+    df = pd.read_parquet(tmp_path / "out")
+    assert len(df) == n and df["prompt_id"].is_unique
