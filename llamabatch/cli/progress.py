@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,11 @@ class ProgressBar:
         self._start = time.monotonic()
         self._shown = 0.0
         self._batches: dict[str, str] = {}
+
+    def on_input(self, line: str) -> None:
+        """What the prompt file is, in one line (format and rows), before the bar starts."""
+        if not self.disable:
+            tqdm.write(line, file=sys.stderr)
 
     def on_start(self, pending: int) -> None:
         self.bar = tqdm(total=pending, unit="req", dynamic_ncols=True, disable=self.disable)

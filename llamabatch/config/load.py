@@ -22,6 +22,7 @@ from llamabatch.config.endpoints import (
     preset_for,
     server_spec,
 )
+from llamabatch.config.inputs import input_layout
 from llamabatch.config.runmodes import cache_config, cache_override, model_batch, parse_ttl
 from llamabatch.config.schema import (
     ARRIVALS,
@@ -217,6 +218,7 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
     skip_invalid = run.get("skip_invalid", bool, False)
     chunk_times = run.get("chunk_times", bool, False)
     mode = run.one_of("mode", MODES, "online")
+    layout = input_layout(run)
     cache = cache_config(
         run.get("cache", (str, bool)),
         parse_ttl(run.get("cache_ttl", (int, float, str)), run.error),
@@ -254,6 +256,7 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         source=path,
         mode=mode,
         cache=cache,
+        **layout,
     )
 
 

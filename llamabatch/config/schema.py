@@ -144,6 +144,9 @@ class RunConfig:
     secret_values: tuple[str, ...] = field(default=(), repr=False)
     mode: str = "online"  # or "batch": through each provider's Batch API
     cache: CacheConfig | None = None
+    format: str | None = None  # the input's dataset format; None: detected from its content
+    columns: Mapping[str, str] = field(default_factory=dict)  # prompt field -> input column
+    first_turn_only: bool = False  # ShareGPT: send only the first human turn
 
     def snapshot(self) -> dict[str, Any]:
         """The config as plain data, without secrets, for the manifest."""

@@ -1,8 +1,8 @@
-"""Prompt sets: stream rows from JSONL, Parquet or CSV; validate them; infer carried columns."""
+"""Prompt sets: stream rows from JSON, Parquet or CSV in any known format; validate them."""
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import orjson
 import pyarrow as pa
 
 from llamabatch.errors import PromptError
-from llamabatch.prompts.prompt import Prompt, RowError, Undecodable, id_hash, parse_row
+from llamabatch.prompts.formats import DETECT_ROWS, Layout, Pipeline, describe
+from llamabatch.prompts.prompt import Prompt, RowError, id_hash, parse_row
+from llamabatch.prompts.readers import BATCH_ROWS, file_kind, read_records
 
-FORMATS: Final = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".csv": "csv"}
-BATCH_ROWS: Final = 1024
 MAX_REPORTED_ERRORS: Final = 20
 
 
@@ -32,12 +31,20 @@ class ScanReport:
     error_count: int = 0
     skipped_rows: set[int] = field(default_factory=set)
     extra_types: dict[str, pa.DataType] = field(default_factory=dict)
+    format: str = "rows"  # the dataset format the rows were read as
+    dropped: dict[str, int] = field(default_factory=dict)  # OpenAI Batch body keys dropped
+    max_errors: int | None = MAX_REPORTED_ERRORS  # messages kept (None: all)
 
     def add_error(self, message: str, row: int) -> None:
         self.error_count += 1
         self.skipped_rows.add(row)
-        if len(self.errors) < MAX_REPORTED_ERRORS:
+        if self.max_errors is None or len(self.errors) < self.max_errors:
             self.errors.append(message)
+
+    def describe(self) -> str:
+        """One line: the file, its format and how many rows (`x.json: ShareGPT format, 3
+        conversations`)."""
+        return describe(self.path, self.format, self.rows, self.error_count, self.dropped)
 
     def raise_if_invalid(self) -> None:
         """Raise one PromptError naming the first problem (and how many more)."""
@@ -54,28 +61,44 @@ class ScanReport:
 class PromptSet:
     """A prompt file read as a stream; `scan()` validates it whole, iteration yields prompts."""
 
-    def __init__(self, path: str | Path, *, limit: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, limit: int | None = None, layout: Layout | None = None
+    ) -> None:
         self.path = Path(path)
-        fmt = FORMATS.get(self.path.suffix.lower())
-        if fmt is None:
-            raise PromptError(
-                f"{self.path}: unknown prompt file type {self.path.suffix!r}; "
-                "use .jsonl, .parquet or .csv"
-            )
-        if not self.path.is_file():
-            raise PromptError(f"{self.path}: prompt file not found")
-        self.format = fmt
+        self.kind = file_kind(self.path)  # jsonl, json-array, parquet or csv
+        self.layout = layout or Layout()
         self.limit = limit
         self.report: ScanReport | None = None
+        self._pipeline: Pipeline | None = None
 
-    def scan(self, visit: Callable[[int, Prompt], None] | None = None) -> ScanReport:
+    @property
+    def pipeline(self) -> Pipeline:
+        """The reading pipeline; deciding the format reads the first records."""
+        if self._pipeline is None:
+            head = itertools.islice(read_records(self.path, self.kind), DETECT_ROWS)
+            self._pipeline = Pipeline(self.path, self.kind, self.layout, head)
+        return self._pipeline
+
+    @property
+    def format(self) -> str:
+        """The dataset format: sharegpt, openai-batch, alpaca or rows."""
+        return self.pipeline.format
+
+    def scan(
+        self,
+        visit: Callable[[int, Prompt], None] | None = None,
+        *,
+        max_errors: int | None = MAX_REPORTED_ERRORS,
+    ) -> ScanReport:
         """Validate every row (without keeping them) and infer carried-through column types.
 
         `visit` sees each valid prompt (resume uses it to compare with stored rows).
         Ids are kept as 64-bit hashes, 8 bytes a row, so a file of millions of
         prompts is checked for duplicates in little memory.
         """
-        report = ScanReport(path=self.path)
+        report = ScanReport(path=self.path, max_errors=max_errors)
+        pipeline = self.pipeline
+        pipeline.dropped.clear()
         hashes, row_numbers = array("Q"), array("Q")
         inferred: dict[str, set[str]] = {}
         for row_no, row in self._rows():
@@ -93,6 +116,7 @@ class PromptSet:
                 visit(row_no, prompt)
             for name, value in prompt.extra.items():
                 inferred.setdefault(name, set()).add(_kind(value))
+        report.format, report.dropped = pipeline.format, dict(pipeline.dropped)
         self._report_duplicates(report, hashes, row_numbers)
         report.extra_types = self._extra_types(inferred)
         self.report = report
@@ -124,9 +148,9 @@ class PromptSet:
                 )
 
     def _where(self, row_no: int) -> str:
-        if self.format == "jsonl":
+        if self.kind == "jsonl":
             return f"{self.path}:{row_no}"
-        line = f" (line {row_no + 1})" if self.format == "csv" else ""
+        line = f" (line {row_no + 1})" if self.kind == "csv" else ""
         return f"{self.path}: row {row_no}{line}"
 
     def __iter__(self) -> Iterator[Prompt]:
@@ -177,54 +201,14 @@ class PromptSet:
         return self.report.valid if self.limit is None else min(self.limit, self.report.valid)
 
     def _rows(self, only: bytearray | None = None) -> Iterator[tuple[int, dict[str, Any] | None]]:
-        if self.format == "jsonl":
-            yield from self._jsonl_rows(only)
-        else:
-            for row_no, row in self._arrow_rows():
-                yield row_no, None if only is not None and not _wanted(only, row_no) else row
-
-    def _jsonl_rows(self, only: bytearray | None) -> Iterator[tuple[int, dict[str, Any] | None]]:
-        with self.path.open("rb") as fh:
-            for line_no, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                if only is not None and not _wanted(only, line_no):
-                    yield line_no, None
-                    continue
-                try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    row = Undecodable(f"invalid JSON ({exc.args[0]})")
-                if not isinstance(row, dict):
-                    row = Undecodable(f"expected a JSON object, got {type(row).__name__}")
-                yield line_no, row
-
-    def _arrow_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        row_no = 0
-        for batch in self._arrow_batches():
-            for row in batch.to_pylist():
-                row_no += 1
-                if self.format == "csv":
-                    row = _decode_csv_json(row)
-                yield row_no, row
-
-    def _arrow_batches(self) -> Iterator[pa.RecordBatch]:
-        try:
-            if self.format == "parquet":
-                import pyarrow.parquet as pq
-
-                yield from pq.ParquetFile(self.path).iter_batches(batch_size=BATCH_ROWS)
-            else:
-                import pyarrow.csv as pacsv
-
-                opts = pacsv.ConvertOptions(strings_can_be_null=True)
-                yield from pacsv.open_csv(self.path, convert_options=opts)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise PromptError(f"{self.path}: cannot read {self.format}: {exc}") from None
+        """(row number, prompt row) of every record; None for a record `only` excludes."""
+        pipeline = self.pipeline
+        for row_no, record in read_records(self.path, self.kind, only):
+            yield row_no, None if record is None else pipeline(record)
 
     def _extra_types(self, inferred: dict[str, set[str]]) -> dict[str, pa.DataType]:
         schema: pa.Schema | None = None
-        if self.format == "parquet":
+        if self.kind == "parquet":
             import pyarrow.parquet as pq
 
             schema = pq.read_schema(self.path)
@@ -238,20 +222,6 @@ class PromptSet:
                     continue
             types[name] = _arrow_type(kinds)
         return types
-
-
-def _wanted(only: bytearray, row_no: int) -> bool:
-    return row_no < len(only) and only[row_no] != 0
-
-
-def _decode_csv_json(row: dict[str, Any]) -> dict[str, Any]:
-    """CSV cells are text: decode JSON-looking messages/params cells."""
-    for key in ("messages", "turns", "params"):
-        value = row.get(key)
-        if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
-            with contextlib.suppress(orjson.JSONDecodeError):
-                row[key] = orjson.loads(value)
-    return row
 
 
 def _kind(value: Any) -> str:

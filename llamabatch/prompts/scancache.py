@@ -5,7 +5,9 @@
     _scan/ids.jsonl      `[row, id]` for every valid row, in file order
 
 Validating a million prompts in Python takes seconds; hashing the file takes
-a fraction of that. When the file's BLAKE2b digest matches the cache, a
+a fraction of that. The digest covers the file's bytes and how they are read
+(`[run] format`, `columns`, `first_turn_only`): a changed mapping makes other
+rows of the same bytes. When the digest matches the cache, a
 resume reuses the report and marks the rows with work left from the stored
 ids, without parsing a single prompt. The ids are written as the validation
 pass reads them and read back in chunks, so memory stays flat.
@@ -30,12 +32,12 @@ from llamabatch.prompts.prompt import Prompt
 from llamabatch.prompts.promptset import ScanReport
 
 CACHE_DIR: Final = "_scan"
-FORMAT: Final = 1
+FORMAT: Final = 2
 
 
-def file_digest(path: Path) -> str:
-    """BLAKE2b of the file's bytes (what makes a cached validation still true)."""
-    digest = hashlib.blake2b(digest_size=16)
+def file_digest(path: Path, layout: bytes = b"") -> str:
+    """BLAKE2b of the file's bytes and of how they are read (what keeps a validation true)."""
+    digest = hashlib.blake2b(hashlib.blake2b(layout, digest_size=16).digest(), digest_size=16)
     with path.open("rb") as fh:
         while block := fh.read(1 << 20):
             digest.update(block)
@@ -71,6 +73,8 @@ class CacheWriter:
             "errors": report.errors,
             "error_count": report.error_count,
             "skipped_rows": sorted(report.skipped_rows),
+            "input_format": report.format,
+            "dropped": report.dropped,
         }
         (cache / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
 
@@ -100,6 +104,8 @@ def load(output: Path, prompts_path: Path, digest: str) -> ScanReport | None:
         error_count=meta["error_count"],
         skipped_rows=set(meta["skipped_rows"]),
         extra_types={f.name: f.type for f in schema},
+        format=meta["input_format"],
+        dropped=meta["dropped"],
     )
 
 

@@ -216,15 +216,17 @@ def _nan(value: Any) -> bool:
 
 def prompt_texts(sources: Iterable[Path], wanted: set[str]) -> dict[str, str]:
     """The prompts' text from the prompt sets the runs read, when those files are still there."""
-    from llamabatch.prompts import PromptSet
+    from llamabatch.prompts import Layout, PromptSet
 
     found: dict[str, str] = {}
     for source in sources:
-        path = ((read_manifest(source) or {}).get("input") or {}).get("path")
+        manifest = read_manifest(source) or {}
+        path = (manifest.get("input") or {}).get("path")
         if not path or not Path(path).is_file() or not (wanted - set(found)):
             continue
         try:
-            for prompt in PromptSet(path):
+            layout = Layout.of(manifest.get("config") or {})
+            for prompt in PromptSet(path, layout=layout):
                 if prompt.id in wanted:
                     found[prompt.id] = transcript(prompt.messages)[:MAX_PROMPT_CHARS]
         except Exception:  # the report is still useful without prompt texts

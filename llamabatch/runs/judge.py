@@ -21,7 +21,7 @@ import orjson
 from llamabatch.config import ModelConfig, RunConfig, ScorerSpec
 from llamabatch.engine import Engine, Lane
 from llamabatch.errors import ConfigError
-from llamabatch.prompts import Prompt, PromptSet
+from llamabatch.prompts import Layout, Prompt, PromptSet
 from llamabatch.redact import Redactor
 from llamabatch.results import DoneIndex, RowBuilder
 from llamabatch.results.schema import score_column, verdict_column
@@ -90,7 +90,8 @@ class Judge:
             path = self.config.input
             if not Path(path).is_file():
                 raise ConfigError(f"{path}: the prompt set is needed by judge scorers; not found")
-            self._prompts = {p.id: prompt_text(p.messages) for p in PromptSet(path)}
+            prompts = PromptSet(path, layout=Layout.of(self.config))
+            self._prompts = {p.id: prompt_text(p.messages) for p in prompts}
         return self._prompts
 
     async def __call__(self, rows: list[dict[str, Any]]) -> tuple[int, int]:

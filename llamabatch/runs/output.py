@@ -55,7 +55,9 @@ async def open_output(
                 functools.partial(load_done, config.output, keep_errors=keep_errors)
             )
         drift = ResumeScan(done, [m.name for m in config.models], config.repeats)
-        digest = await anyio.to_thread.run_sync(scancache.file_digest, config.input)
+        digest = await anyio.to_thread.run_sync(
+            scancache.file_digest, config.input, prompts.layout.key()
+        )
         report, cache = await _validate(config, prompts, drift, digest, reuse=opened)
         _check_scan(config, report)
         _check_resumable(config, done, drift, force=force)
@@ -122,6 +124,16 @@ def _check_resumable(config: RunConfig, done: DoneIndex, drift: ResumeScan, *, f
         )
     for problem in problems:
         log.warning("continuing despite --force: %s", problem)
+
+
+def announce(observer: Any, line: str) -> None:
+    """Say what the input is (`x.json: ShareGPT format, 3 conversations`) to an observer that
+    listens (`on_input`), else to the log."""
+    notify = getattr(observer, "on_input", None)
+    if notify is not None:
+        notify(line)
+    else:
+        log.info("%s", line)
 
 
 def has_results(output: Path) -> bool:

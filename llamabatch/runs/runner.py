@@ -16,13 +16,13 @@ from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.config.runmodes import check_batch, with_workers
 from llamabatch.engine import Observer
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, UsageError
-from llamabatch.prompts import PromptSet
+from llamabatch.prompts import Layout, PromptSet
 from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import ResultWriter, RowBuilder, result_schema, write_manifest
 from llamabatch.results.cache import ResponseCache
 from llamabatch.runs.drive import ActiveRun, Tally
 from llamabatch.runs.judge import Judge, rescore_judged
-from llamabatch.runs.output import new_manifest, now_iso, open_output, prepare_output
+from llamabatch.runs.output import announce, new_manifest, now_iso, open_output, prepare_output
 from llamabatch.runs.preflight import preflight
 from llamabatch.scoring import Scoring
 
@@ -141,7 +141,7 @@ async def arun(
         raise UsageError("workers > 1 cannot share a response cache yet: drop one of them")
     if config.mode == "batch":
         check_batch(config)  # a model without a Batch API is refused before anything is sent
-    prompts = PromptSet(config.input, limit=config.limit)
+    prompts = PromptSet(config.input, limit=config.limit, layout=Layout.of(config))
     for model in config.models:
         model.resolve_api_key()  # a missing key fails here, before anything is touched
     scoring = Scoring.from_config(config)
@@ -155,6 +155,7 @@ async def arun(
     done, report, resume_scan = await open_output(
         writer, config, prompts, keep_errors=keep_errors, force=force
     )
+    announce(observer, report.describe())
     writer.start(result_schema(report.extra_types, scoring.fields()))
     redactor = Redactor(config.secrets())
     responses = await anyio.to_thread.run_sync(ResponseCache.for_run, config)

@@ -245,6 +245,7 @@ class SimServer:
         model = "?"
         try:
             body = await request.json(loads=orjson.loads)
+            stats.bodies.append(body)
             model = str(body.get("model", "?"))
             stats.by_model[model] += 1
             stats.in_flight_by_model[model] += 1

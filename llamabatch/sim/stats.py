@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from typing import Any, Final
+
+RECENT_BODIES: Final = 64
 
 
 @dataclass
@@ -19,3 +22,5 @@ class SimStats:
     in_flight_by_model: Counter[str] = field(default_factory=Counter)
     authorization: set[str] = field(default_factory=set)
     tokenize_requests: int = 0
+    # The last chat request bodies, as received (what a client really sent).
+    bodies: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_BODIES))
