@@ -16,6 +16,7 @@ from llamabatch._version import __version__
 from llamabatch.cli.batches import add_batches_command
 from llamabatch.cli.evaluate import add_evaluation_commands
 from llamabatch.cli.options import add_field_options, field_values
+from llamabatch.cli.validate import add_validate_command
 from llamabatch.cli.viewing import add_view_command
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from llamabatch.escape import terminal
@@ -88,15 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_run)
 
-    validate = commands.add_parser(
-        "validate",
-        help="check a prompt set and report every invalid row",
-        description="Read a prompt set (JSONL, Parquet or CSV) and report invalid rows "
-        "with file and line. Exit 0 when valid, 2 otherwise.",
-    )
-    validate.add_argument("prompts", type=Path, help="prompt file")
-    validate.set_defaults(handler=_validate)
-
+    add_validate_command(commands)
     _add_check(commands)
 
     sim = commands.add_parser(
@@ -259,21 +252,6 @@ def _resume_command(args: argparse.Namespace) -> str:
     if args.workers:
         parts += ["--workers", args.workers]
     return " ".join(shlex.quote(p) for p in parts)
-
-
-def _validate(args: argparse.Namespace) -> int:
-    from llamabatch.prompts.promptset import PromptSet
-
-    prompts = PromptSet(args.prompts)
-    report = prompts.scan()
-    for message in report.errors:
-        print(message, file=sys.stderr)
-    hidden = report.error_count - len(report.errors)
-    if hidden:
-        print(f"... and {hidden} more", file=sys.stderr)
-    status = "valid" if not report.error_count else f"{report.error_count} invalid"
-    print(f"{args.prompts}: {report.rows} rows, {report.valid} valid, {status}")
-    return 0 if not report.error_count else EXIT_USAGE
 
 
 def _check(args: argparse.Namespace) -> int:

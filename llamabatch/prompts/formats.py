@@ -207,5 +207,5 @@ def describe(path: Path, fmt: str, rows: int, invalid: int, dropped: Mapping[str
         line += f" ({invalid:,} invalid)"
     if dropped:
         keys = ", ".join(f"{k} ({n:,})" for k, n in dropped.items())
-        line += f"; dropped from request bodies: {keys}: the config decides these"
+        line += f"; dropped from the bodies (the config decides them): {keys}"
     return line

@@ -92,8 +92,8 @@ def test_openai_batch_file_from_the_docs(tmp_path: Path) -> None:
     assert report.format == "openai-batch" and report.valid == 2
     assert report.dropped == {"model": 2}
     assert report.describe() == (
-        f"{tmp_path}/batchinput.jsonl: OpenAI Batch format, 2 requests; dropped from request "
-        "bodies: model (2): the config decides these"
+        f"{tmp_path}/batchinput.jsonl: OpenAI Batch format, 2 requests; dropped from the bodies "
+        "(the config decides them): model (2)"
     )
     first, second = prompts
     assert (first.id, second.id) == ("request-1", "request-2")
