@@ -4,20 +4,25 @@ A run in batch mode
 1. re-attaches to the chunks the batch log (`results/batchlog.py`) holds that
    were never collected: uploads what was not uploaded, creates what was not
    created (after looking for a batch made from the same file, in case a kill
-   came between the provider creating it and the log recording it);
+   came between the provider creating it and the log recording it) — unless a
+   row of it was stored meanwhile (say, online): such a chunk is dropped and its
+   other rows go into a new file;
 2. submits the rows still pending — not stored `ok`, not in a chunk in flight,
    not answered by the response cache — in request files split by the
    provider's request-count and byte limits, each logged before the next step;
 3. polls the batches (backing off from `batch_poll_s` to `batch_poll_max_s`,
    transient failures retried by the online retry policy) and collects each
    finished one into result rows (`runs/batchrows.py`).
-A first Ctrl-C stops waiting without cancelling anything: the next run
-re-attaches. `llamabatch batches RESULTS [--cancel]` lists (or cancels) them.
+A batch whose creation failed after retries may still exist at the provider: its
+rows are stored as errors (the run exits 3) and its chunk stays in the log for
+the next run. A first Ctrl-C stops waiting without cancelling anything: the next
+run re-attaches. `llamabatch batches RESULTS [--cancel]` lists (or cancels) them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 from collections import Counter, deque
@@ -44,6 +49,7 @@ from llamabatch.wire.batches import (
     file_id,
     json_object,
     request_line,
+    split_custom_id,
 )
 
 log = logging.getLogger(__name__)
@@ -79,11 +85,11 @@ class BatchDriver:
         self.stopping.set()
 
     async def run(self) -> None:
+        for chunk in [c for c in self.log.pending() if c.model in self.models]:
+            if not self.stopping.is_set():
+                await self._launch(chunk, reattach=True)
         pending = [c for c in self.log.pending() if c.model in self.models]
         in_flight = await anyio.to_thread.run_sync(self._covered, pending)
-        for chunk in pending:
-            if not self.stopping.is_set():
-                await self._launch(chunk)
         for model in self.config.models:
             if not self.stopping.is_set():
                 await self._submit(model, in_flight)
@@ -111,23 +117,28 @@ class BatchDriver:
             await self._record("prepared", name, model=model.name, requests=len(lines))
             await self._launch(self.log.chunks[name])
 
-    async def _launch(self, chunk: Chunk) -> None:
+    async def _launch(self, chunk: Chunk, *, reattach: bool = False) -> None:
         """Upload and create what the log says was not yet; never create a batch twice."""
         model = self.models[chunk.model]
         endpoints = self.endpoints(model)
         assert model.batch is not None
-        step = "upload"
+        step = "find"
         try:
-            if chunk.file_id is None:
-                upload = (self.log.path(chunk.name), model.batch.file_purpose)
-                body = await self.call(endpoints.upload(), upload=upload)
-                await self._record("uploaded", chunk.name, file_id=file_id(body))
-            step = "find"
             if chunk.batch_id is None and chunk.creating:
                 found = await self._find(endpoints, chunk)
                 if found is not None:
                     await self._record("created", chunk.name, batch_id=found)
                     return
+            answered = functools.partial(self._answered, chunk)
+            if reattach and chunk.batch_id is None and await anyio.to_thread.run_sync(answered):
+                # Never pay for a stored row: what is left goes into a new request file.
+                await anyio.to_thread.run_sync(self._abandon, chunk)
+                return
+            step = "upload"
+            if chunk.file_id is None:
+                upload = (self.log.path(chunk.name), model.batch.file_purpose)
+                body = await self.call(endpoints.upload(), upload=upload)
+                await self._record("uploaded", chunk.name, file_id=file_id(body))
             if chunk.batch_id is None:
                 await self._record("creating", chunk.name)
                 step = "create"
@@ -140,8 +151,27 @@ class BatchDriver:
             if step == "upload" or (step == "create" and not exc.retryable):
                 await self.collector.fail(chunk, exc)  # surely no batch: its rows fail
                 return
-            # The provider may have made the batch: the next run looks for it by its file.
-            log.warning("%s: creating its batch failed (%s); run again", chunk.name, exc.message)
+            # The provider may have made the batch: the rows fail for now, and the chunk
+            # stays in the log, so the next run looks for that batch before making one.
+            doing = "creating" if step == "create" else "looking for"
+            error = RequestError(
+                exc.error_type,
+                f"{doing} the batch of request file {chunk.name} failed ({exc.message}); "
+                "run again: the next run looks for that batch by its file before making one",
+                http_status=exc.http_status,
+            )
+            log.warning("%s", error.message)
+            await self.collector.fail(chunk, error, forget=False)
+
+    def _answered(self, chunk: Chunk) -> bool:
+        """Whether a row of this chunk is stored already (ok, or an error kept; blocking)."""
+        done = self.done.is_done
+        return any(done(*split_custom_id(cid)) for cid in self.log.custom_ids(chunk))
+
+    def _abandon(self, chunk: Chunk) -> None:
+        """Drop a chunk no batch was made from (blocking)."""
+        self.log.record("collected", chunk.name, batch_id=None, abandoned=True)
+        self.log.path(chunk.name).unlink(missing_ok=True)
 
     async def _find(self, endpoints: BatchEndpoints, chunk: Chunk) -> str | None:
         """The provider's batch made from this chunk's file, if a kill hid it from the log."""

@@ -81,10 +81,13 @@ class Collector:
         if cache_key is not None and row["status"] == "ok" and self.driver.cache is not None:
             self.driver.cache.put(cache_key, row)
 
-    async def fail(self, chunk: Chunk, error: RequestError) -> None:
-        """A chunk whose file could not be uploaded or batch not created: its rows fail."""
+    async def fail(self, chunk: Chunk, error: RequestError, *, forget: bool = True) -> None:
+        """A chunk whose file could not be uploaded or batch not created: its rows fail.
+
+        With `forget=False` the chunk stays in flight in the log (a batch may exist).
+        """
         info = BatchInfo(id="", status="failed")
-        await self._rows({chunk.name: (chunk, info, {}, error)})
+        await self._rows({chunk.name: (chunk, info, {}, error)}, forget=forget)
 
     async def collect(self, ready: list[tuple[Chunk, BatchInfo]]) -> None:
         """Download the result files of finished batches and store their rows."""
@@ -101,7 +104,9 @@ class Collector:
             entries[chunk.name] = (chunk, info, index, None)
         await self._rows(entries)
 
-    async def _rows(self, entries: dict[str, tuple[Chunk, BatchInfo, Any, Any]]) -> None:
+    async def _rows(
+        self, entries: dict[str, tuple[Chunk, BatchInfo, Any, Any]], *, forget: bool = True
+    ) -> None:
         """Store these chunks' rows in one pass over the prompt set, then log them collected."""
         log = self.driver.log
         keys: dict[str, str] = {}  # custom_id -> chunk
@@ -119,7 +124,7 @@ class Collector:
             for fh in self._files.values():
                 fh.close()
             self._files.clear()
-        for chunk, info, _, _ in entries.values():
+        for chunk, info, _, _ in entries.values() if forget else ():
             await anyio.to_thread.run_sync(_forget, log, chunk, info)
 
     def _build(

@@ -11,7 +11,8 @@ passes (`BatchTiming`); when it completes, every line is answered with the same
 body the online endpoint gives a non-streamed request (same text, same usage).
 Knobs for tests: per-line failures (`line_error_rate`, a 500 in the error
 file), expiry (`expire`: the first `expire_done` share of lines answered, the
-rest `batch_expired`), and a 500 answered to every `poll_error_every`-th poll.
+rest `batch_expired`), a 500 answered to every `poll_error_every`-th poll, and
+to the next `create_errors` batch creations (no batch made).
 `submitted` counts, per custom_id, how many created batches asked for it; a
 phase in `hold` ("upload", "create" — after the batch exists, before it is
 answered —, "poll", "download") stops there until `release()`, so a test can
@@ -52,6 +53,7 @@ class BatchTiming:
     expire: bool = False
     expire_done: float = 0.5
     poll_error_every: int = 0
+    create_errors: int = 0
 
 
 @dataclass
@@ -155,6 +157,9 @@ class SimBatches:
             return _error(400, "input_file_id: no such file")
         if body.get("endpoint") != ENDPOINT:
             return _error(400, f"endpoint must be {ENDPOINT}")
+        if self.timing.create_errors > 0:
+            self.timing.create_errors -= 1
+            return _error(500, "simulated batch creation failure", "server_error")
         lines = content.splitlines()
         ids = [orjson.loads(line)["custom_id"] for line in lines]
         self.submitted.update(ids)

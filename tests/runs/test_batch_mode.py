@@ -88,6 +88,54 @@ async def test_line_failures_and_an_expired_batch_are_error_rows_resent_next_run
     assert len(rows) == 40 and (rows["status"] == "ok").all() and rows["prompt_id"].is_unique
 
 
+async def test_a_batch_not_created_fails_its_rows_and_the_next_run_creates_it_once(
+    tmp_path: Path,
+) -> None:
+    engine = {**POLL, "max_retries": 1}
+    async with SimServer(default=FAST) as sim:
+        config = sim_config(
+            tmp_path, sim.base_url, n_prompts=6, engine=engine, run={"mode": "batch"}
+        )
+        sim.batches.timing.create_errors = 10  # every attempt of this run answered 500
+        first = await arun(config)
+        assert first.exit_code == 3 and first.error_count == 6 and first.ok == 0
+        rows = _sorted(config.output)
+        assert len(rows) == 6 and (rows["error_type"] == "server").all()
+        assert rows["error_message"].str.contains("creating the batch of request file").all()
+        assert rows["error_message"].str.contains("run again").all()
+        (chunk,) = BatchLog(config.output).pending()  # kept: the provider may have made it
+        assert chunk.creating and chunk.batch_id is None
+        assert sum(sim.batches.submitted.values()) == 0
+        sim.batches.timing.create_errors = 0
+        second = await arun(config)  # looks for the batch by its file, then creates it
+        assert second.exit_code == 0 and second.ok == 6
+        assert sim.batches.calls["upload"] == 1  # the same request file, not a new one
+        assert sorted(sim.batches.submitted.values()) == [1] * 6
+    rows = _sorted(config.output)
+    assert len(rows) == 6 and (rows["status"] == "ok").all() and rows["batch_id"].notna().all()
+
+
+async def test_a_chunk_without_a_batch_is_dropped_once_its_rows_are_answered_online(
+    tmp_path: Path,
+) -> None:
+    engine = {**POLL, "max_retries": 1}
+    async with SimServer(default=FAST) as sim:
+        config = sim_config(
+            tmp_path, sim.base_url, n_prompts=6, engine=engine, run={"mode": "batch"}
+        )
+        sim.batches.timing.create_errors = 10
+        assert (await arun(config)).exit_code == 3
+        sim.batches.timing.create_errors = 0
+        online = await arun(dataclasses.replace(config, mode="online"))
+        assert online.exit_code == 0 and online.ok == 6
+        again = await arun(config)  # nothing pending: the chunk is dropped, never created
+        assert again.exit_code == 0 and again.ok == 0
+        assert sum(sim.batches.submitted.values()) == 0
+        assert BatchLog(config.output).pending() == []
+    rows = _sorted(config.output)
+    assert len(rows) == 6 and (rows["status"] == "ok").all() and rows["batch_id"].isna().all()
+
+
 async def test_files_are_split_by_the_providers_limits_and_the_cache_is_used(
     tmp_path: Path,
 ) -> None:
