@@ -36,3 +36,53 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     ratio = re.search(r"llamabatch / lean CPU ratio, side by side: ([\d.]+)", text)
     assert ratio is not None and float(ratio.group(1)) > 0
     assert re.search(r"\| 256 \| \*\*llamabatch\*\* \| [\d.]+ /", text)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_view_rows_benchmark_smoke() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/view_rows.py"), "--rows", "6000", "--repeats", "2"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    rows = re.findall(r"^\| ([^|]+) \| ([\d.]+) \| ([\d.]+) \|$", result.stdout, re.MULTILINE)
+    assert [label for label, _, _ in rows] == [
+        "first page",
+        "model + status filter",
+        "score filter",
+        "page 1,000 (row 50,001)",
+        "search in outputs",
+    ]
+    assert re.search(r"Server peak RSS \(VmHWM\) after the rows pages: \d+ MB", result.stdout)
+    assert re.search(r"Run page \(the report of the whole run, cold\): [\d.]+ s", result.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_batch_mode_benchmark_smoke() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/batch_mode.py"), "--prompts", "300"],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert "'ok': 300" in result.stdout and "peak memory of the run" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_embeddings_memory_benchmark_smoke() -> None:
+    argv = ["--inputs", "3000", "--dims", "64", "--every-s", "0.5"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/embed_memory.py"), *argv],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert "Exit code 0" in result.stdout and "'ok': 3000" in result.stdout
+    assert re.search(r"Peak RSS of the run \(VmHWM\): \*\*\d+ MB\*\*", result.stdout)
