@@ -126,6 +126,8 @@ class Pipeline:
         self._convert = converters.converter(
             self.format, first_turn_only=layout.first_turn_only, dropped=self.dropped
         )
+        # Prompt rows as they are: records pass untouched (a resume's hot path).
+        self.identity = self.format == "rows" and not layout.columns and not self.csv
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
         """The prompt row of a record; a record it cannot convert carries its error."""

@@ -203,7 +203,11 @@ class PromptSet:
     def _rows(self, only: bytearray | None = None) -> Iterator[tuple[int, dict[str, Any] | None]]:
         """(row number, prompt row) of every record; None for a record `only` excludes."""
         pipeline = self.pipeline
-        for row_no, record in read_records(self.path, self.kind, only):
+        records = read_records(self.path, self.kind, only)
+        if pipeline.identity:
+            yield from records
+            return
+        for row_no, record in records:
             yield row_no, None if record is None else pipeline(record)
 
     def _extra_types(self, inferred: dict[str, set[str]]) -> dict[str, pa.DataType]:
