@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         "config changed in a way that makes old rows incomparable",
     )
     run.add_argument(
+        "--add-models",
+        action="store_true",
+        help="resume into a directory that holds rows of other models, adding this config's "
+        "new models to it (without it, a model new to the directory is refused)",
+    )
+    run.add_argument(
         "--no-check",
         action="store_true",
         help="skip the preflight that asks each endpoint for its model list before sending",
@@ -190,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
             observer=progress,
             resume=not args.no_resume,
             force=args.force,
+            add_models=args.add_models,
             handle_signals=True,
             keep_errors=args.keep_errors,
             check=not args.no_check,
@@ -243,6 +250,8 @@ def _resume_command(args: argparse.Namespace) -> str:
         parts += ["--models", args.models]
     if args.keep_errors:
         parts.append("--keep-errors")
+    if args.add_models:
+        parts.append("--add-models")
     if args.no_check:
         parts.append("--no-check")
     if args.batch:

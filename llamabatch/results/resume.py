@@ -246,6 +246,11 @@ class ResumeScan:
         # (row, id, content hash); no hash when replaying a file whose content was checked.
         self._seen: list[tuple[int, str, str | None]] = []
         self.active = done.count() > 0 or done.prompt_hashes is not None
+        # The stored prompt ids (as hashes) and whether this prompt file has each.
+        self._stored_ids = (
+            np.unique(done.prompt_hashes[0]) if done.prompt_hashes is not None else None
+        )
+        self._found = np.zeros(0 if self._stored_ids is None else len(self._stored_ids), bool)
 
     def __call__(self, row_no: int, prompt: Any) -> None:
         if self.active:
@@ -268,7 +273,9 @@ class ResumeScan:
         seen, self._seen = self._seen, []
         if not seen:
             return
-        self._check_drift(seen)
+        keys = np.fromiter((id_hash(p) for _, p, _ in seen), np.uint64, len(seen))
+        self._find_stored(keys)
+        self._check_drift(seen, keys)
         for model in self.models:
             self._mark(model, seen)
 
@@ -276,12 +283,26 @@ class ResumeScan:
         """The rows of `model` with work left, or None when every row may have some."""
         return self.pending[model] if self.active else None
 
-    def _check_drift(self, seen: list[tuple[int, str, str | None]]) -> None:
+    def unknown_ids(self) -> np.ndarray[Any, Any]:
+        """Hashes of stored prompt ids this prompt file does not have (after the scan)."""
+        if self._stored_ids is None:
+            return np.empty(0, np.uint64)
+        return self._stored_ids[~self._found]
+
+    def _find_stored(self, keys: np.ndarray[Any, Any]) -> None:
+        stored = self._stored_ids
+        if stored is None or not len(stored):
+            return
+        at = np.searchsorted(stored, keys).clip(max=len(stored) - 1)
+        self._found[at[stored[at] == keys]] = True
+
+    def _check_drift(
+        self, seen: list[tuple[int, str, str | None]], keys: np.ndarray[Any, Any]
+    ) -> None:
         stored = self.done.prompt_hashes
         if stored is None or seen[0][2] is None:
             return
         ids, contents = stored
-        keys = np.fromiter((id_hash(p) for _, p, _ in seen), np.uint64, len(seen))
         # 16 hex digits each: one bytes.fromhex over all is far cheaper than int() per row.
         mine = _hex64([h for _, _, h in seen if h is not None])
         at = np.searchsorted(ids, keys).clip(max=len(ids) - 1)
@@ -306,54 +327,15 @@ class ResumeScan:
             marks[row_no] = 0 if is_done else 1
 
 
-def fingerprint(defaults: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
-    """What must stay the same for a model's old rows to be comparable with new ones."""
-    if model.get("task") == "embed":
-        defaults = {}  # an embedding model takes only its own params
-    return {
-        "provider": model["provider"],
-        "model": model["model"],
-        "stream": model.get("stream", True),
-        "params": {**defaults, **model.get("params", {})},
-    }
-
-
-def incompatibilities(
-    snapshot: Mapping[str, Any],
-    previous: Mapping[str, Any] | None,
-    done: DoneIndex,
-    drift: ResumeScan,
-) -> list[str]:
-    """Reasons the existing rows cannot be mixed with this config's (empty when they can)."""
-    problems = []
-    old_models = {}
-    if previous is not None:
-        old_config = previous.get("config", {})
-        old_models = {
-            m["name"]: fingerprint(old_config.get("defaults", {}), m)
-            for m in old_config.get("models", [])
-        }
-    for model in snapshot["models"]:
-        name = model["name"]
-        has_rows = name in done.identities
-        for provider, model_id in sorted(done.identities.get(name, ())):
-            if (provider, model_id) != (model["provider"], model["model"]):
-                now = f"{model['provider']}:{model['model']}"
-                problems.append(f"model {name!r} was {provider}:{model_id}, now {now}")
-        new = fingerprint(snapshot.get("defaults", {}), model)
-        old = old_models.get(name)
-        if has_rows and old is not None and old["params"] != new["params"]:
-            problems.append(
-                f"model {name!r} request parameters changed: {old['params']} -> {new['params']}"
-            )
-        if has_rows and old is not None and old["stream"] != new["stream"]:
-            problems.append(f"model {name!r} stream changed to {new['stream']}")
-    if drift.count:
-        listed = ", ".join(drift.examples)
-        more = (
-            f" and {drift.count - len(drift.examples)} more"
-            if drift.count > len(drift.examples)
-            else ""
-        )
-        problems.append(f"prompt content changed under existing ids: {listed}{more}")
-    return problems
+def stored_prompt_ids(output: Path, hashes: np.ndarray[Any, Any], most: int) -> list[str]:
+    """Up to `most` stored prompt ids whose hash is in `hashes`, to name them (blocking)."""
+    wanted = {int(h) for h in hashes}
+    found: list[str] = []
+    for path in part_files(output):
+        table = pq.read_table(path, columns=["prompt_id"])
+        for prompt_id in table["prompt_id"].unique().to_pylist():
+            if id_hash(prompt_id) in wanted and prompt_id not in found:
+                found.append(prompt_id)
+                if len(found) >= most:
+                    return sorted(found)
+    return sorted(found)

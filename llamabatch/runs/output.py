@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from llamabatch.config import RunConfig
+from llamabatch.config import ModelConfig, RunConfig
 from llamabatch.errors import UsageError
 from llamabatch.prompts import Prompt, PromptSet, ScanReport, scancache
 from llamabatch.results import (
@@ -28,21 +29,30 @@ from llamabatch.results import (
     read_manifest,
 )
 from llamabatch.results.batchlog import BATCH_DIR, BatchLog
+from llamabatch.results.identity import incompatibilities, model_list_changes, other_prompts
 from llamabatch.results.journal import JOURNAL_DIR
 from llamabatch.results.manifest import MANIFEST, versions
-from llamabatch.results.resume import ResumeScan, incompatibilities
+from llamabatch.results.resume import ResumeScan
 from llamabatch.results.schema import is_derived
 
 log = logging.getLogger(__name__)
 
 
 async def open_output(
-    writer: ResultWriter, config: RunConfig, prompts: PromptSet, *, keep_errors: bool, force: bool
+    writer: ResultWriter,
+    config: RunConfig,
+    prompts: PromptSet,
+    *,
+    keep_errors: bool,
+    force: bool,
+    add_models: bool = False,
+    all_models: Sequence[ModelConfig] | None = None,
 ) -> tuple[DoneIndex, ScanReport, ResumeScan]:
     """Validate the prompt set and, when resuming, the rows already stored; then open the output.
 
     One pass over the prompts does both checks; a fresh output directory is
     only created once they pass, so bad input leaves nothing behind.
+    `all_models` is the config's whole model list (before `--models` narrowed it).
     """
     opened = has_results(config.output)
     if opened:
@@ -60,7 +70,9 @@ async def open_output(
         )
         report, cache = await _validate(config, prompts, drift, digest, reuse=opened)
         _check_scan(config, report)
-        _check_resumable(config, done, drift, force=force)
+        models = config.models if all_models is None else all_models
+        check = functools.partial(_check_resumable, config, done, drift, models)
+        await anyio.to_thread.run_sync(functools.partial(check, force=force, add=add_models))
         if not opened:
             await anyio.to_thread.run_sync(writer.open)
         if cache is not None:
@@ -113,9 +125,31 @@ def _check_scan(config: RunConfig, report: ScanReport) -> None:
         )
 
 
-def _check_resumable(config: RunConfig, done: DoneIndex, drift: ResumeScan, *, force: bool) -> None:
-    """Refuse to mix new rows with existing ones they cannot be compared with."""
-    problems = incompatibilities(config.snapshot(), read_manifest(config.output), done, drift)
+def _check_resumable(
+    config: RunConfig,
+    done: DoneIndex,
+    drift: ResumeScan,
+    models: Sequence[ModelConfig],
+    *,
+    force: bool,
+    add: bool,
+) -> None:
+    """Refuse to mix new rows with existing ones they cannot be compared with (blocking)."""
+    previous = read_manifest(config.output)
+    problems = incompatibilities(config.snapshot(), previous, done, drift)
+    if (other := other_prompts(config.output, config.input, previous, drift)) is not None:
+        problems.append(other)
+    listed = [{"name": m.name, "provider": m.provider, "model": m.model} for m in models]
+    changed, added = model_list_changes(listed, previous, done)
+    problems += changed
+    if added and not add and not problems and not force:
+        raise UsageError(
+            f"{config.output} holds rows of other models ({', '.join(sorted(done.identities))});"
+            f" this config adds {', '.join(added)}: add --add-models to add them to it, "
+            "or use another --output"
+        )
+    if added and not add:
+        problems.append(f"this config adds model(s) {', '.join(added)} (--add-models)")
     if problems and not force:
         raise UsageError(
             f"{config.output} holds rows that are not comparable with this config "
@@ -124,6 +158,8 @@ def _check_resumable(config: RunConfig, done: DoneIndex, drift: ResumeScan, *, f
         )
     for problem in problems:
         log.warning("continuing despite --force: %s", problem)
+    if added:
+        log.info("adding model(s) %s to %s", ", ".join(added), config.output)
 
 
 def announce(observer: Any, line: str) -> None:
@@ -159,7 +195,14 @@ def prepare_output(output: Path, *, resume: bool, force: bool) -> None:
     shutil.rmtree(output / BATCH_DIR, ignore_errors=True)
 
 
-def new_manifest(config: RunConfig, run_id: str, valid: int, invalid: int) -> dict[str, Any]:
+def new_manifest(
+    config: RunConfig,
+    run_id: str,
+    valid: int,
+    invalid: int,
+    all_models: Sequence[ModelConfig] | None = None,
+) -> dict[str, Any]:
+    """A run's manifest as it starts; `all_models`: the config's models before `--models`."""
     snapshot = config.snapshot()
     previous = read_manifest(config.output)
     history = []
@@ -175,6 +218,9 @@ def new_manifest(config: RunConfig, run_id: str, valid: int, invalid: int) -> di
         "finished_at": None,
         "input": {"path": str(config.input), "valid_rows": valid, "invalid_rows": invalid},
         "config": snapshot,
+        # The config's whole model list: a later run adding a model is told apart from
+        # one that ran some of them (`--models`).
+        "models": [m.name for m in (config.models if all_models is None else all_models)],
         "versions": versions(),
         "counts": {},
         "client": {},

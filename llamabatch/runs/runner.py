@@ -68,6 +68,7 @@ def run(
     observer: Observer | None = None,
     resume: bool = True,
     force: bool = False,
+    add_models: bool = False,
     keep_errors: bool = False,
     handle_signals: bool = False,
     check: bool = True,
@@ -91,6 +92,7 @@ def run(
             observer=observer,
             resume=resume,
             force=force,
+            add_models=add_models,
             keep_errors=keep_errors,
             handle_signals=handle_signals,
             check=check,
@@ -111,6 +113,7 @@ async def arun(
     observer: Observer | None = None,
     resume: bool = True,
     force: bool = False,
+    add_models: bool = False,
     keep_errors: bool = False,
     handle_signals: bool = False,
     check: bool = True,
@@ -124,17 +127,18 @@ async def arun(
     Re-running into the same output resumes; rows that ended in error are sent
     again unless `keep_errors`. `resume=False` starts over (with `force`, over
     existing results); `force` also resumes despite a config change that makes
-    old rows incomparable. `observer` receives progress events. With
+    old rows incomparable. A directory holding rows of other models refuses
+    models new to it unless `add_models`. `observer` receives progress events. With
     `handle_signals`, the first SIGINT/SIGTERM stops admitting work and gives
     in-flight requests `engine.grace_s` to finish; a second cancels them.
     Before anything is written, every endpoint is asked for its model list
     (`check=False` skips it): an endpoint that is down, rejects the key or
     does not know the model raises `UsageError`, one line per problem.
     """
-    if isinstance(config, RunConfig):
-        config = apply_overrides(config, output=output, limit=limit, models=models)
-    else:
-        config = load_config(config, output=output, limit=limit, models=models)
+    if not isinstance(config, RunConfig):
+        config = load_config(config, output=output, limit=limit)
+    all_models = config.models  # the whole list, for checking the output's model list
+    config = apply_overrides(config, output=output, limit=limit, models=models)
     config = apply_overrides(config, batch=batch, cache=cache, cache_refresh=cache_refresh)
     config = with_workers(config, workers)
     if config.engine.workers > 1 and config.cache is not None and config.mode != "batch":
@@ -153,7 +157,13 @@ async def arun(
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     writer = ResultWriter(config.output, run_id)
     done, report, resume_scan = await open_output(
-        writer, config, prompts, keep_errors=keep_errors, force=force
+        writer,
+        config,
+        prompts,
+        keep_errors=keep_errors,
+        force=force,
+        add_models=add_models,
+        all_models=all_models,
     )
     announce(observer, report.describe())
     writer.start(result_schema(report.extra_types, scoring.fields()))
@@ -172,7 +182,7 @@ async def arun(
         cache=responses,
         keep_errors=keep_errors,
     )
-    manifest = new_manifest(config, run_id, report.valid, report.error_count)
+    manifest = new_manifest(config, run_id, report.valid, report.error_count, all_models)
     write_manifest(config.output, manifest)
     status = "failed"
     try:

@@ -8,7 +8,7 @@ import pytest
 
 from llamabatch import ConfigError, config_from_dict
 from llamabatch.config import RunConfig
-from llamabatch.results.resume import fingerprint
+from llamabatch.results.identity import fingerprint
 
 
 def config(defaults: dict[str, Any] | None = None, **model: Any) -> RunConfig:
