@@ -10,7 +10,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from llamabatch._version import __version__
 from llamabatch.cli.batches import add_batches_command
@@ -20,6 +20,10 @@ from llamabatch.cli.validate import add_validate_command
 from llamabatch.cli.viewing import add_view_command
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from llamabatch.escape import terminal
+
+if TYPE_CHECKING:
+    from llamabatch.cli.progress import ProgressBar
+    from llamabatch.runs.runner import RunResult
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,12 +181,15 @@ class _TerminalFormatter(logging.Formatter):
 
 
 def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
-    print(terminal(f"llamabatch: warning: {message}"), file=sys.stderr)
+    from tqdm import tqdm
+
+    tqdm.write(terminal(f"llamabatch: warning: {message}"), file=sys.stderr)  # above any bar
 
 
 def _run(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from llamabatch.cli.progress import ProgressBar
-    from llamabatch.runs.runner import run
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     progress = ProgressBar(disable=args.quiet)
@@ -191,23 +198,9 @@ def _run(args: argparse.Namespace) -> int:
     # Here, not in the library: freezing is global state a host application owns.
     gc.freeze()
     try:
-        result = run(
-            args.config,
-            observer=progress,
-            resume=not args.no_resume,
-            force=args.force,
-            add_models=args.add_models,
-            handle_signals=True,
-            keep_errors=args.keep_errors,
-            check=not args.no_check,
-            output=args.output,
-            limit=args.limit,
-            models=models,
-            batch=args.batch,
-            cache=args.cache,
-            cache_refresh=args.cache_refresh,
-            workers=args.workers,
-        )
+        # Log lines are written above the bar, never onto it.
+        with logging_redirect_tqdm():
+            result = _call_run(args, progress, models)
     except KeyboardInterrupt:
         result = None
     progress.close()
@@ -218,26 +211,58 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    if not result.ok and not result.error_count and result.already_done:
+        if not args.quiet:
+            print(f"nothing to do: {result.already_done:,} rows already stored in {result.output}")
+        return result.exit_code
     if not args.quiet:
-        from llamabatch.report.summary import format_table, summarize
-        from llamabatch.results import read_manifest
-
-        snapshot = (read_manifest(result.output) or {}).get("config") or {}
-        slo = snapshot.get("slo") or None
-        print(format_table(summarize(result.dataframe(), result.models, slo)))
-        rate = (snapshot.get("engine") or {}).get("request_rate")
-        if rate:
-            arrival = snapshot["engine"]["arrival"]
-            print(f"\nopen loop: target {rate:g} requests/s per model ({arrival} arrivals)")
-        print(f"\nresults: {result.output}  (run {result.run_id})")
-        if result.error_count:
-            kinds = ", ".join(f"{k}: {v}" for k, v in sorted(result.errors.items()))
-            print(f"{result.error_count} row(s) failed ({kinds}); run again to retry them")
+        _print_summary(result)
     from llamabatch.results.manifest import client_warning
 
     if (warning := client_warning(dict(result.client))) is not None:
         print(f"llamabatch: {warning}", file=sys.stderr)
     return result.exit_code
+
+
+def _call_run(
+    args: argparse.Namespace, progress: ProgressBar, models: list[str] | None
+) -> RunResult:
+    from llamabatch.runs.runner import run
+
+    return run(
+        args.config,
+        observer=progress,
+        resume=not args.no_resume,
+        force=args.force,
+        add_models=args.add_models,
+        handle_signals=True,
+        keep_errors=args.keep_errors,
+        check=not args.no_check,
+        output=args.output,
+        limit=args.limit,
+        models=models,
+        batch=args.batch,
+        cache=args.cache,
+        cache_refresh=args.cache_refresh,
+        workers=args.workers,
+    )
+
+
+def _print_summary(result: RunResult) -> None:
+    from llamabatch.report.summary import format_table, summarize
+    from llamabatch.results import read_manifest
+
+    snapshot = (read_manifest(result.output) or {}).get("config") or {}
+    slo = snapshot.get("slo") or None
+    print(format_table(summarize(result.dataframe(), result.models, slo, scores=True)))
+    rate = (snapshot.get("engine") or {}).get("request_rate")
+    if rate:
+        arrival = snapshot["engine"]["arrival"]
+        print(f"\nopen loop: target {rate:g} requests/s per model ({arrival} arrivals)")
+    print(f"\nresults: {result.output}  (run {result.run_id})")
+    if result.error_count:
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(result.errors.items()))
+        print(f"{result.error_count} row(s) failed ({kinds}); run again to retry them")
 
 
 def _resume_command(args: argparse.Namespace) -> str:

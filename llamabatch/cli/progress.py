@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any
 
 from tqdm import tqdm
 
 from llamabatch.errors import RequestError
 
-POSTFIX_INTERVAL_S = 0.5
+
+class _Bar(tqdm):  # type: ignore[type-arg]
+    """A bar whose counts are read when it is drawn, so they always match its position."""
+
+    def __init__(self, counts: Callable[[], str], **kwargs: Any) -> None:
+        self._counts = counts
+        super().__init__(**kwargs)
+
+    @property
+    def format_dict(self) -> MutableMapping[str, Any]:
+        data = super().format_dict
+        data["postfix"] = self._counts()
+        return data
 
 
 class ProgressBar:
@@ -20,13 +32,13 @@ class ProgressBar:
     def __init__(self, *, disable: bool = False) -> None:
         self.disable = disable
         self.bar: tqdm[Any] | None = None
+        self.pending: int | None = None  # what the run set out to send (None: not started)
         self.ok = 0
         self.errors = 0
         self.retries = 0
         self.tokens = 0
         self.stopped: dict[str, str] = {}  # model -> why it was stopped
         self._start = time.monotonic()
-        self._shown = 0.0
         self._batches: dict[str, str] = {}
 
     def on_input(self, line: str) -> None:
@@ -35,7 +47,10 @@ class ProgressBar:
             tqdm.write(line, file=sys.stderr)
 
     def on_start(self, pending: int) -> None:
-        self.bar = tqdm(total=pending, unit="req", dynamic_ncols=True, disable=self.disable)
+        self.pending = pending
+        self._start = time.monotonic()
+        if pending:
+            self._open(pending)  # with nothing to send, no bar (see `close`)
 
     def on_row(self, row: Mapping[str, Any]) -> None:
         if row["status"] == "ok":
@@ -43,9 +58,10 @@ class ProgressBar:
             self.tokens += row["completion_tokens"] or 0
         else:
             self.errors += 1
-        if self.bar is not None:
-            self.bar.update(1)
-        self._postfix()
+        if self.bar is None:
+            self._open(None)
+        assert self.bar is not None
+        self.bar.update(1)
 
     def on_batch(self, model: str, info: Mapping[str, Any]) -> None:
         """Batch mode: each model's batch states and the requests they finished."""
@@ -57,31 +73,25 @@ class ProgressBar:
 
     def on_retry(self, model: str, error: RequestError, delay_s: float) -> None:
         self.retries += 1
-        self._postfix()
 
     def on_model_stopped(self, model: str, error: RequestError) -> None:
         self.stopped[model] = error.error_type  # the engine's warning says why, in full
-        self._shown = 0.0
-        self._postfix()
+        if self.bar is not None:
+            self.bar.refresh()
 
-    def _postfix(self) -> None:
-        now = time.monotonic()
-        if self.bar is None or now - self._shown < POSTFIX_INTERVAL_S:
-            return
-        self._shown = now
-        rate = self.tokens / max(1e-9, now - self._start)
-        postfix: dict[str, object] = {
-            "ok": self.ok,
-            "err": self.errors,
-            "retries": self.retries,
-            "tok_s": f"{rate:.0f}",
-        }
+    def counts(self) -> str:
+        """The bar's postfix: computed when the bar is drawn, from the same events as its count."""
+        rate = self.tokens / max(1e-9, time.monotonic() - self._start)
+        text = f"ok={self.ok}, err={self.errors}, retries={self.retries}, tok_s={rate:.0f}"
         if self.stopped:
-            postfix["stopped"] = ",".join(f"{m} ({why})" for m, why in self.stopped.items())
-        self.bar.set_postfix(postfix, refresh=False)
+            text += ", stopped=" + ",".join(f"{m} ({why})" for m, why in self.stopped.items())
+        return text
+
+    def _open(self, total: int | None) -> None:
+        self.bar = _Bar(
+            self.counts, total=total, unit="req", dynamic_ncols=True, disable=self.disable
+        )
 
     def close(self) -> None:
-        self._shown = 0.0
-        self._postfix()
         if self.bar is not None:
             self.bar.close()

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from llamabatch.config import runmodes
 from llamabatch.config.endpoints import (
     MANAGED_SERVER,
     Preset,
@@ -22,30 +21,15 @@ from llamabatch.config.endpoints import (
     preset_for,
     server_spec,
 )
+from llamabatch.config.engine_settings import build_engine, concurrency_setting
 from llamabatch.config.inputs import input_layout
 from llamabatch.config.runmodes import cache_config, cache_override, model_batch, parse_ttl
 from llamabatch.config.schema import (
-    ARRIVALS,
-    DEFAULT_BACKOFF_BASE_S,
-    DEFAULT_BACKOFF_MAX_S,
-    DEFAULT_BATCH_POLL_MAX_S,
-    DEFAULT_BATCH_POLL_S,
-    DEFAULT_BREAKER_COOLDOWN_S,
-    DEFAULT_BREAKER_MAX_OPEN_S,
-    DEFAULT_BREAKER_THRESHOLD,
-    DEFAULT_CONCURRENCY,
-    DEFAULT_GRACE_S,
-    DEFAULT_MAX_RESPONSE_BYTES,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_MAX_RETRY_AFTER_S,
     DEFAULT_OUTPUT_ROOT,
     DEFAULT_SLO_ATTAINMENT,
-    DEFAULT_TIMEOUT_S,
-    MAX_CONCURRENCY,
     MODES,
     PROVIDERS,
     SLO_KEYS,
-    EngineConfig,
     ModelConfig,
     RunConfig,
 )
@@ -201,7 +185,9 @@ class _Section(Table):
 def _build(data: dict[str, Any], path: Path) -> RunConfig:
     top = _Section(data, path, "config")
     run = _Section(top.data.pop("run", None), path, "run")
-    engine = _build_engine(_Section(top.data.pop("engine", None), path, "engine"))
+    engine_section = _Section(top.data.pop("engine", None), path, "engine")
+    engine = build_engine(engine_section)
+    engine_section.finish()
     defaults = _Section(top.data.pop("defaults", None), path, "defaults").data
     raw_models = top.data.pop("models", None)
     scorers = parse_scorers(top.data.pop("scorers", None), path)
@@ -271,45 +257,6 @@ def _build_slo(sec: _Section) -> dict[str, float]:
     return {**found, "attainment": attainment} if found else {}
 
 
-def _build_engine(sec: _Section) -> EngineConfig:
-    config = EngineConfig(
-        concurrency=_concurrency(sec, DEFAULT_CONCURRENCY),
-        timeout_s=sec.positive("timeout_s", float, DEFAULT_TIMEOUT_S),
-        max_retries=sec.positive("max_retries", int, DEFAULT_MAX_RETRIES, zero=True),
-        backoff_base_s=sec.positive("backoff_base_s", float, DEFAULT_BACKOFF_BASE_S, zero=True),
-        backoff_max_s=sec.positive("backoff_max_s", float, DEFAULT_BACKOFF_MAX_S, zero=True),
-        max_retry_after_s=sec.positive(
-            "max_retry_after_s", float, DEFAULT_MAX_RETRY_AFTER_S, zero=True
-        ),
-        grace_s=sec.positive("grace_s", float, DEFAULT_GRACE_S, zero=True),
-        max_response_bytes=sec.positive("max_response_bytes", int, DEFAULT_MAX_RESPONSE_BYTES),
-        breaker_threshold=sec.positive("breaker_threshold", int, DEFAULT_BREAKER_THRESHOLD),
-        breaker_cooldown_s=sec.positive(
-            "breaker_cooldown_s", float, DEFAULT_BREAKER_COOLDOWN_S, zero=True
-        ),
-        breaker_max_open_s=sec.positive(
-            "breaker_max_open_s", float, DEFAULT_BREAKER_MAX_OPEN_S, zero=True
-        ),
-        request_rate=sec.positive("request_rate", float),
-        arrival=sec.get("arrival", str, "poisson"),
-        arrival_seed=sec.get("arrival_seed", int, 0),
-        batch_poll_s=sec.positive("batch_poll_s", float, DEFAULT_BATCH_POLL_S),
-        batch_poll_max_s=sec.positive("batch_poll_max_s", float, DEFAULT_BATCH_POLL_MAX_S),
-        workers=runmodes.parse_workers(sec.get("workers", (int, str), 1), sec.error),
-    )
-    if config.arrival not in ARRIVALS:
-        raise sec.error("arrival", f"must be one of {', '.join(ARRIVALS)}, got {config.arrival!r}")
-    sec.finish()
-    return config
-
-
-def _concurrency(sec: _Section, default: Any) -> Any:
-    value = sec.positive("concurrency", int, default)
-    if value is not None and value > MAX_CONCURRENCY:
-        raise sec.error("concurrency", f"must be at most {MAX_CONCURRENCY:,}, got {value:,}")
-    return value
-
-
 def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
     sec = _Section(data, path, f"models[{index}]")
     name = sec.get("name", str)
@@ -340,7 +287,7 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         # An explicit empty api_key_env turns off a preset's key.
         api_key_env=sec.get("api_key_env", str, preset.api_key_env) or None,
         api_key=api_key,
-        concurrency=_concurrency(sec, None),
+        concurrency=concurrency_setting(sec, None),
         rpm=sec.positive("rpm", float),
         tpm=sec.positive("tpm", float),
         stream=sec.get("stream", bool, True),

@@ -35,6 +35,8 @@ DEFAULT_WORKERS: Final = 1  # engine processes; more share the run's limits (iss
 MAX_WORKERS: Final = 256
 DEFAULT_BATCH_POLL_S: Final = 5.0
 DEFAULT_BATCH_POLL_MAX_S: Final = 60.0
+DEFAULT_PART_INTERVAL_S: Final = 60.0  # finished rows reach a Parquet part at least this often
+DEFAULT_PART_ROWS: Final = 5000  # ...or as soon as this many are waiting
 MODES: Final = ("online", "batch")
 
 TASKS: Final = ("chat", "embed")
@@ -111,6 +113,8 @@ class EngineConfig:
     batch_poll_s: float = DEFAULT_BATCH_POLL_S  # batch mode: first wait between polls...
     batch_poll_max_s: float = DEFAULT_BATCH_POLL_MAX_S  # ...doubling up to this
     workers: int = DEFAULT_WORKERS  # processes running the engine, one coordinator's limits
+    part_interval_s: float = DEFAULT_PART_INTERVAL_S  # journalled rows -> a part this often
+    part_rows: int = DEFAULT_PART_ROWS  # ...or at this many rows
 
 
 @dataclass(frozen=True, kw_only=True)

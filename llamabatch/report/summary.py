@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from llamabatch.results.schema import TIMING_COLUMNS
+from llamabatch.results.schema import COST_COLUMN, SCORE_PREFIX, TIMING_COLUMNS
 
 
 def without_cached_timings(df: pd.DataFrame) -> pd.DataFrame:
@@ -22,16 +22,34 @@ def without_cached_timings(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def active_span_s(group: pd.DataFrame, start: str = "started_at") -> float:
+    """Seconds the rows' runs were working: each run's (run_id's) own span, added up.
+
+    A resumed directory holds rows of several runs; the time between them
+    (hours, maybe) is no one's work, so a rate over the whole span would be low.
+    """
+    if "run_id" not in group:
+        return float((group["finished_at"].max() - group[start].min()).total_seconds())
+    spans = group.groupby("run_id", sort=False).agg(
+        first=(start, "min"), last=("finished_at", "max")
+    )
+    return float((spans["last"] - spans["first"]).dt.total_seconds().sum())
+
+
 def summarize(
     df: pd.DataFrame,
     models: Sequence[str] | None = None,
     slo: Mapping[str, float] | None = None,
+    *,
+    scores: bool = False,
 ) -> pd.DataFrame:
     """One row per model: counts, TTFT and latency percentiles, output tokens per second.
 
     Open-loop rows (with `scheduled_at`) add the achieved request rate and the
     p99 delay between a request's scheduled and actual start; `slo` adds the
     share of rows meeting every objective and the goodput (such rows per second).
+    Rates are over each run's own span (see `active_span_s`). With `scores`:
+    each score's mean (`score_<name>`) and the cost (`cost_usd`), where present.
     """
     if models:
         df = df[df["model"].isin(models)]
@@ -41,7 +59,7 @@ def summarize(
     rows = []
     for model, group in df.groupby("model", sort=False):
         ok = group[group["status"] == "ok"]
-        span = (group["finished_at"].max() - group["started_at"].min()).total_seconds()
+        span = active_span_s(group)
         tokens = ok["completion_tokens"].sum(min_count=1)  # none at all for embeddings
         rows.append(
             {
@@ -59,6 +77,7 @@ def summarize(
                 "output_tok_s": tokens / span if span > 0 else float("nan"),
                 **_open_loop(group),
                 **_goodput(group, slo, span),
+                **(_scores_and_cost(df, group) if scores else {}),
             }
         )
     table = pd.DataFrame(rows)
@@ -68,14 +87,23 @@ def summarize(
     return table
 
 
+def _scores_and_cost(df: pd.DataFrame, group: pd.DataFrame) -> dict[str, float]:
+    """Each score's mean over the rows it scored, and the model's total cost."""
+    found = {c: float(group[c].mean()) for c in df.columns if c.startswith(SCORE_PREFIX)}
+    if COST_COLUMN in df and df[COST_COLUMN].notna().any():
+        found[COST_COLUMN] = float(group[COST_COLUMN].sum(min_count=1))
+    return found
+
+
 def _open_loop(group: pd.DataFrame) -> dict[str, float]:
     if "scheduled_at" not in group or group["scheduled_at"].isna().all():
         return {}
-    sent = group["started_at"]
-    span = (sent.max() - sent.min()).total_seconds()
+    # Each run's first request starts its span: (requests - runs) gaps in the runs' spans.
+    span = active_span_s(group.assign(finished_at=group["started_at"]))
+    gaps = len(group) - (group["run_id"].nunique() if "run_id" in group else 1)
     delay = (group["started_at"] - group["scheduled_at"]).dt.total_seconds()
     return {
-        "sent_req_s": (len(group) - 1) / span if span > 0 else float("nan"),
+        "sent_req_s": gaps / span if span > 0 else float("nan"),
         "start_delay_p99_s": float(delay.quantile(0.99)),
     }
 
@@ -123,8 +151,9 @@ def format_table(table: pd.DataFrame) -> str:
         "start_delay_p99_s": "start delay p99",
         "slo_pct": "SLO met %",
         "goodput_req_s": "goodput req/s",
+        COST_COLUMN: "cost",
     }
-    cells = [[headers[c] for c in table.columns]]
+    cells = [[_header(headers, c) for c in table.columns]]
     for record in table.to_dict("records"):
         cells.append([_cell(c, record[c]) for c in table.columns])
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
@@ -146,11 +175,21 @@ _SECONDS = frozenset(
 )
 
 
+def _header(headers: Mapping[str, str], column: str) -> str:
+    if column.startswith(SCORE_PREFIX):
+        return column.removeprefix(SCORE_PREFIX) + " mean"
+    return headers.get(column, column)
+
+
 def _cell(column: str, value: object) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "-"
         if column in _SECONDS:
             return f"{value:.3f}s"
+        if column.startswith(SCORE_PREFIX):
+            return f"{value:.3f}"
+        if column == COST_COLUMN:
+            return f"${value:,.2f}" if value >= 1 else f"${value:.3g}"
         return f"{value:.1f}"
     return str(value)

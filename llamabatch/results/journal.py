@@ -8,10 +8,12 @@ Layout of an output directory:
     _manifest.json                   config snapshot, versions, times, counts
 
 Each row is appended to the journal with one write() before it is counted, so
-a killed process loses nothing; every `rows_per_part` rows the journal segment
-is rotated and written out as a part in a worker thread, after which the
-segment is deleted. Opening a directory finishes whatever a crash left half
-done and keeps exactly one row per (model, prompt_id, sample): the newest.
+a killed process loses nothing; every `rows_per_part` rows, or every
+`engine.part_interval_s` (see runs/drive.py), the journal segment is rotated
+and written out as a part in a worker thread, after which the segment is
+deleted: Parquet readers see a run's rows while it goes on, and after a kill.
+Opening a directory finishes whatever a crash left half done and keeps
+exactly one row per (model, prompt_id, sample): the newest.
 """
 
 from __future__ import annotations

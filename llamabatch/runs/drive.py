@@ -146,7 +146,7 @@ class ActiveRun:
                 work = functools.partial(engine.run, self.prompts, self.done, self.only)
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(flush_periodically, self.writer)
+                    tg.start_soon(flush_periodically, self.writer, config.engine.part_interval_s)
                     if self.cache is not None:
                         tg.start_soon(_store_cached, self.cache)
                     tg.start_soon(self.monitor.watch)

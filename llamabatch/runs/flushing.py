@@ -9,24 +9,31 @@ import anyio
 from llamabatch.results import ResultWriter
 
 FLUSH_POLL_S = 0.25
-FLUSH_INTERVAL_S = 10.0  # a part at least this often while rows arrive
+FIRST_PART_S = 1.0  # the first part this soon; the wait doubles up to engine.part_interval_s
 SYNC_INTERVAL_S = 1.0  # what a power loss can cost; a killed process loses nothing
 
 
-async def flush_periodically(writer: ResultWriter) -> None:
-    """Move journalled rows into Parquet parts and fsync the journal, off the event loop."""
+async def flush_periodically(writer: ResultWriter, interval_s: float) -> None:
+    """Move journalled rows into Parquet parts and fsync the journal, off the event loop.
+
+    A part is written every `interval_s` while rows arrive (or once
+    `writer.rows_per_part` wait); the first ones come sooner (1 s, 2 s, 4 s, ...),
+    so a short run can be read, and survives a SIGKILL, long before a minute.
+    """
     last_part = last_sync = time.monotonic()
+    wait = min(FIRST_PART_S, interval_s)
     while True:
         await anyio.sleep(FLUSH_POLL_S)
         now = time.monotonic()
         with anyio.CancelScope(shield=True):
             if writer.pending >= writer.rows_per_part or (
-                writer.pending and now - last_part >= FLUSH_INTERVAL_S
+                writer.pending and now - last_part >= wait
             ):
                 closed = writer.rotate()
                 if closed is not None:
                     await anyio.to_thread.run_sync(writer.write_part, closed)
                 last_part = now
+                wait = min(2 * wait, interval_s)
             if now - last_sync >= SYNC_INTERVAL_S:
                 await anyio.to_thread.run_sync(writer.sync)
                 last_sync = now

@@ -155,7 +155,7 @@ async def arun(
         raise UsageError("\n".join([*problems, "(--no-check, or check=False, skips this check)"]))
     prepare_output(config.output, resume=resume, force=force)
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-    writer = ResultWriter(config.output, run_id)
+    writer = ResultWriter(config.output, run_id, rows_per_part=config.engine.part_rows)
     done, report, resume_scan = await open_output(
         writer,
         config,

@@ -162,7 +162,7 @@ def _run(spec: WorkerSpec, sock: socket.socket) -> None:
 async def _work(spec: WorkerSpec, sock: socket.socket) -> None:
     channel = await Channel.open(sock)
     config = spec.config
-    writer = ResultWriter(config.output, spec.writer_id)
+    writer = ResultWriter(config.output, spec.writer_id, rows_per_part=config.engine.part_rows)
     writer.attach(pa.ipc.read_schema(pa.py_buffer(spec.schema)))
     progress = _Progress()
     try:
@@ -218,7 +218,7 @@ async def _drive(
 
                 tg.start_soon(serve)
                 tg.start_soon(limits.run)
-                tg.start_soon(flush_periodically, writer)
+                tg.start_soon(flush_periodically, writer, config.engine.part_interval_s)
                 tg.start_soon(progress.run, channel)
                 await engine.run(
                     _Share(prompts, spec.index, spec.count), done, lambda m: spec.only.get(m)
