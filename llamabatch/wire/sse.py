@@ -7,6 +7,8 @@ never use a line-length limit, so a single event of several megabytes is fine.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 
 class LineSplitter:
     """Split a byte stream into lines ended by LF, CRLF or CR, across any chunking."""
@@ -86,6 +88,30 @@ class SSEDecoder:
             out += self._lines_of(tail)
         return out
 
+    def split_all(self, data: bytes) -> tuple[list[bytes], list[int]] | None:
+        """Payloads of the events completed in `data`, and where in `data` each ends.
+
+        For a stream read whole: the end (just past its blank line) tells which
+        read completed an event. None when `data` is not plain `data: {...}`
+        events from an event boundary (then `feed` it as it was read).
+        """
+        if self._data is not None or not self._lines.idle or b"\r" in data:
+            return None
+        events = data.split(b"\n\n")
+        tail = events.pop()
+        out = [event[6:] for event in events if event.startswith(b"data: ")]
+        if len(out) != len(events) or b"\n" in b"".join(events):
+            return None
+        ends = [end + 2 * i for i, end in enumerate(accumulate(map(len, events)), 1)]
+        if b"" in out:
+            kept = [i for i, payload in enumerate(out) if payload]
+            out, ends = [out[i] for i in kept], [ends[i] for i in kept]
+        if tail:
+            tail_events = self._lines_of(tail)
+            out += tail_events
+            ends += [len(data)] * len(tail_events)
+        return out, ends
+
     def _lines_of(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
         for line in self._lines.feed(data):
@@ -123,6 +149,18 @@ class NDJSONDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         return [line for line in self._lines.feed(chunk) if line.strip()]
+
+    def split_all(self, data: bytes) -> tuple[list[bytes], list[int]] | None:
+        """Like `SSEDecoder.split_all`: the lines completed in `data` and where each ends."""
+        if not self._lines.idle or b"\r" in data:
+            return None
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        ends = [end + i for i, end in enumerate(accumulate(map(len, lines)), 1)]
+        kept = [i for i, line in enumerate(lines) if line.strip()]
+        if tail:
+            self._lines.feed(tail)
+        return [lines[i] for i in kept], [ends[i] for i in kept]
 
     def close(self) -> list[bytes]:
         tail = self._lines.close()

@@ -10,8 +10,7 @@ import logging
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -20,6 +19,7 @@ import anyio
 
 from llamabatch.config.schema import DEFAULT_MAX_RESPONSE_BYTES
 from llamabatch.errors import RequestError
+from llamabatch.wire.bodytap import parsing, read_stream, too_large
 from llamabatch.wire.provider import ResponseFormat
 from llamabatch.wire.request import HttpRequest
 from llamabatch.wire.response import Response
@@ -34,8 +34,6 @@ MAX_ERROR_BODY = 64 * 1024
 MAX_FETCH_BODY = 4 * 1024 * 1024
 READ_BUFSIZE = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0  # a host that never answers the handshake is down, not slow
-# Exceptions a wire format's parser raises on valid JSON of an unexpected shape.
-SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError)
 
 
 class Transport:
@@ -80,8 +78,9 @@ class Transport:
         """
         assert self._session is not None, "use `async with Transport()`"
         resp.started_t = time.perf_counter()
+        deadline = resp.started_t + timeout_s
         try:
-            await self._exchange(self._session, request, provider, resp, _timeout(timeout_s))
+            await self._exchange(self._session, request, provider, resp, timeout_s, deadline)
         except aiohttp.ConnectionTimeoutError:
             raise RequestError(
                 "connection",
@@ -129,9 +128,11 @@ class Transport:
         request: HttpRequest,
         provider: ResponseFormat,
         resp: Response,
-        timeout: aiohttp.ClientTimeout,
+        timeout_s: float,
+        deadline: float,
     ) -> None:
         url, headers = request.url, request.headers
+        timeout = _timeout(timeout_s)
         for _ in range(MAX_REDIRECTS + 1):
             async with session.post(
                 url, data=request.body, headers=headers, timeout=timeout, allow_redirects=False
@@ -153,10 +154,10 @@ class Transport:
                     if not request.stream:
                         body = await _read_body(r, self.max_response_bytes)
                         resp.ended_t = arrival()
-                        with _parsing(resp):
+                        with parsing(resp):
                             provider.parse_body(body, resp, resp.ended_t)
                         return
-                    await _read_stream(r.content, provider, resp, arrival, self.max_response_bytes)
+                    await read_stream(r, provider, resp, wire, self.max_response_bytes, deadline)
                 except RequestError:
                     r.close()  # the rest of the body is unwanted: drop the connection
                     raise
@@ -258,78 +259,14 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme.lower(), parts.netloc.lower()
 
 
-async def _read_stream(
-    stream: aiohttp.StreamReader,
-    provider: ResponseFormat,
-    resp: Response,
-    arrival: Callable[[], float],
-    limit: int,
-) -> None:
-    """Frame events as bytes arrive, stamping each with its arrival time; parse them in bulk.
-
-    Only framing happens per read, which keeps the event loop free (honest
-    TTFT under load); JSON is parsed once the stream ends, or at once when a
-    read ends with an error object, so an error still ends the response.
-    """
-    decoder = provider.decoder()
-    payloads: list[bytes] = []
-    times: list[float] = []
-    t = resp.first_byte_t or arrival()  # the head's, until body bytes come
-    size = 0
-    async for chunk in stream.iter_any():
-        t = arrival()
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        events = decoder.feed(chunk)
-        if events:
-            payloads += events
-            times += [t] * len(events)
-            if b'"error"' in events[-1]:
-                with _parsing(resp):
-                    provider.handle_batch(payloads, times, resp)
-                payloads, times = [], []
-    events = decoder.close()
-    payloads += events
-    times += [t] * len(events)
-    resp.ended_t = t
-    with _parsing(resp):
-        provider.handle_batch(payloads, times, resp)
-
-
-@contextmanager
-def _parsing(resp: Response) -> Iterator[None]:
-    """Server data of an unexpected shape is the server's protocol error, retried.
-
-    Only the wire format's parsing runs inside; an exception anywhere else is a
-    bug of ours and propagates.
-    """
-    try:
-        yield
-    except SHAPE_ERRORS as exc:
-        raise RequestError(
-            "protocol",
-            f"unexpected response shape ({type(exc).__name__}: {_reason(exc)})",
-            http_status=resp.http_status,
-            retryable=True,
-        ) from None
-
-
 async def _read_body(r: aiohttp.ClientResponse, limit: int) -> bytes:
     """A whole body of at most `limit` bytes (a longer one is refused before it is all read)."""
     if r.content_length is not None and r.content_length > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     body = await _read_capped(r.content, limit + 1)
     if len(body) > limit:
-        raise _too_large(limit)
+        raise too_large(limit)
     return body
-
-
-def _too_large(limit: int) -> RequestError:
-    return RequestError(
-        "response_too_large",
-        f"response larger than max_response_bytes = {limit:,} bytes; connection dropped",
-    )
 
 
 async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:

@@ -34,6 +34,7 @@ _GENERIC_ABI = {"x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l",
 SUPPORTED = sys.platform == "linux" and platform.machine().lower() in _GENERIC_ABI
 _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if SUPPORTED else 0
+RECV_BYTES = 64 * 1024  # below glibc's mmap threshold (128 KiB): a heap buffer per read
 
 
 class _StampedSocket(socket.socket):
@@ -42,27 +43,26 @@ class _StampedSocket(socket.socket):
     `arrival()`: the kernel's receive time of the latest read. Packets that
     queue up unread are merged and keep the latest one's stamp, so when the
     loop was away longer than the gap between two chunks they share the later
-    time: never earlier than the bytes really arrived. `sent_t`: when the
-    current request's first byte was written (the first write after a read).
-    Both on the `time.perf_counter` clock; `sent_t` is 0.0 until known.
+    time: never earlier than the bytes really arrived. `stamp`: that time
+    still raw (a `timespec`, None before the first stamped read), for code
+    that notes it per read and converts many at once (`perf_times`).
+    `sent_t`: when the current request's first byte was written (the first
+    write after a read). Times are on the `time.perf_counter` clock; `sent_t`
+    is 0.0 until known.
     """
 
-    __slots__ = ("_arrived_t", "_stamp", "_writing", "sent_t")
+    __slots__ = ("_writing", "sent_t", "stamp")
 
     def __init__(self, family: int = -1, kind: int = -1, proto: int = -1, fileno: Any = None):
         super().__init__(family, kind, proto, fileno)  # the signature `dup()` calls
-        self.sent_t = self._arrived_t = 0.0
-        self._stamp: bytes | None = None  # the latest read's raw timespec
+        self.sent_t = 0.0
+        self.stamp: bytes | None = None  # the latest read's raw timespec
         self._writing = False
 
     def arrival(self) -> float:
         """When the bytes read so far arrived (now, if no read was stamped)."""
-        if self._stamp is not None:  # converted here, not per read: reads are the hot path
-            seconds, nanos = _TIMESPEC.unpack_from(self._stamp)
-            age_ns = time.time_ns() - seconds * 1_000_000_000 - nanos
-            self._arrived_t = time.perf_counter() - max(age_ns, 0) * 1e-9
-            self._stamp = None
-        return self._arrived_t or time.perf_counter()
+        stamp = self.stamp  # converted here, not per read: reads are the hot path
+        return time.perf_counter() if stamp is None else perf_times([stamp])[0]
 
     def send(self, data: Any, flags: int = 0) -> int:
         if not self._writing:
@@ -75,9 +75,11 @@ class _StampedSocket(socket.socket):
         return super().sendmsg(buffers, *args)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        data, ancillary, _, _ = self.recvmsg(bufsize, _ANCILLARY, flags)
+        # At most RECV_BYTES at a time: asyncio asks for 256 KiB, a buffer glibc
+        # maps and unmaps on every read (~15 µs, most of a streamed event's cost).
+        data, ancillary, _, _ = self.recvmsg(min(bufsize, RECV_BYTES), _ANCILLARY, flags)
         if ancillary:
-            self._stamp = ancillary[-1][2]  # the only ancillary data enabled
+            self.stamp = ancillary[-1][2]  # the only ancillary data enabled
         self._writing = False
         return data
 
@@ -87,13 +89,29 @@ class _StampedSocket(socket.socket):
             [view[:nbytes] if nbytes else view], _ANCILLARY, flags
         )
         if ancillary:
-            self._stamp = ancillary[-1][2]
+            self.stamp = ancillary[-1][2]
         self._writing = False
         return n
 
     def _wrote_first(self) -> None:
         self.sent_t = time.perf_counter()
         self._writing = True
+
+
+def perf_times(stamps: list[bytes | float]) -> list[float]:
+    """Raw kernel stamps (`stamp`) on the `time.perf_counter` clock; floats pass unchanged.
+
+    One reading of both clocks serves the whole list.
+    """
+    now_ns, now = time.time_ns(), time.perf_counter()
+    times = []
+    for stamp in stamps:
+        if isinstance(stamp, float):
+            times.append(stamp)
+        else:
+            seconds, nanos = _TIMESPEC.unpack(stamp)
+            times.append(now - max(now_ns - seconds * 1_000_000_000 - nanos, 0) * 1e-9)
+    return times
 
 
 class WireClock:

@@ -1,0 +1,250 @@
+"""Read a streamed body with one wake of the task, not one per read.
+
+aiohttp wakes the reading task for every read of the socket. Servers write
+one SSE event per token, so that is a task step, a timer context and an
+iterator round trip per token: most of a lean client's CPU. Here the task
+waits once, for the end of the body, while a tap between the transport and
+aiohttp's protocol notes per read how many body bytes had arrived and when
+(the kernel's receive stamp, see wireclock). The body is framed and parsed
+once at the end, each event timed by the read that completed it, so TTFT,
+chunk times and inter-token times are what a wake per read would give, or
+closer (a read is timed when it reached the machine, not when a task woke).
+
+The task wakes early only when it must: an `"error"` in a read (what came so
+far is parsed, and an error event ends the response), the max_response_bytes
+cap, a broken connection, or the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aiohttp
+
+from llamabatch.errors import RequestError
+from llamabatch.wire.provider import Decoder, ResponseFormat
+from llamabatch.wire.response import Response
+from llamabatch.wire.wireclock import perf_times
+
+# Exceptions a wire format's parser raises on valid JSON of an unexpected shape.
+SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+DRAIN_BYTES = 64 * 1024  # taken from aiohttp's buffer at this size, before it pauses reading
+_ERROR_KEY = b'"error"'
+_EDGE = len(_ERROR_KEY) - 1  # a read's last bytes, for an error key split across two reads
+
+
+async def read_stream(
+    r: aiohttp.ClientResponse,
+    provider: ResponseFormat,
+    resp: Response,
+    stamped: Any,
+    limit: int,
+    deadline: float,
+) -> None:
+    """Read a streamed body to its end, filling `resp` (events timed by their arrival).
+
+    `stamped`: the connection's stamped socket (wireclock), or None (times are
+    then when the tap saw each read); `deadline`: `time.perf_counter` time.
+    """
+    stream = r.content
+    tap = BodyTap(stream, provider, resp, stamped, limit)
+    transport = r.connection.transport if r.connection is not None else None
+    if not stream.is_eof() and stream.exception() is None:
+        if transport is None:
+            raise RequestError("connection", "connection closed mid-response", retryable=True)
+        tap.attach(transport)
+        timer = asyncio.get_running_loop().call_later(
+            max(deadline - time.perf_counter(), 0.0), tap.expire
+        )
+        try:
+            if stream.exception() is None:  # what came with the head may have ended it
+                await stream.wait_eof()
+        finally:
+            timer.cancel()
+            tap.detach()
+    tap.finish()
+
+
+class BodyTap(asyncio.Protocol):
+    """Sits between a transport and aiohttp's protocol while a body streams in."""
+
+    def __init__(
+        self,
+        stream: aiohttp.StreamReader,
+        provider: ResponseFormat,
+        resp: Response,
+        stamped: Any,
+        limit: int,
+    ) -> None:
+        self._stream = stream
+        self._provider = provider
+        self._resp = resp
+        self._stamped = stamped
+        self._limit = limit
+        self._decoder: Decoder = provider.decoder()
+        self._inner: Any = None  # aiohttp's protocol, while attached
+        self._transport: asyncio.BaseTransport | None = None
+        # Per read: the body bytes received by its end, and when it arrived (raw stamp).
+        self.offsets = [stream.total_bytes]
+        self.stamps: list[bytes | float] = [self._now()]
+        self._parts: list[bytes] = []  # body taken from aiohttp's buffer, not framed yet
+        self._taken = 0  # body bytes taken from aiohttp's buffer
+        self._framed = 0  # body bytes framed
+        self._edge = b""
+        self._times: list[float] = []  # `stamps` on the perf_counter clock, when last framed
+
+    def _now(self) -> bytes | float:
+        stamp = self._stamped.stamp if self._stamped is not None else None
+        return time.perf_counter() if stamp is None else stamp
+
+    def attach(self, transport: asyncio.BaseTransport) -> None:
+        """Tap the transport's reads, after checking the body that came with the head."""
+        self._inner = transport.get_protocol()
+        self._transport = transport
+        transport.set_protocol(self)
+        self._take()
+        if self._taken > self._limit:
+            self._fail(too_large(self._limit))
+        elif _ERROR_KEY in self._parts[-1]:
+            self._check()
+
+    def detach(self) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None and transport.get_protocol() is self:
+            transport.set_protocol(self._inner)
+
+    # The transport's calls, passed on to aiohttp's protocol.
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+        stream = self._stream
+        total = stream.total_bytes
+        if total != self.offsets[-1]:  # not only the head or chunk framing
+            self.offsets.append(total)
+            stamped = self._stamped
+            stamp = stamped.stamp if stamped is not None else None
+            self.stamps.append(time.perf_counter() if stamp is None else stamp)
+            if total > self._limit:
+                self._fail(too_large(self._limit))
+                return
+            if _ERROR_KEY in data or _ERROR_KEY in self._edge + data[:_EDGE]:
+                self._check()
+            elif total - self._taken > DRAIN_BYTES:
+                self._take()
+            self._edge = data[-_EDGE:]
+        if stream.is_eof():
+            self.detach()  # aiohttp may pool the connection now: its next reads are not ours
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()  # type: ignore[no-any-return]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.detach()
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    # The task's side.
+
+    def expire(self) -> None:
+        """The attempt's deadline passed: wake the task with a timeout."""
+        self._fail(TimeoutError())
+
+    def finish(self) -> None:
+        """At the end of the body: frame and parse what is left; the last read ends it."""
+        payloads, times = self._frame()
+        end = self._times[-1]  # converted with the events' times: never before the last
+        events = self._decoder.close()
+        payloads += events
+        times += [end] * len(events)
+        self._resp.ended_t = end
+        handle(self._provider, payloads, times, self._resp)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.detach()
+        if self._stream.exception() is None and not self._stream.is_eof():
+            self._stream.set_exception(exc)
+
+    def _check(self) -> None:
+        """A read had an error key: parse what came so far (an error event ends the response)."""
+        try:
+            payloads, times = self._frame()
+            handle(self._provider, payloads, times, self._resp)
+        except Exception as exc:  # raised in the task, not in the transport's callback
+            self._fail(exc)
+
+    def _take(self) -> None:
+        """Move aiohttp's buffered body here (so it never pauses reading for a full buffer)."""
+        self._parts.append(self._stream.read_nowait())
+        self._taken = self._stream.total_bytes
+
+    def _frame(self) -> tuple[list[bytes], list[float]]:
+        """The events completed by the body so far, each timed by the read that completed it."""
+        self._take()
+        body = b"".join(self._parts)
+        self._parts = []
+        start, self._framed = self._framed, self._framed + len(body)
+        times = self._times = perf_times(self.stamps)
+        offsets = self.offsets
+        last = len(offsets) - 1
+        split = self._decoder.split_all(body)
+        if split is not None:
+            payloads, ends = split
+            return payloads, [times[min(bisect_left(offsets, start + e), last)] for e in ends]
+        # Not plain events from an event boundary: frame read by read, as they came.
+        payloads, event_times = [], []
+        position = start
+        for k in range(bisect_left(offsets, start + 1), last + 2):
+            end = offsets[k] if k <= last else self._framed  # bytes aiohttp fed past our reads
+            if end <= position:
+                continue
+            events = self._decoder.feed(body[position - start : end - start])
+            payloads += events
+            event_times += [times[min(k, last)]] * len(events)
+            position = end
+        return payloads, event_times
+
+
+def handle(
+    provider: ResponseFormat, payloads: list[bytes], times: list[float], resp: Response
+) -> None:
+    with parsing(resp):
+        provider.handle_batch(payloads, times, resp)
+
+
+@contextmanager
+def parsing(resp: Response) -> Iterator[None]:
+    """Server data of an unexpected shape is the server's protocol error, retried.
+
+    Only the wire format's parsing runs inside; an exception anywhere else is a
+    bug of ours and propagates.
+    """
+    try:
+        yield
+    except SHAPE_ERRORS as exc:
+        raise RequestError(
+            "protocol",
+            f"unexpected response shape ({type(exc).__name__}: {_reason(exc)})",
+            http_status=resp.http_status,
+            retryable=True,
+        ) from None
+
+
+def too_large(limit: int) -> RequestError:
+    return RequestError(
+        "response_too_large",
+        f"response larger than max_response_bytes = {limit:,} bytes; connection dropped",
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join((str(exc) or type(exc).__name__).split())[:200]
