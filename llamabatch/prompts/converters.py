@@ -37,12 +37,15 @@ def sharegpt(row: Row, *, first_turn_only: bool) -> Row:
     after it -> `expected`."""
     messages = _conversation(row.pop("conversations", None))
     system = row.pop("system", None)
-    if isinstance(system, str) and system:
+    head = 1 if isinstance(system, str) and system else 0
+    if head:
         messages.insert(0, {"role": "system", "content": system})
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     if not users:
         raise RowError("the conversation has no human turn")
     ask = users[0] if first_turn_only else users[-1]
+    if not messages[ask]["content"].strip():
+        raise RowError(f"conversations[{ask - head}] is empty (the human turn to send)")
     if first_turn_only:
         prompt = [m for m in messages[:ask] if m["role"] == "system"] + [messages[ask]]
     else:

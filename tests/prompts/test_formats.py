@@ -73,6 +73,7 @@ def test_sharegpt_jsonl_and_unknown_speakers(tmp_path: Path) -> None:
             },
             {"conversations": [{"from": "narrator", "value": "once"}]},
             {"conversations": [{"from": "gpt", "value": "only me"}]},
+            {"system": "Be brief.", "conversations": [{"from": "human", "value": " "}]},
         ],
     )
     prompts = PromptSet(path)
@@ -81,9 +82,22 @@ def test_sharegpt_jsonl_and_unknown_speakers(tmp_path: Path) -> None:
     assert report.errors == [
         f"{path}:2: conversations[0].from is 'narrator'; expected human, gpt or system",
         f"{path}:3: the conversation has no human turn",
+        f"{path}:4: conversations[0] is empty (the human turn to send)",
     ]
     (prompt,) = list(prompts)
     assert prompt.messages == [{"role": "user", "content": "hi"}] and prompt.expected == "yo"
+
+
+def test_sharegpt_in_parquet(tmp_path: Path) -> None:
+    """Hugging Face's Parquet exports hold conversations as lists of structs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist(fx.SHAREGPT[:2]), path)
+    prompts = PromptSet(path)
+    assert prompts.scan().describe() == f"{path}: ShareGPT format, 2 conversations"
+    assert [len(p.messages) for p in prompts] == [3, 1]
 
 
 def test_openai_batch_file_from_the_docs(tmp_path: Path) -> None:
