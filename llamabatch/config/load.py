@@ -6,12 +6,12 @@ import dataclasses
 import os
 import re
 import tomllib
-import urllib.parse
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from llamabatch.config.connection import check_base_url, headers
 from llamabatch.config.endpoints import (
     MANAGED_SERVER,
     Preset,
@@ -23,6 +23,7 @@ from llamabatch.config.endpoints import (
 )
 from llamabatch.config.engine_settings import build_engine, concurrency_setting
 from llamabatch.config.inputs import input_layout
+from llamabatch.config.keys import check_keys
 from llamabatch.config.runmodes import cache_config, cache_override, model_batch, parse_ttl
 from llamabatch.config.schema import (
     DEFAULT_OUTPUT_ROOT,
@@ -37,12 +38,10 @@ from llamabatch.config.scorers import MODEL_SCORERS, ScorerSpec, parse_scorers
 from llamabatch.config.settings import Table
 from llamabatch.config.tasks import model_task
 from llamabatch.errors import ConfigError
+from llamabatch.requestspec import params_problem
 
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _VAR_RE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_HEADER_NAME_RE: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
-_HEADER_VALUE_BAD_RE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_SECRET_PARAM_RE: Final = re.compile(r"(?i)key|token|secret|passw|auth|sig|credential")
 # Settings whose interpolated values are secrets (a key in a header, a token in a URL).
 _SECRET_PLACE_RE: Final = re.compile(r"models\[\d+\]\.(headers|base_url|api_key)\b")
 
@@ -183,6 +182,7 @@ class _Section(Table):
 
 
 def _build(data: dict[str, Any], path: Path) -> RunConfig:
+    check_keys(data, path)
     top = _Section(data, path, "config")
     run = _Section(top.data.pop("run", None), path, "run")
     engine_section = _Section(top.data.pop("engine", None), path, "engine")
@@ -220,8 +220,9 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         if model.name in seen:
             raise ConfigError(f"{path}: two models are named {model.name!r}; names must differ")
         seen.add(model.name)
-        problem = model.task == "chat" and max_tokens_problem(
-            model.model, {**defaults, **model.params}, model.context_tokens
+        problem = _params_problem(model, index, defaults) or (
+            model.task == "chat"
+            and max_tokens_problem(model.model, {**defaults, **model.params}, model.context_tokens)
         )
         if problem:
             raise ConfigError(f"{path}: models[{index}] ({model.name}): {problem}")
@@ -244,6 +245,14 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         cache=cache,
         **layout,
     )
+
+
+def _params_problem(model: ModelConfig, index: int, defaults: dict[str, Any]) -> str | None:
+    """What the model's wire format refuses of `[defaults]` (chat models) and its `params`."""
+    problem = params_problem(model.params, "params", provider=model.provider, task=model.task)
+    if model.task == "chat" and not problem:
+        problem = params_problem(defaults, "defaults", provider=model.provider)
+    return problem
 
 
 def _build_slo(sec: _Section) -> dict[str, float]:
@@ -270,7 +279,7 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
     preset, provider, base_url = _endpoint(sec, server)
     model_id = sec.get("model", str, name)
     if base_url is not None:
-        _check_base_url(base_url, sec)
+        check_base_url(base_url, sec)
     batch, discount = model_batch(sec, preset, provider)
     api_key = sec.get("api_key", str)
     if api_key is not None:
@@ -292,7 +301,7 @@ def _build_model(data: Any, path: Path, index: int) -> ModelConfig:
         tpm=sec.positive("tpm", float),
         stream=sec.get("stream", bool, True),
         params=sec.get("params", dict, {}),
-        headers=_headers(sec),
+        headers=headers(sec),
         sim=sec.get("sim", dict, {}),
         tokenize=check_tokenize(sec.get("tokenize", str, preset.tokenize), sec.error),
         context_tokens=sec.positive("context_tokens", int),
@@ -353,45 +362,10 @@ def _judge_models(
                 f'{path}: scorers ({spec.name}): a {spec.type} scorer needs a task = "{task}" '
                 f"model; {name!r} is {known[name].task}"
             )
+        problem = params_problem(
+            spec.options.get("params", {}), "params", provider=known[name].provider
+        )
+        if problem:
+            raise ConfigError(f"{path}: scorers ({spec.name}): {problem}")
         judges[name] = known[name]
     return tuple(judges.values())
-
-
-def _headers(sec: _Section) -> dict[str, str]:
-    headers = sec.get("headers", dict, {})
-    for key, value in headers.items():
-        if not _HEADER_NAME_RE.fullmatch(key):
-            raise sec.error(f"headers.{key!r}", "is not a valid header name")
-        if not isinstance(value, str):
-            raise sec.error(f"headers.{key}", "must be a string")
-        if _HEADER_VALUE_BAD_RE.search(value):
-            # A CR or LF would start a new header (or a body) on the wire.
-            raise sec.error(f"headers.{key}", "holds a line break or control character")
-    return dict(headers)
-
-
-def _check_base_url(url: str, sec: _Section) -> None:
-    """An http(s) URL without credentials in it (they would be logged and written)."""
-    if not url.startswith(("http://", "https://")):
-        raise sec.error("base_url", f"must start with http:// or https://, got {_shown(url)!r}")
-    if _HEADER_VALUE_BAD_RE.search(url) or " " in url:
-        raise sec.error("base_url", "holds a space, line break or control character")
-    parts = urllib.parse.urlsplit(url)
-    if "@" in parts.netloc:
-        raise sec.error(
-            "base_url",
-            "holds credentials (user:password@); they would be sent as Basic auth and "
-            "written to logs: put the key in the variable named by api_key_env instead",
-        )
-    secret = [k for k, _ in urllib.parse.parse_qsl(parts.query) if _SECRET_PARAM_RE.search(k)]
-    if secret:
-        raise sec.error(
-            "base_url",
-            f"carries a credential in its query ({', '.join(secret)}=...): send it as a header "
-            "(api_key_env, or headers = {...} with ${VAR}) so it stays out of URLs and logs",
-        )
-
-
-def _shown(url: str) -> str:
-    """A URL for an error message: its query and anything up to an `@` (user info) left out."""
-    return url.split("?", 1)[0].rsplit("@", 1)[-1]

@@ -29,6 +29,7 @@ from llamabatch.engine.workqueue import PromptSource, Workers, WorkQueue
 from llamabatch.errors import RequestError
 from llamabatch.prompts import Prompt
 from llamabatch.prompts.text import estimate_prompt_tokens
+from llamabatch.requestspec import merge_params
 from llamabatch.results import Sink
 from llamabatch.results.cache import ResponseCache
 from llamabatch.results.resume import DoneIndex
@@ -171,7 +172,7 @@ class Engine:
         turn: int | None = None,
     ) -> Job:
         if prompt.params:
-            params = {**lane.params, **prompt.params}
+            params = merge_params(lane.params, prompt.params)
             params_json = orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
         else:
             params, params_json = lane.params, lane.params_json

@@ -13,6 +13,7 @@ from llamabatch.engine.breaker import CircuitBreaker
 from llamabatch.engine.coordinator import LeasedAdmission, SharedBreaker
 from llamabatch.engine.ratelimit import Admission
 from llamabatch.errors import RequestError
+from llamabatch.requestspec import merge_params
 from llamabatch.wire import Provider, provider_for
 from llamabatch.wire.embeddings import EmbeddingFormat, embedding_format_for
 from llamabatch.wire.tokenizers import TokenCounter
@@ -56,7 +57,7 @@ class Lane:
         workers = admission.max_concurrency
         embed = model.task == "embed"
         # [defaults] are generation parameters; an embedding model takes its own params only.
-        params = dict(model.params) if embed else {**config.defaults, **model.params}
+        params = dict(model.params) if embed else merge_params(config.defaults, model.params)
         return cls(
             config=model,
             provider=provider_for(model.provider),

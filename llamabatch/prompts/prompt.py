@@ -10,10 +10,10 @@ from typing import Any, Final
 import orjson
 import pyarrow as pa
 
+from llamabatch.requestspec import content_problem, params_problem, role_problem
+
 RESERVED: Final = frozenset({"id", "messages", "prompt", "turns", "system", "params", "expected"})
 MASK64: Final = (1 << 64) - 1
-_NUMBER_PARAMS: Final = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
-_INT_PARAMS: Final = ("max_tokens", "max_completion_tokens", "seed", "n", "top_k")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,13 +75,13 @@ def parse_row(row: dict[str, Any]) -> Prompt:
         params = {}
     elif not isinstance(params, dict):
         raise RowError(f"'params' must be an object, got {type(params).__name__}")
-    _check_params(params)
     expected = row.get("expected")
     if turns is not None:
         expected = turns[-1].expected
     elif expected is not None and not isinstance(expected, str):
         expected = orjson.dumps(expected).decode()
     content_hash = _content_hash(messages, params, turns)
+    params = _checked_params(params)
     prompt_id = row.get("id")
     if prompt_id is None:
         prompt_id = content_hash
@@ -127,11 +127,13 @@ def _messages(row: Mapping[str, Any]) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise RowError(f"messages[{i}] must be an object with role and content")
         role = message.get("role")
-        if not isinstance(role, str) or not role:
-            raise RowError(f"messages[{i}].role must be a non-empty string")
+        if problem := role_problem(role, f"messages[{i}].role"):
+            raise RowError(problem)
         content = message.get("content")
         if not isinstance(content, str | list) and not (content is None and role == "assistant"):
             raise RowError(f"messages[{i}].content must be a string or a list of parts")
+        if problem := content_problem(content, f"messages[{i}].content"):
+            raise RowError(problem)
     # Parquet structs come back with every key; drop the nulls they add.
     return [{k: v for k, v in m.items() if v is not None} for m in messages]
 
@@ -163,6 +165,8 @@ def _turns(row: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[Turn]]:
             raise RowError(f"turns[{i}] must be a string or a {{role: user, content}} object")
         if not isinstance(message.get("content"), str | list) or not message["content"]:
             raise RowError(f"turns[{i}].content must be a non-empty string or a list of parts")
+        if problem := content_problem(message["content"], f"turns[{i}].content"):
+            raise RowError(problem)
         messages.append({k: v for k, v in message.items() if v is not None})
     if not messages:
         raise RowError("'turns' has no user message")
@@ -183,25 +187,15 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _check_params(params: Mapping[str, Any]) -> None:
+def _checked_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A row's request settings, checked; a null one is unset (Parquet structs hold every key)."""
     if not params:
-        return
-    for key in _NUMBER_PARAMS:
-        value = params.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise RowError(f"params.{key} must be a number, got {value!r}")
-    for key in _INT_PARAMS:
-        value = params.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise RowError(f"params.{key} must be an integer, got {value!r}")
-    max_tokens = params.get("max_tokens")
-    if max_tokens is not None and max_tokens < 1:
-        raise RowError(f"params.max_tokens must be >= 1, got {max_tokens}")
-    stop = params.get("stop")
-    if stop is not None and not (
-        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
-    ):
-        raise RowError("params.stop must be a string or a list of strings")
+        return params
+    if None in params.values():
+        params = {k: v for k, v in params.items() if v is not None}
+    if problem := params_problem(params):
+        raise RowError(problem)
+    return params
 
 
 def id_hash(prompt_id: str) -> int:

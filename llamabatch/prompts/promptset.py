@@ -87,12 +87,14 @@ class PromptSet:
     def scan(
         self,
         visit: Callable[[int, Prompt], None] | None = None,
+        check: Callable[[Prompt], None] | None = None,
         *,
         max_errors: int | None = MAX_REPORTED_ERRORS,
     ) -> ScanReport:
         """Validate every row (without keeping them) and infer carried-through column types.
 
-        `visit` sees each valid prompt (resume uses it to compare with stored rows).
+        `visit` sees each valid prompt (resume uses it to compare with stored rows);
+        `check` may refuse a prompt with RowError (a run checks rows against its models).
         Ids are kept as 64-bit hashes, 8 bytes a row, so a file of millions of
         prompts is checked for duplicates in little memory.
         """
@@ -106,6 +108,8 @@ class PromptSet:
             report.rows += 1
             try:
                 prompt = parse_row(row)
+                if check is not None:
+                    check(prompt)
             except RowError as exc:
                 report.add_error(f"{self._where(row_no)}: {exc}", row_no)
                 continue

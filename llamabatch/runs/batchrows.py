@@ -22,6 +22,7 @@ import orjson
 from llamabatch.config import ModelConfig, RunConfig
 from llamabatch.errors import RequestError
 from llamabatch.prompts import Prompt, PromptSet
+from llamabatch.requestspec import merge_params
 from llamabatch.results import DoneIndex, Job, RowBuilder, Sink
 from llamabatch.results.batchlog import BatchLog, Chunk
 from llamabatch.results.cache import ResponseCache
@@ -41,7 +42,7 @@ def model_params(
     config: RunConfig, model: ModelConfig, prompt_params: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, Any], str]:
     """The request parameters of a model (and a prompt's own), and their JSON for the row."""
-    params = {**config.defaults, **model.params, **(prompt_params or {})}
+    params = merge_params(config.defaults, model.params, prompt_params or {})
     return params, orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
 
 

@@ -34,6 +34,7 @@ from llamabatch.results.journal import JOURNAL_DIR
 from llamabatch.results.manifest import MANIFEST, versions
 from llamabatch.results.resume import ResumeScan
 from llamabatch.results.schema import is_derived
+from llamabatch.runs.rowcheck import RowCheck
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,13 @@ async def open_output(
                 functools.partial(load_done, config.output, keep_errors=keep_errors)
             )
         drift = ResumeScan(done, [m.name for m in config.models], config.repeats)
+        check = RowCheck(config)
         digest = await anyio.to_thread.run_sync(
             scancache.file_digest, config.input, prompts.layout.key()
         )
-        report, cache = await _validate(config, prompts, drift, digest, reuse=opened)
+        # A cached validation holds for this file checked against these models only.
+        digest = f"{digest}-{check.signature}"
+        report, cache = await _validate(config, prompts, drift, digest, check, reuse=opened)
         _check_scan(config, report)
         models = config.models if all_models is None else all_models
         check = functools.partial(_check_resumable, config, done, drift, models)
@@ -87,7 +91,13 @@ async def open_output(
 
 
 async def _validate(
-    config: RunConfig, prompts: PromptSet, drift: ResumeScan, digest: str, *, reuse: bool
+    config: RunConfig,
+    prompts: PromptSet,
+    drift: ResumeScan,
+    digest: str,
+    check: RowCheck,
+    *,
+    reuse: bool,
 ) -> tuple[ScanReport, scancache.CacheWriter | None]:
     """The validation pass, or, for an unchanged file already validated here, its record.
 
@@ -106,7 +116,7 @@ async def _validate(
             drift(row_no, prompt)
             cache(row_no, prompt)
 
-        report = await anyio.to_thread.run_sync(prompts.scan, visit)
+        report = await anyio.to_thread.run_sync(prompts.scan, visit, check)
         drift.finish()
     except BaseException:
         cache.discard()
@@ -116,8 +126,15 @@ async def _validate(
 
 def _check_scan(config: RunConfig, report: ScanReport) -> None:
     """Bad rows stop the run (unless skipped); so do columns that would shadow results."""
+    if not report.rows:
+        raise UsageError(f"{config.input}: the prompt file is empty; there is nothing to send")
     if not config.skip_invalid:
         report.raise_if_invalid()
+    if not report.valid:
+        raise UsageError(
+            f"{config.input}: none of its {report.rows:,} rows is valid; "
+            f"run `llamabatch validate {config.input}` to list the problems"
+        )
     clashes = sorted(c for c in report.extra_types if c in COLUMNS or is_derived(c))
     if clashes:
         raise UsageError(

@@ -20,7 +20,7 @@ import numpy as np
 
 from llamabatch.config.schema import ModelConfig
 from llamabatch.errors import RequestError
-from llamabatch.wire.request import HttpRequest, json_post
+from llamabatch.wire.request import HttpRequest, json_post, merge_extra, split_extra
 from llamabatch.wire.response import Response, number_or_none
 from llamabatch.wire.sse import NDJSONDecoder
 from llamabatch.wire.status import decode_json, status_error, stream_error
@@ -55,8 +55,9 @@ class EmbeddingFormat:
         params: Mapping[str, Any],
         api_key: str | None,
     ) -> HttpRequest:
+        params, extra = split_extra(params)
         body = {"model": model.model, "input": list(inputs), **self.params(params)}
-        request = json_post(model, self.path, body, api_key, sse=False)
+        request = json_post(model, self.path, merge_extra(body, extra), api_key, sse=False)
         return HttpRequest(request.url, request.headers, request.body, stream=False)
 
     def params(self, params: Mapping[str, Any]) -> dict[str, Any]:

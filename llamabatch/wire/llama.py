@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Final
 from llamabatch.config.schema import ModelConfig
 from llamabatch.errors import RequestError
 from llamabatch.wire.provider import Provider
-from llamabatch.wire.request import HttpRequest, json_post
+from llamabatch.wire.request import HttpRequest, json_post, merge_extra, split_extra
 from llamabatch.wire.response import ANSWER, REASONING, Response, content_parts
 from llamabatch.wire.status import decode_json, stream_error
 
@@ -35,12 +35,15 @@ class LlamaProvider(Provider):
         params: Mapping[str, Any],
         api_key: str | None,
     ) -> HttpRequest:
+        params, extra = split_extra(params)
         body: dict[str, Any] = {"model": model.model, "messages": messages}
         for key, value in params.items():
             body[RENAMED.get(key, key)] = value
         if model.stream:
             body["stream"] = True
-        return json_post(model, "/chat/completions", body, api_key, sse=model.stream)
+        return json_post(
+            model, "/chat/completions", merge_extra(body, extra), api_key, sse=model.stream
+        )
 
     def handle_event(self, payload: bytes, resp: Response, t: float) -> None:
         data = decode_json(payload)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Final
 from llamabatch.config.schema import ModelConfig
 from llamabatch.errors import RequestError
 from llamabatch.wire.provider import Provider
-from llamabatch.wire.request import HttpRequest, json_post
+from llamabatch.wire.request import HttpRequest, json_post, merge_extra, split_extra
 from llamabatch.wire.response import ANSWER, REASONING, Response, number_or_none
 from llamabatch.wire.sse import NDJSONDecoder
 from llamabatch.wire.status import decode_json, stream_error
@@ -38,6 +38,7 @@ class OllamaProvider(Provider):
         params: Mapping[str, Any],
         api_key: str | None,
     ) -> HttpRequest:
+        params, extra = split_extra(params)
         body: dict[str, Any] = {"model": model.model, "messages": messages, "stream": model.stream}
         options: dict[str, Any] = {}
         for key, value in params.items():
@@ -45,11 +46,13 @@ class OllamaProvider(Provider):
                 body["format"] = _format(value)
             elif key in TOP_LEVEL:
                 body[key] = value
+            elif key == "stop" and isinstance(value, str):
+                options["stop"] = [value]  # Ollama's options.stop is a list
             else:
                 options[RENAMED.get(key, key)] = value
         if options:
             body["options"] = options
-        return json_post(model, "/api/chat", body, api_key, sse=False)
+        return json_post(model, "/api/chat", merge_extra(body, extra), api_key, sse=False)
 
     def decoder(self) -> NDJSONDecoder:
         return NDJSONDecoder()

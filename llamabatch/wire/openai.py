@@ -17,7 +17,7 @@ import orjson
 from llamabatch.config.schema import ModelConfig
 from llamabatch.errors import RequestError
 from llamabatch.wire.provider import Provider
-from llamabatch.wire.request import HttpRequest, json_post
+from llamabatch.wire.request import HttpRequest, json_post, merge_extra, split_extra
 from llamabatch.wire.response import (
     ANSWER,
     REASONING,
@@ -42,11 +42,14 @@ class OpenAIProvider(Provider):
         params: Mapping[str, Any],
         api_key: str | None,
     ) -> HttpRequest:
+        params, extra = split_extra(params)
         body: dict[str, Any] = {"model": model.model, "messages": messages, **params}
         if model.stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        return json_post(model, "/chat/completions", body, api_key, sse=model.stream)
+        return json_post(
+            model, "/chat/completions", merge_extra(body, extra), api_key, sse=model.stream
+        )
 
     def handle_batch(self, payloads: list[bytes], times: list[float], resp: Response) -> None:
         """Parse a whole stream's events with one JSON call; plain text deltas take a fast path."""

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from llamabatch.config.schema import ModelConfig
+from llamabatch.requestspec import EXTRA_BODY
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +42,22 @@ def json_post(
     return HttpRequest(
         url=f"{model.base_url}{path}", headers=headers, body=orjson.dumps(body), stream=model.stream
     )
+
+
+def split_extra(params: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any] | None]:
+    """`params` without `extra_body`, and `extra_body` (None when there is none)."""
+    if EXTRA_BODY not in params:
+        return params, None
+    extra = params[EXTRA_BODY]
+    return {k: v for k, v in params.items() if k != EXTRA_BODY}, extra
+
+
+def merge_extra(body: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`body` with `extra_body`'s settings added as they are (a table merges into a table)."""
+    for key, value in (extra or {}).items():
+        current = body.get(key)
+        if isinstance(current, dict) and isinstance(value, Mapping):
+            body[key] = {**current, **value}  # Ollama's `options`, say
+        else:
+            body[key] = value
+    return body

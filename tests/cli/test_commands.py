@@ -80,7 +80,7 @@ def test_bad_config_exits_2_with_one_line(
     )
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"llamabatch: error: {config}: unknown setting in [models[0] (a)]: speed"
+    assert err == f"llamabatch: error: {config}: unknown key models[0].speed"
 
 
 def test_invalid_prompts_exit_2_before_sending(

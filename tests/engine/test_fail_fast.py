@@ -15,15 +15,20 @@ import pytest
 from aiohttp import web
 
 from llamabatch import RunConfig, SimServer, arun
+from llamabatch.sim import server
 from llamabatch.sim.formats import SimFormat
 from tests.helpers import FAST, prompt_rows, sim_config, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_validation_500_is_final_at_the_first_attempt(tmp_path: Path) -> None:
+async def test_a_validation_500_is_final_at_the_first_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # llama-cpp-python's server knows no `developer` role (an OpenAI one, so llamabatch sends it).
+    monkeypatch.setattr(server, "ROLES", frozenset({"system", "user", "assistant", "tool"}))
     rows: list[dict[str, Any]] = prompt_rows(5)
-    rows.append({"id": "bad-role", "messages": [{"role": "wizard", "content": "hi"}]})
+    rows.append({"id": "bad-role", "messages": [{"role": "developer", "content": "hi"}]})
     prompts = write_jsonl(tmp_path / "p.jsonl", rows)
     async with SimServer(default=FAST) as sim:
         # Default backoff: six retries of the bad row would take about half a minute.
