@@ -215,6 +215,21 @@ async def test_a_nan_temperature_in_parquet_is_an_error_not_null(
 
 
 @pytest.mark.anyio
+async def test_a_null_in_a_parquet_rows_params_is_unset_not_sent(
+    tmp_path: Path, sim: SimServer
+) -> None:
+    """A Parquet struct holds every key of every row: the ones a row lacks come back null."""
+    prompts = tmp_path / "p.parquet"
+    params = [{"temperature": 0.5}, {"max_tokens": 5}]
+    pq.write_table(pa.table({"id": ["a", "b"], "prompt": ["x", "y"], "params": params}), prompts)
+    result = await arun(config(tmp_path, sim.base_url, prompts), check=False)
+    assert result.exit_code == 0 and sim.stats.requests == 2
+    sent = pd.read_parquet(tmp_path / "out").set_index("prompt_id")["request_params"]
+    assert json.loads(sent["a"]) == {"temperature": 0.5}
+    assert json.loads(sent["b"]) == {"max_tokens": 5}
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("quiet", [False, True])
 async def test_an_empty_prompt_file_is_one_line_exit_2(
     tmp_path: Path, sim: SimServer, capsys: pytest.CaptureFixture[str], quiet: bool
