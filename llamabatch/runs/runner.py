@@ -24,6 +24,7 @@ from llamabatch.runs.drive import ActiveRun, Tally
 from llamabatch.runs.judge import Judge, rescore_judged
 from llamabatch.runs.output import announce, new_manifest, now_iso, open_output, prepare_output
 from llamabatch.runs.preflight import preflight
+from llamabatch.runs.servers import sim_profiles
 from llamabatch.scoring import Scoring
 
 if TYPE_CHECKING:
@@ -148,6 +149,7 @@ async def arun(
     prompts = PromptSet(config.input, limit=config.limit, layout=Layout.of(config))
     for model in config.models:
         model.resolve_api_key()  # a missing key fails here, before anything is touched
+    sim_profiles(config)  # a bad `sim = {...}` too
     scoring = Scoring.from_config(config)
     # A judge checks its model's key up front; it runs after the requests.
     judge = Judge(scoring.model_scorers, config) if scoring.model_scorers else None

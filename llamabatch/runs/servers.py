@@ -27,7 +27,7 @@ from anyio.abc import Process, TaskStatus
 
 from llamabatch.config import ModelConfig, RunConfig
 from llamabatch.config.endpoints import ServerSpec
-from llamabatch.errors import UsageError, raise_sole_usage_error
+from llamabatch.errors import ConfigError, UsageError, raise_sole_usage_error
 from llamabatch.wire.sse import LineSplitter
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,9 @@ async def local_servers(config: RunConfig) -> AsyncIterator[RunConfig]:
     async with AsyncExitStack() as stack:
         urls: dict[str, str] = {}
         if sims:
-            from llamabatch.sim import SimProfile, builtin_profile
             from llamabatch.sim.server import SimServer
 
-            profiles = {
-                m.model: SimProfile.from_mapping(m.sim, builtin_profile(m.model)) for m in sims
-            }
+            profiles = sim_profiles(config)
             sim = await stack.enter_async_context(SimServer(profiles=profiles))
             urls.update((m.name, sim.base_url) for m in sims)
         for model in config.models:
@@ -64,6 +61,22 @@ async def local_servers(config: RunConfig) -> AsyncIterator[RunConfig]:
             for m in config.models
         )
         yield dataclasses.replace(config, models=models)
+
+
+def sim_profiles(config: RunConfig) -> dict[str, Any]:
+    """The profiles of the models the in-process simulator serves; a bad `sim` is a config error."""
+    from llamabatch.sim import SimProfile, builtin_profile
+
+    profiles = {}
+    for model in config.models:
+        if model.provider == "sim" and model.base_url is None:
+            try:
+                profiles[model.model] = SimProfile.from_mapping(
+                    model.sim, builtin_profile(model.model)
+                )
+            except ValueError as exc:
+                raise ConfigError(f"{config.source}: model {model.name!r}: {exc}") from None
+    return profiles
 
 
 @asynccontextmanager

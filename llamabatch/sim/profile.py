@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -51,11 +52,32 @@ class SimProfile:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], base: SimProfile | None = None) -> SimProfile:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown simulator setting(s): {', '.join(sorted(unknown))}")
+        """A profile from a config's `sim = {...}`; ValueError names a bad key or value."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        for key, value in data.items():
+            if key not in kinds:
+                close = difflib.get_close_matches(key, list(kinds), n=1)
+                guess = f" (did you mean {close[0]}?)" if close else ""
+                raise ValueError(f"sim.{key} is not a simulator setting{guess}")
+            if problem := _value_problem(str(kinds[key]), value):
+                raise ValueError(f"sim.{key} {problem}")
         return replace(base or cls(), **data)
+
+
+def _value_problem(kind: str, value: Any) -> str | None:
+    """What is wrong with a value for a field annotated `kind` (annotations are strings here)."""
+    if value is None:
+        return None if "None" in kind else "must be set"
+    if kind.startswith("bool"):
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if kind.startswith("str"):
+        return None if isinstance(value, str) else f"must be a string, got {value!r}"
+    number = int if kind.startswith("int") else (int, float)
+    if isinstance(value, bool) or not isinstance(value, number):
+        return f"must be {'an integer' if number is int else 'a number'}, got {value!r}"
+    if not 0 <= value < 2.0**53:
+        return f"must be a finite number >= 0, got {value!r}"
+    return None
 
 
 @dataclass(frozen=True)

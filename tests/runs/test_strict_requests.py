@@ -319,3 +319,28 @@ async def test_extra_body_reaches_the_server_untouched(tmp_path: Path, provider:
         "guided_choice": ["b"],
         "options": {"num_gpu": 1},
     }
+
+
+@pytest.mark.parametrize(
+    ("sim", "message"),
+    [
+        ("{ speed = 3 }", "sim.speed is not a simulator setting"),
+        ("{ tokens_per_sec = 3 }", "sim.tokens_per_sec is not a simulator setting (did you mean"),
+        ("{ ttft_s = nan }", "sim.ttft_s must be a finite number >= 0, got nan"),
+        ("{ output_tokens = 1.5 }", "sim.output_tokens must be an integer, got 1.5"),
+        ("{ stream_usage = 1 }", "sim.stream_usage must be true or false"),
+    ],
+)
+def test_a_bad_sim_table_is_one_line_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sim: str, message: str
+) -> None:
+    prompts = write_jsonl(tmp_path / "p.jsonl", [ROW])
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f"[run]\ninput = '{prompts}'\noutput = '{tmp_path / 'out'}'\n"
+        f"[[models]]\nname = 'm1'\nprovider = 'sim'\nsim = {sim}\n"
+    )
+    assert main(["run", str(path), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"llamabatch: error: {path}: model 'm1': {message}"), err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
