@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from llamabatch.prompts.prompt import RowError
+from llamabatch.requestspec import IMPORT_DROPPED_PARAMS
 
 Row = dict[str, Any]
 
@@ -29,7 +30,7 @@ SHAREGPT_ROLES: Final = {
     "system": "system",
 }
 # The config decides these, not an OpenAI Batch file's body.
-BATCH_DROPPED: Final = ("model", "stream", "stream_options")
+BATCH_DROPPED: Final = IMPORT_DROPPED_PARAMS
 
 
 def sharegpt(row: Row, *, first_turn_only: bool) -> Row:

@@ -57,7 +57,10 @@ def test_missing_api_key_variable_is_named(tmp_path: Path) -> None:
     [
         (("[run]", "[run]\nrepeats = 0"), r"c\.toml: run\.repeats must be > 0"),
         (("[run]", "[run]\nrepeats = 'x'"), r"run\.repeats must be int"),
-        (("[run]", "[run]\ncolour = 1"), r"c\.toml: unknown key run\.colour$"),
+        (
+            ("[run]", "[run]\ncolour = 1"),
+            r"c\.toml: unknown key run\.colour \(did you mean columns\?\)$",
+        ),
         (
             ('provider = "openai"', 'provider = "grpc"'),
             r"models\[0\] \(a\)\.provider must be one of",
