@@ -66,13 +66,13 @@ async def open_output(
                 functools.partial(load_done, config.output, keep_errors=keep_errors)
             )
         drift = ResumeScan(done, [m.name for m in config.models], config.repeats)
-        check = RowCheck(config)
+        rows_check = RowCheck(config)
         digest = await anyio.to_thread.run_sync(
             scancache.file_digest, config.input, prompts.layout.key()
         )
         # A cached validation holds for this file checked against these models only.
-        digest = f"{digest}-{check.signature}"
-        report, cache = await _validate(config, prompts, drift, digest, check, reuse=opened)
+        digest = f"{digest}-{rows_check.signature}"
+        report, cache = await _validate(config, prompts, drift, digest, rows_check, reuse=opened)
         _check_scan(config, report)
         models = config.models if all_models is None else all_models
         check = functools.partial(_check_resumable, config, done, drift, models)
