@@ -32,6 +32,7 @@ class ScanReport:
     skipped_rows: set[int] = field(default_factory=set)
     extra_types: dict[str, pa.DataType] = field(default_factory=dict)
     format: str = "rows"  # the dataset format the rows were read as
+    turn_rows: int = 0  # result rows a sample of the valid prompts makes: one per turn
     dropped: dict[str, int] = field(default_factory=dict)  # OpenAI Batch body keys dropped
     max_errors: int | None = MAX_REPORTED_ERRORS  # messages kept (None: all)
 
@@ -116,6 +117,7 @@ class PromptSet:
             hashes.append(id_hash(prompt.id))
             row_numbers.append(row_no)
             report.valid += 1
+            report.turn_rows += 1 if prompt.turns is None else len(prompt.turns)
             if visit is not None:
                 visit(row_no, prompt)
             for name, value in prompt.extra.items():

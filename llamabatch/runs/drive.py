@@ -93,7 +93,7 @@ class ActiveRun:
 
     async def drive(self) -> bool:
         """Run the engine with its helpers (servers, flusher, monitor, signals); True if stopped."""
-        per_model = self.prompts.count() * self.config.repeats
+        per_model = self.rows_per_sample() * self.config.repeats
         pending = sum(max(0, per_model - self.done.count(m.name)) for m in self.config.models)
         self.tally.on_start(pending)
         limit = self.config.engine.max_response_bytes
@@ -159,6 +159,19 @@ class ActiveRun:
                 raise_sole_usage_error(group)  # batch mode: a conversation in the prompts
                 raise
             return engine.stopping.is_set()
+
+    def rows_per_sample(self) -> int:
+        """Result rows one sample of the prompts makes: a conversation writes one per turn.
+
+        Stored rows are counted the same way, so the progress bar's total is in rows.
+        Under `--limit`, a file's mean turns per prompt stand in for its first prompts'.
+        """
+        count, report = self.prompts.count(), self.prompts.report
+        if report is None or not report.valid or report.turn_rows <= report.valid:
+            return count
+        if count == report.valid:
+            return report.turn_rows
+        return round(count * report.turn_rows / report.valid)
 
     def summary(self) -> dict[str, Any]:
         """What the manifest records at the end: counts and how the client fared."""

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from llamabatch import RequestError, SimServer, arun
 from llamabatch.cli.commands import main
 from llamabatch.cli.progress import ProgressBar
-from tests.helpers import ROOT, prompt_rows, write_jsonl
+from tests.helpers import FAST, ROOT, prompt_rows, sim_config, write_jsonl
 
 FAST_SIM = "sim = { ttft_s = 0.0, tokens_per_s = 0.0 }"
 
@@ -88,3 +92,35 @@ def test_summary_of_a_scored_run_shows_score_means_and_cost(
     for line in lines[2:5]:
         assert re.search(r"\$\d[\d.e-]*$", line), line
         assert re.search(r"\s[01]\.\d{3}\s", line), line  # a score mean
+
+
+class Recorder:
+    """An observer keeping what the progress bar is told."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self.rows = 0
+
+    def on_start(self, pending: int) -> None:
+        self.pending.append(pending)
+
+    def on_row(self, row: Mapping[str, Any]) -> None:
+        self.rows += 1
+
+    def on_retry(self, model: str, error: RequestError, delay_s: float) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_the_bar_total_counts_every_turn_of_a_conversation(tmp_path: Path) -> None:
+    rows = [
+        {"id": f"c{i}", "turns": [f"Q{i}?", "And then?", "Why?"][: 1 + i % 3]} for i in range(6)
+    ]
+    async with SimServer(default=FAST) as sim:
+        config = sim_config(tmp_path, sim.base_url, prompts=write_jsonl(tmp_path / "c.jsonl", rows))
+        seen = Recorder()
+        await arun(dataclasses.replace(config, repeats=2), observer=seen)
+        assert seen.pending == [2 * (1 + 2 + 3 + 1 + 2 + 3)] and seen.rows == seen.pending[0]
+        again = Recorder()
+        await arun(dataclasses.replace(config, repeats=3), observer=again)
+        assert again.pending == [12] and again.rows == 12  # the third sample of each
