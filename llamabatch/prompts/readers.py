@@ -28,6 +28,7 @@ KINDS: Final = {
     ".csv": "csv",
 }
 BATCH_ROWS: Final = 1024
+BOM: Final = b"\xef\xbb\xbf"
 
 Record = tuple[int, dict[str, Any] | None]
 
@@ -51,7 +52,7 @@ def file_kind(path: Path) -> str:
 def _first_byte(path: Path) -> bytes:
     with path.open("rb") as fh:
         while block := fh.read(4096):
-            stripped = block.lstrip().removeprefix(b"\xef\xbb\xbf").lstrip()
+            stripped = block.lstrip().removeprefix(BOM).lstrip()
             if stripped:
                 return stripped[:1]
     return b""
@@ -75,6 +76,8 @@ def wanted(only: bytearray, row_no: int) -> bool:
 def _jsonl(path: Path, only: bytearray | None) -> Iterator[Record]:
     with path.open("rb") as fh:
         for line_no, line in enumerate(fh, start=1):
+            if line_no == 1:
+                line = line.removeprefix(BOM)  # as Windows tools write UTF-8
             if not line.strip():
                 continue
             if only is not None and not wanted(only, line_no):
@@ -97,6 +100,8 @@ def _json_array(path: Path, only: bytearray | None) -> Iterator[Record]:
 
     row_no = 0
     with path.open("rb") as fh:
+        if fh.read(len(BOM)) != BOM:
+            fh.seek(0)
         try:
             for item in ijson.items(fh, "item", use_float=True):
                 row_no += 1
@@ -105,7 +110,17 @@ def _json_array(path: Path, only: bytearray | None) -> Iterator[Record]:
                 else:
                     yield row_no, _object(item)
         except ijson.JSONError as exc:
-            raise PromptError(f"{path}: invalid JSON after row {row_no}: {exc}") from None
+            raise PromptError(
+                f"{path}: invalid JSON in row {row_no + 1}: {_first_line(exc)}"
+            ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    """yajl's message, without the excerpt it draws on the lines below."""
+    message = exc.args[0] if exc.args else exc
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
 
 
 def _object(row: Any) -> dict[str, Any]:

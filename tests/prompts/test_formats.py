@@ -225,8 +225,20 @@ def test_ndjson_and_broken_json_files(tmp_path: Path) -> None:
         PromptSet(pretty).scan()
     cut = tmp_path / "cut.json"
     cut.write_text('[{"prompt": "a"}, {"prompt": "b"}, {"pro')
-    with pytest.raises(PromptError, match="invalid JSON after row 2"):
+    with pytest.raises(PromptError, match="invalid JSON in row 3: "):
         PromptSet(cut).scan()
+    nan = tmp_path / "nan.json"
+    nan.write_text('[{"prompt": NaN}]')
+    with pytest.raises(PromptError) as info:
+        PromptSet(nan).scan()
+    assert (
+        str(info.value)
+        == f"{nan}: invalid JSON in row 1: lexical error: invalid char in json text."
+    )
+    for name, text in (("bom.json", '[{"prompt": "a"}]'), ("bom.jsonl", '{"prompt": "a"}\n')):
+        bom = tmp_path / name
+        bom.write_text(text, encoding="utf-8-sig")  # as Windows tools write UTF-8
+        assert PromptSet(bom).scan().valid == 1
     mixed = tmp_path / "mixed.json"
     mixed.write_text('[{"prompt": "a"}, 3]')
     assert PromptSet(mixed).scan().errors == [f"{mixed}: row 2: expected a JSON object, got int"]
