@@ -7,6 +7,7 @@ so a bad one is a config error before anything is sent.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import re
@@ -58,6 +59,15 @@ class _Table(Table):
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where} must be a table")
         super().__init__(data, where, sep=": ")
+
+    def error(self, key: str, message: str) -> ConfigError:
+        # A required key missing beside a near-miss of it: the typo is the news.
+        typo = message.startswith("is required") and difflib.get_close_matches(
+            key, [str(k) for k in self.data], n=1, cutoff=0.7
+        )
+        if typo:
+            return ConfigError(f"{self.label}: unknown setting(s): {typo[0]} (did you mean {key}?)")
+        return super().error(key, message)
 
     def finish(self) -> None:
         if self.data:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from llamabatch.errors import ConfigError
+from llamabatch.requestspec import did_you_mean
 
 # No setting needs more; larger numbers (and inf, nan) overflow timers and int64 columns.
 MAX_NUMBER: Final = 2.0**53
@@ -23,11 +24,13 @@ class Table:
         self.data = dict(data)
         self.label = label
         self.sep = sep
+        self.asked: list[str] = []  # the keys read, for did-you-mean guesses
 
     def error(self, key: str, message: str) -> ConfigError:
         return ConfigError(f"{self.label}{self.sep}{key} {message}")
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        self.asked.append(key)
         value = self.data.pop(key, None)
         if value is None:
             return default
@@ -56,5 +59,5 @@ class Table:
         return value
 
     def leftover(self) -> str:
-        """The keys nobody asked for, comma-separated ('' when none)."""
-        return ", ".join(sorted(self.data))
+        """The keys nobody asked for, each with a guess among those asked for ('' when none)."""
+        return ", ".join(f"{k}{did_you_mean(k, self.asked)}" for k in sorted(self.data))

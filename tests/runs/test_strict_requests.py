@@ -21,6 +21,8 @@ from aiohttp import web
 
 from llamabatch import arun
 from llamabatch.cli.commands import main
+from llamabatch.config import load_config
+from llamabatch.errors import ConfigError
 from llamabatch.sim.server import SimServer
 from tests.helpers import FAST, write_jsonl
 
@@ -344,3 +346,15 @@ def test_a_bad_sim_table_is_one_line_before_anything_is_written(
     err = capsys.readouterr().err
     assert err.startswith(f"llamabatch: error: {path}: model 'm1': {message}"), err
     assert len(err.splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_a_judges_params_are_checked_like_a_models(tmp_path: Path) -> None:
+    prompts = write_jsonl(tmp_path / "p.jsonl", [ROW])
+    path = config(tmp_path, "http://127.0.0.1:9/v1", prompts)
+    scorer = "[[scorers]]\nname = 'j'\ntype = 'judge'\nmodel = 'm1'\nrubric = 'r'\n"
+    path.write_text(path.read_text() + scorer + "params = { stream = true }\n")
+    with pytest.raises(ConfigError, match=r"scorers \(j\): params\.stream is reserved"):
+        load_config(path)
+    path.write_text(path.read_text().replace("stream = true", "temprature = 0"))
+    with pytest.raises(ConfigError, match=r"params\.temprature .*did you mean temperature"):
+        load_config(path)

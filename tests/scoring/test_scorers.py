@@ -119,6 +119,7 @@ def test_python_scorer_gets_the_row(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ({"type": "python", "function": "json:nope"}, "'json' has no function 'nope'"),
         ({"type": "exact", "reduce": "median"}, "reduce must be one of mean, majority, pass@k"),
         ({"type": "exact", "colour": 1}, "unknown setting(s): colour"),
+        ({"type": "regex", "patern": "x"}, "unknown setting(s): patern (did you mean pattern?)"),
         ({"type": "judge", "model": "m"}, "rubric is required"),
     ],
 )
