@@ -8,16 +8,18 @@ Layout of an output directory:
     _manifest.json                   config snapshot, versions, times, counts
 
 Each row is appended to the journal with one write() before it is counted, so
-a killed process loses nothing; every `rows_per_part` rows, or every
-`engine.part_interval_s` (see runs/drive.py), the journal segment is rotated
-and written out as a part in a worker thread, after which the segment is
-deleted: Parquet readers see a run's rows while it goes on, and after a kill.
-Opening a directory finishes whatever a crash left half done and keeps
-exactly one row per (model, prompt_id, sample): the newest.
+a killed process loses nothing; every `rows_per_part` rows (or `bytes_per_part`
+bytes of journal), or every `engine.part_interval_s` (see runs/drive.py), the
+journal segment is rotated and written out as a part in a worker thread, after
+which the segment is deleted: Parquet readers see a run's rows while it goes on,
+and after a kill. Opening a directory finishes whatever a crash left half done
+and keeps exactly one row per (model, prompt_id, sample): the newest.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import fcntl
 import io
@@ -26,6 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.json as pajson
@@ -36,8 +39,14 @@ from llamabatch.results.schema import result_schema
 
 JOURNAL_DIR: Final = "_journal"
 ROWS_PER_PART: Final = 5000
-# A row is one JSON line; embeddings are float32 arrays, written in their shortest form.
+# ...or fewer, when rows are wide (vectors): turning a segment into a part takes a few
+# times its size in memory for a moment.
+BYTES_PER_PART: Final = 16 * 2**20
 _JSON_ROW: Final = orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY
+# A row is one JSON line; an embedding is journalled as the base64 of its little-endian
+# float32 bytes: 4 KB for 768 dims instead of ~9 KB of decimals, and turned back into a
+# list<float32> at memory speed, so writing parts keeps up with a fast embedding run.
+VECTOR: Final = "embedding"
 
 
 class Sink(Protocol):
@@ -49,11 +58,20 @@ class Sink(Protocol):
 class ResultWriter:
     """Journal each row on arrival; write Parquet parts off the event loop."""
 
-    def __init__(self, output: Path, run_id: str, *, rows_per_part: int = ROWS_PER_PART) -> None:
+    def __init__(
+        self,
+        output: Path,
+        run_id: str,
+        *,
+        rows_per_part: int = ROWS_PER_PART,
+        bytes_per_part: int = BYTES_PER_PART,
+    ) -> None:
         self.output = output
         self.schema = result_schema()
         self.run_id = run_id
         self.rows_per_part = rows_per_part
+        self.bytes_per_part = bytes_per_part
+        self._pending_bytes = 0
         self._journal = output / JOURNAL_DIR
         self._seq = 0
         self._pending = 0
@@ -93,10 +111,12 @@ class ResultWriter:
 
     def write(self, row: dict[str, Any]) -> None:
         """Make `row` durable against a process kill (one write to the journal)."""
+        line = orjson.dumps(_packed(row), option=_JSON_ROW)
         with self._fd_lock:
             assert self._fd is not None, "open() first"
-            os.write(self._fd, orjson.dumps(row, option=_JSON_ROW))
+            os.write(self._fd, line)
         self._pending += 1
+        self._pending_bytes += len(line)
         self.written += 1
 
     def sync(self) -> None:
@@ -117,6 +137,11 @@ class ResultWriter:
     def pending(self) -> int:
         return self._pending
 
+    @property
+    def full(self) -> bool:
+        """Whether the current segment holds a part's worth of rows (or of bytes)."""
+        return self._pending >= self.rows_per_part or self._pending_bytes >= self.bytes_per_part
+
     def rotate(self) -> int | None:
         """Close the current segment and start the next; return the closed one's number."""
         if not self._pending:
@@ -124,7 +149,7 @@ class ResultWriter:
         seq = self._seq
         self._close_segment()
         self._seq += 1
-        self._pending = 0
+        self._pending = self._pending_bytes = 0
         self._open_segment()
         return seq
 
@@ -181,26 +206,73 @@ def _compact(output: Path, run_id: str, seq: int, schema: pa.Schema) -> int:
     data = segment.read_bytes()
     data = data[: data.rfind(b"\n") + 1]
     if data:
-        table = _parse_journal(data, schema)
-        store_part(table, part_path(output, run_id, seq))
+        store_part(_parse_journal(data, schema), part_path(output, run_id, seq))
+        # Arrow's allocator keeps what a part took, per thread; over a long run of wide
+        # rows (vectors) that alone grew the process by hundreds of MB.
+        pa.default_memory_pool().release_unused()
     segment.unlink(missing_ok=True)
     return data.count(b"\n")
 
 
+def _packed(row: dict[str, Any]) -> dict[str, Any]:
+    vector = row.get(VECTOR)
+    if vector is None:
+        return row
+    raw = np.asarray(vector, dtype="<f4").tobytes()
+    return {**row, VECTOR: base64.b64encode(raw).decode("ascii")}
+
+
 def _parse_journal(data: bytes, schema: pa.Schema) -> pa.Table:
-    # Timestamps are journalled as integer microseconds: read as int64, then cast.
-    as_read = pa.schema(
-        [pa.field(f.name, pa.int64()) if pa.types.is_timestamp(f.type) else f for f in schema]
-    )
-    table = pajson.read_json(
-        io.BytesIO(data),
-        read_options=pajson.ReadOptions(block_size=len(data) + 1),
-        parse_options=pajson.ParseOptions(
-            explicit_schema=as_read, unexpected_field_behavior="ignore"
-        ),
-    )
-    columns = [table[f.name].cast(f.type) for f in schema]
+    # Timestamps are journalled as integer microseconds: read as int64, then cast;
+    # vectors as base64 text (segments of older versions: as JSON numbers).
+    def as_read(f: pa.Field, packed: bool) -> pa.Field:
+        if pa.types.is_timestamp(f.type):
+            return pa.field(f.name, pa.int64())
+        return pa.field(f.name, pa.string()) if packed and f.name == VECTOR else f
+
+    for packed in (True, False):
+        try:
+            table = pajson.read_json(
+                io.BytesIO(data),
+                read_options=pajson.ReadOptions(block_size=len(data) + 1),
+                parse_options=pajson.ParseOptions(
+                    explicit_schema=pa.schema([as_read(f, packed) for f in schema]),
+                    unexpected_field_behavior="ignore",
+                ),
+            )
+            break
+        except pa.ArrowInvalid:
+            if not packed or VECTOR not in schema.names:
+                raise
+    columns = [
+        _unpacked(table[f.name]) if packed and f.name == VECTOR else table[f.name].cast(f.type)
+        for f in schema
+    ]
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _unpacked(column: pa.ChunkedArray) -> pa.Array:
+    """Base64 float32 vectors (or nulls) -> list<float32>, decoded into one buffer."""
+    texts = column.combine_chunks()
+    n = len(texts)
+    ends = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset : texts.offset + n + 1]
+    chars = np.frombuffer(texts.buffers()[2] or b"=", np.uint8)
+    sizes = np.diff(ends) // 4 * 3  # decoded bytes, less the padding below
+    for pad in (1, 2):
+        at = ends[1:] - pad
+        sizes -= (np.diff(ends) >= pad) & (chars[at.clip(0)] == ord("="))
+    values = np.empty(int(sizes.sum()) // 4, "<f4")
+    out = memoryview(values).cast("B")
+    text = memoryview(texts.buffers()[2] or b"")
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(sizes // 4, out=offsets[1:])
+    for i in np.flatnonzero(sizes):
+        out[offsets[i] * 4 : offsets[i + 1] * 4] = binascii.a2b_base64(text[ends[i] : ends[i + 1]])
+    return pa.ListArray.from_arrays(
+        pa.array(offsets),
+        pa.Array.from_buffers(pa.float32(), len(values), [None, pa.py_buffer(values)]),
+        mask=texts.is_null(),
+    )
 
 
 def recover(output: Path) -> int:

@@ -16,8 +16,9 @@ SYNC_INTERVAL_S = 1.0  # what a power loss can cost; a killed process loses noth
 async def flush_periodically(writer: ResultWriter, interval_s: float) -> None:
     """Move journalled rows into Parquet parts and fsync the journal, off the event loop.
 
-    A part is written every `interval_s` while rows arrive (or once
-    `writer.rows_per_part` wait); the first ones come sooner (1 s, 2 s, 4 s, ...),
+    A part is written every `interval_s` while rows arrive (or once the writer is
+    `full`: `rows_per_part` rows or `bytes_per_part` bytes wait); the first ones come
+    sooner (1 s, 2 s, 4 s, ...),
     so a short run can be read, and survives a SIGKILL, long before a minute.
     """
     last_part = last_sync = time.monotonic()
@@ -26,9 +27,7 @@ async def flush_periodically(writer: ResultWriter, interval_s: float) -> None:
         await anyio.sleep(FLUSH_POLL_S)
         now = time.monotonic()
         with anyio.CancelScope(shield=True):
-            if writer.pending >= writer.rows_per_part or (
-                writer.pending and now - last_part >= wait
-            ):
+            if writer.full or (writer.pending and now - last_part >= wait):
                 closed = writer.rotate()
                 if closed is not None:
                     await anyio.to_thread.run_sync(writer.write_part, closed)

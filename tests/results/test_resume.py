@@ -6,6 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -159,6 +160,37 @@ def test_schema_extras_round_trip_through_the_journal(tmp_path: Path) -> None:
     recover(tmp_path)  # as if killed: journal -> part with the run's own schema
     df = pd.read_parquet(tmp_path)
     assert df[["topic", "level"]].values.tolist() == [["t", 3]]
+
+
+def test_vectors_are_journalled_as_float32_bytes_and_come_back_exact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vectors = [rng.standard_normal(768).astype(np.float32) for _ in range(3)]
+    writer = ResultWriter(tmp_path, "e")
+    writer.open()
+    writer.start(result_schema())
+    for i, vector in enumerate(vectors):
+        writer.write({**row("m", f"p{i}"), "embedding": vector, "dimensions": 768})
+    writer.write(row("m", "chat"))  # no vector: null
+    lines = next((tmp_path / JOURNAL_DIR).glob("e-*.jsonl")).read_bytes().splitlines()
+    stored = json.loads(lines[0])["embedding"]
+    assert isinstance(stored, str) and len(stored) == 4096  # 768 float32s: 4 KB of text
+    recover(tmp_path)  # as if killed
+    df = pd.read_parquet(tmp_path).set_index("prompt_id")
+    for i, vector in enumerate(vectors):
+        assert np.array_equal(df.loc[f"p{i}", "embedding"], vector)
+    assert df.loc["chat", "embedding"] is None
+
+
+def test_a_journal_of_an_older_version_with_decimal_vectors_is_recovered(
+    tmp_path: Path,
+) -> None:
+    writer = ResultWriter(tmp_path, "old")
+    writer.open()
+    writer.start(result_schema())
+    segment = next((tmp_path / JOURNAL_DIR).glob("old-*.jsonl"))
+    segment.write_text(json.dumps({**row("m", "p0"), "embedding": [0.5, -0.25]}) + "\n")
+    assert recover(tmp_path) == 1
+    assert pd.read_parquet(tmp_path)["embedding"][0].tolist() == [0.5, -0.25]
 
 
 def test_new_columns_reach_old_parts_so_the_directory_reads_whole(tmp_path: Path) -> None:
