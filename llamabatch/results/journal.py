@@ -262,7 +262,7 @@ def _unpacked(column: pa.ChunkedArray) -> pa.Array:
         at = ends[1:] - pad
         sizes -= (np.diff(ends) >= pad) & (chars[at.clip(0)] == ord("="))
     values = np.empty(int(sizes.sum()) // 4, "<f4")
-    out = memoryview(values).cast("B")
+    out = values.data.cast("B")
     text = memoryview(texts.buffers()[2] or b"")
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(sizes // 4, out=offsets[1:])

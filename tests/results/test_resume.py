@@ -181,6 +181,22 @@ def test_vectors_are_journalled_as_float32_bytes_and_come_back_exact(tmp_path: P
     assert df.loc["chat", "embedding"] is None
 
 
+def test_a_segment_of_wide_rows_is_full_before_its_row_count(tmp_path: Path) -> None:
+    writer = ResultWriter(tmp_path, "w", rows_per_part=1000, bytes_per_part=18_000)
+    writer.open()
+    writer.start(result_schema())
+    vector = np.ones(768, np.float32)  # about 5 KB a journal line
+    for i in range(3):
+        writer.write({**row("m", f"p{i}"), "embedding": vector})
+    assert not writer.full
+    writer.write({**row("m", "p3"), "embedding": vector})
+    assert writer.full and writer.pending == 4
+    writer.write_part(writer.rotate() or 0)
+    assert not writer.full and writer.pending == 0
+    writer.close()
+    assert len(pd.read_parquet(tmp_path)) == 4
+
+
 def test_a_journal_of_an_older_version_with_decimal_vectors_is_recovered(
     tmp_path: Path,
 ) -> None:
