@@ -115,7 +115,10 @@ def measure(tmp: Path, args: argparse.Namespace) -> str:
     shown = samples[:: max(1, len(samples) // 12)]  # about a dozen lines, and the last
     if samples and shown[-1] is not samples[-1]:
         shown.append(samples[-1])
-    lines += [f"| {at:.0f} | {rows:,} | {rss:.0f} |" for at, rows, rss in shown]
+    lines += [
+        f"| {at:.0f} | {rows:,} | {'(exited)' if rss != rss else f'{rss:.0f}'} |"
+        for at, rows, rss in shown
+    ]
     lines += ["", f"Peak RSS of the run (VmHWM): **{manifest['client']['max_rss_mb']:.0f} MB**"]
     return "\n".join(lines)
 
