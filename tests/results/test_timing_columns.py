@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from llamabatch import SimProfile, SimServer, arun
-from tests.helpers import sim_config
+from tests.helpers import ROOT, sim_config
 
 pytestmark = pytest.mark.anyio
 EXACT = SimProfile(ttft_s=0.02, tokens_per_s=200.0, output_tokens=8, jitter=0.0)
@@ -118,3 +122,40 @@ async def test_a_reasoning_stream_answers_after_its_first_token(tmp_path: Path) 
         assert list(row.chunk_tokens) == [1, 1, 1, 1]
         times = list(row.chunk_times_s)
         assert len(times) == 4 and times[2] == pytest.approx(row.ttfa_s, abs=1e-5)
+
+
+@pytest.mark.slow
+async def test_chunk_times_match_when_each_chunk_was_sent_at_concurrency_32(
+    tmp_path: Path,
+) -> None:
+    """A server in its own process writes into each chunk when it sent it (after its head)."""
+    tokens, gap = 16, 0.02
+    argv = [sys.executable, str(ROOT / "benchmarks/sse_server.py"), "0", "--stamp"]
+    argv += ["--tokens", str(tokens), "--ttft-s", "0.05", "--gap-s", str(gap)]
+    async with await anyio.open_process(argv) as server:
+        assert server.stdout is not None
+        ready = await BufferedByteReceiveStream(server.stdout).receive_until(b"\n", 100)
+        url = f"http://127.0.0.1:{int(ready.split()[1])}/v1"
+        try:
+            config = sim_config(
+                tmp_path,
+                url,
+                n_prompts=96,
+                engine={"concurrency": 32},
+                run={"chunk_times": True},
+            )
+            result = await arun(config, check=False)  # it answers every path with a stream
+        finally:
+            server.terminate()
+    assert result.exit_code == 0
+    errors_ms = []
+    for row in result.dataframe().itertuples():
+        sent = [int(word[1:]) * 1e-6 for word in row.output_text.split()]
+        times = list(row.chunk_times_s)
+        assert len(times) == len(sent) == tokens
+        errors_ms += [abs(t - row.ttfb_s - s) * 1e3 for t, s in zip(times, sent, strict=True)]
+    within = sum(e <= 2.0 for e in errors_ms) / len(errors_ms)
+    # Acceptance: within 2 ms. A loaded machine (other suites on both cores) may make the
+    # client read late, and chunks read together share the later time: hence the margin
+    # here; benchmarks/RESULTS.md has the figures measured apart.
+    assert statistics.median(errors_ms) <= 2.0 and within >= 0.75, (within, max(errors_ms))
