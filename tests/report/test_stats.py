@@ -54,6 +54,19 @@ def test_sign_flip_monte_carlo_detects_a_clear_shift() -> None:
     assert stats.sign_flip_p([1.0, -1.0] * 20) > 0.5
 
 
+def test_sign_flip_for_many_pairs_agrees_with_monte_carlo() -> None:
+    rng = np.random.default_rng(3)
+    d = rng.normal(0.004, 0.1, 30_000)  # a small shift over many pairs
+    normal = stats.sign_flip_p(d)
+    assert 0.0 < normal < 0.05  # the normal approximation: large n, instant
+    subset = stats.sign_flip_p(d[: stats.SIGN_FLIP_NORMAL_N])  # Monte Carlo at the edge
+    z_subset = abs(d[: stats.SIGN_FLIP_NORMAL_N].sum()) / np.sqrt(
+        (d[: stats.SIGN_FLIP_NORMAL_N] ** 2).sum()
+    )
+    assert subset == pytest.approx(math.erfc(z_subset / math.sqrt(2)), abs=0.01)
+    assert stats.sign_flip_p(np.tile([1.0, -1.0], 15_000)) == pytest.approx(1.0)
+
+
 def test_paired_diff_counts_and_direction() -> None:
     a = [1, 1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]
     b = [0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
