@@ -35,9 +35,13 @@ CSP: Final = (
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 SVG_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'"  # matplotlib styles inline
-# Report tables need numbers, not texts: the run page never reads the outputs.
-TEXT_COLUMNS: Final = frozenset(
+# Report tables need numbers, not texts: the run page never reads the outputs, nor the
+# columns below that no report uses (over a million rows each one costs memory twice).
+UNREPORTED_COLUMNS: Final = frozenset(
     {"output_text", "reasoning_text", "tool_calls", "error_message", "request_params"}
+    | {"provider", "model_id", "prompt_hash", "notes", "http_status", "attempts", "queue_s"}
+    | {"usage_source", "prompt_tokens_source", "completion_tokens_source"}
+    | {"server_prompt_s", "server_decode_s", "server_load_s"}
 )
 STATIC: Final = {"viewer.css": "text/css", "viewer.js": "text/javascript"}
 KEPT: Final = 4
@@ -99,7 +103,7 @@ class Viewer:
         """The report of `runs` and its charts (SVG by name)."""
 
         def build() -> tuple[Report, dict[str, str]]:
-            results = load_results([r.path for r in runs], skip=TEXT_COLUMNS)
+            results = load_results([r.path for r in runs], skip=UNREPORTED_COLUMNS)
             report = build_report(results, score=score if score in results.score_names else None)
             return report, report_charts(report)
 
