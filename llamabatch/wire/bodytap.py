@@ -22,6 +22,8 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import repeat
+from operator import add
 from typing import Any
 
 import aiohttp
@@ -199,7 +201,10 @@ class BodyTap(asyncio.Protocol):
         split = self._decoder.split_all(body)
         if split is not None:
             payloads, ends = split
-            return payloads, [times[min(bisect_left(offsets, start + e), last)] for e in ends]
+            reads = map(
+                bisect_left, repeat(offsets), map(add, ends, repeat(start)), repeat(0), repeat(last)
+            )
+            return payloads, list(map(times.__getitem__, reads))
         # Not plain events from an event boundary: frame read by read, as they came.
         payloads, event_times = [], []
         position = start

@@ -8,6 +8,7 @@ never use a line-length limit, so a single event of several megabytes is fine.
 from __future__ import annotations
 
 from itertools import accumulate
+from operator import add
 
 
 class LineSplitter:
@@ -97,12 +98,18 @@ class SSEDecoder:
         """
         if self._data is not None or not self._lines.idle or b"\r" in data:
             return None
-        events = data.split(b"\n\n")
-        tail = events.pop()
-        out = [event[6:] for event in events if event.startswith(b"data: ")]
-        if len(out) != len(events) or b"\n" in b"".join(events):
-            return None
-        ends = [end + 2 * i for i, end in enumerate(accumulate(map(len, events)), 1)]
+        whole = data.rfind(b"\n\n") + 2  # the end of the last complete event
+        tail = data[whole:] if whole > 1 else data
+        out: list[bytes] = []
+        ends: list[int] = []
+        if whole > 1:
+            if not data.startswith(b"data: "):
+                return None
+            out = data[6 : whole - 2].split(b"\n\ndata: ")
+            # Plain events only: each one line, so two newlines per event, no more.
+            if data.count(b"\n", 0, whole) != 2 * len(out):
+                return None
+            ends = list(map(add, accumulate(map(len, out)), range(8, 8 * len(out) + 1, 8)))
         if b"" in out:
             kept = [i for i, payload in enumerate(out) if payload]
             out, ends = [out[i] for i in kept], [ends[i] for i in kept]

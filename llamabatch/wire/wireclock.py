@@ -104,14 +104,11 @@ def perf_times(stamps: list[bytes | float]) -> list[float]:
     One reading of both clocks serves the whole list.
     """
     now_ns, now = time.time_ns(), time.perf_counter()
-    times = []
-    for stamp in stamps:
-        if isinstance(stamp, float):
-            times.append(stamp)
-        else:
-            seconds, nanos = _TIMESPEC.unpack(stamp)
-            times.append(now - max(now_ns - seconds * 1_000_000_000 - nanos, 0) * 1e-9)
-    return times
+    try:
+        pairs = _TIMESPEC.iter_unpack(b"".join(stamps))  # type: ignore[arg-type]
+    except TypeError:  # not all raw: some reads had no stamp
+        return [s if isinstance(s, float) else perf_times([s])[0] for s in stamps]
+    return [now - max(now_ns - s * 1_000_000_000 - n, 0) * 1e-9 for s, n in pairs]
 
 
 class WireClock:

@@ -120,3 +120,43 @@ def test_random_streams_and_splits_match_the_reference(seed: int) -> None:
     cuts = sorted(rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randint(0, 12))))
     chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
     assert feed_all(SSEDecoder(), chunks) == reference_events(stream)
+
+
+PLAIN = [
+    b'data: {"a": 1}\n\ndata: {"b": 2}\n\ndata: [DONE]\n\n',
+    b'data: {"a": 1}\n\ndata: \n\ndata: {"b": 2}\n\ndata: {"c"',  # an empty event; a tail
+    b'data: {"a": 1}\n\n{"error": "bare"}\n',  # a bare JSON line after the events
+    b"",
+]
+NOT_PLAIN = [
+    b': keep-alive\n\ndata: {"a": 1}\n\n',
+    b'data: {"a": 1}\n\n\ndata: {"b": 2}\n\n',
+    b'event: message\ndata: {"a": 1}\n\n',
+    b'data: {"a":\ndata: 1}\n\n',
+    b'data: {"a": 1}\r\n\r\n',
+]
+
+
+@pytest.mark.parametrize("body", PLAIN)
+def test_split_all_gives_the_events_feed_gives_and_where_each_ends(body: bytes) -> None:
+    split = SSEDecoder()
+    result = split.split_all(body)
+    assert result is not None
+    payloads, ends = result
+    assert payloads + split.close() == feed_all(SSEDecoder(), [body])
+    for payload, end in zip(payloads, ends, strict=True):
+        # The event is complete at `end`, not a byte before.
+        assert payload in feed_all(SSEDecoder(), [body[:end]])
+        assert payload not in SSEDecoder().feed(body[: end - 1])
+
+
+@pytest.mark.parametrize("body", NOT_PLAIN)
+def test_split_all_leaves_other_shapes_to_feed(body: bytes) -> None:
+    assert SSEDecoder().split_all(body) is None
+
+
+def test_ndjson_split_all_ends_each_line() -> None:
+    body = b'{"a": 1}\n\n{"b": 2}\n{"c"'
+    decoder = NDJSONDecoder()
+    assert decoder.split_all(body) == ([b'{"a": 1}', b'{"b": 2}'], [9, 19])
+    assert decoder.close() == [b'{"c"']
