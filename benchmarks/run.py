@@ -87,6 +87,8 @@ def server(argv: Sequence[str], ready: str | None = "ready") -> Iterator[subproc
             for line in process.stdout:
                 if ready in line:
                     break
+            else:  # it exited first (its port taken?): measuring whatever answers there is wrong
+                raise RuntimeError(f"{argv[:3]} exited before it was {ready}")
         yield process
     finally:
         process.terminate()
@@ -292,31 +294,43 @@ def ttft_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         f"error = measured TTFT - {TTFT_S * 1e3:.0f} ms, over {args.waves} waves of requests. "
         "Server lateness is the server's own delay past each due time (p50 / p99). "
         "llamabatch times a chunk by the kernel's receive stamp (Linux); the reference "
-        "loops by when their code sees it.",
+        "loops by when their code sees it. The error also holds the server's own delays "
+        "(reading a request late, or accepting its connection late, on a busy core 0); "
+        "the last column leaves them out: the server writes its head when the request "
+        "arrives and each chunk's real send time in the chunk (`--stamp`), so "
+        "(ttft_s - ttfb_s) - the first chunk's send time is the client's own error.",
         "",
-        "| concurrency | client | TTFT error p50 ms | TTFT error p99 ms | server lateness ms |",
-        "|---|---|---|---|---|",
+        "| concurrency | client | TTFT error p50 ms | TTFT error p99 ms | server lateness ms "
+        "| client's own error p50 / p99 ms (from the head) |",
+        "|---|---|---|---|---|---|",
     ]
     for c in args.ttft_concurrency:
         n = c * args.waves
         prompts = write_prompts(workdir / f"ttft{c}.jsonl", n)
         clients = ["lean", "llamabatch"] + (["sdk"] if c <= args.sdk_max_concurrency else [])
         for client in clients:
-            p50s, p99s, late = [], [], []
+            p50s, p99s, late, own50, own99 = [], [], [], [], []
             for _ in range(args.runs):
-                errors, lateness = ttft_once(client, c, n, prompts, workdir)
+                errors, lateness, own = ttft_once(client, c, n, prompts, workdir)
                 p50s.append(percentile(errors, 0.5) * 1e3)
                 p99s.append(percentile(errors, 0.99) * 1e3)
                 late.append(f"{lateness['p50_s'] * 1e3:.1f} / {lateness['p99_s'] * 1e3:.1f}")
+                own50.append(percentile(own, 0.5) * 1e3)
+                own99.append(percentile(own, 0.99) * 1e3)
             label = "**llamabatch**" if client == "llamabatch" else client
             cells = [str(c), label, spread(p50s, "{:.1f}"), spread(p99s, "{:.1f}")]
-            rows.append("| " + " | ".join([*cells, late[len(late) // 2]]) + " |")
+            mine = "—"
+            if client == "llamabatch":
+                mine = f"{spread(own50, '{:.1f}')}; p99 {spread(own99, '{:.1f}')}"
+            rows.append("| " + " | ".join([*cells, late[len(late) // 2], mine]) + " |")
     return rows
 
 
 def ttft_once(
     client: str, c: int, n: int, prompts: Path, workdir: Path
-) -> tuple[list[float], dict[str, float]]:
+) -> tuple[list[float], dict[str, float], list[float]]:
+    """TTFT errors (measured - TTFT_S), the server's lateness, and (llamabatch) the
+    client's own errors: (ttft_s - ttfb_s) - when the server really sent the first chunk."""
     stats = workdir / "server-stats.json"
     argv = [
         PY,
@@ -330,8 +344,10 @@ def ttft_once(
         str(GAP_S),
         "--stats",
         str(stats),
+        "--stamp",
     ]
     url = "http://127.0.0.1:18182/v1"
+    own: list[float] = []
     with server(argv):
         if client == "llamabatch":
             config = llamabatch_config(
@@ -345,14 +361,21 @@ def ttft_once(
             run_llamabatch(config)
             import pyarrow.parquet as pq
 
-            ttfts = pq.read_table(workdir / f"ttft{c}", columns=["ttft_s"])["ttft_s"].to_pylist()
+            columns = ["ttft_s", "ttfb_s", "output_text"]
+            table = pq.read_table(workdir / f"ttft{c}", columns=columns).to_pylist()
+            ttfts = [row["ttft_s"] for row in table]
+            own = [
+                row["ttft_s"] - row["ttfb_s"] - int(row["output_text"].split()[0][1:]) * 1e-6
+                for row in table
+                if row["ttft_s"] is not None and row["ttfb_s"] is not None
+            ]
         else:
             script = "lean_client.py" if client == "lean" else "sdk_client.py"
             target = f"{url}/chat/completions" if client == "lean" else url
             out = measure([PY, str(HERE / script), target, str(n), str(c), str(TTFT_TOKENS)])
             ttfts = json.loads(out.stdout)["ttft_s"]
     lateness = json.loads(stats.read_text())
-    return [t - TTFT_S for t in ttfts if t is not None], lateness
+    return [t - TTFT_S for t in ttfts if t is not None], lateness, own
 
 
 def memory_section(args: argparse.Namespace, workdir: Path) -> list[str]:
