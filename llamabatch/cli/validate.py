@@ -55,7 +55,12 @@ def _validate(args: argparse.Namespace) -> int:
     path = config.input if config is not None else args.prompts
     prompts = PromptSet(path, layout=_layout(args, config))
     counts = _Counts(args.show)
-    report = prompts.scan(counts, max_errors=None)
+    check = None
+    if config is not None:
+        from llamabatch.runs.rowcheck import RowCheck
+
+        check = RowCheck(config)  # each row against the config's models, as a run checks it
+    report = prompts.scan(counts, check, max_errors=None)
     print(report.describe())
     status = "all valid" if not report.error_count else f"{report.error_count:,} invalid"
     print(
@@ -141,9 +146,10 @@ def _request_body(prompt: Prompt, config: RunConfig | None, model: ModelConfig |
     if config is None or model is None:
         body: dict[str, Any] = {"messages": prompt.messages, **prompt.params}
     else:
+        from llamabatch.requestspec import merge_params
         from llamabatch.wire.formats import provider_for
 
-        params = {**config.defaults, **model.params, **prompt.params}
+        params = merge_params(config.defaults, model.params, prompt.params)
         # The URL does not matter here; a simulator started in-process has none yet.
         placeholder = dataclasses.replace(model, base_url=model.base_url or "http://sim/v1")
         request = provider_for(model.provider).build_request(

@@ -79,3 +79,36 @@ def test_long_texts_are_cut_in_what_is_shown(
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
     assert "... (5,000 characters)" in out and "y" * 401 not in out
+
+
+def test_a_config_checks_rows_against_its_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [
+        {
+            "id": "a",
+            "messages": [{"role": "developer", "content": "x"}, {"role": "user", "content": "y"}],
+        },
+        {"id": "b", "prompt": "y", "params": {"max_tokens": 9000}},
+        {"id": "c", "prompt": "y", "params": {"extra_body": {"top_a": 0.1}}},
+    ]
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'[run]\ninput = "{path}"\n[defaults]\nextra_body = {{ cache_prompt = true }}\n'
+        '[[models]]\nname = "native"\nprovider = "llama"\nbase_url = "http://h/v1"\n'
+        "context_tokens = 8192\n"
+    )
+    assert main(["validate", str(path)]) == 0  # every format together takes these rows
+    capsys.readouterr()
+    assert main(["validate", str(config), "--show", "3"]) == 2
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "2 problem(s):",
+        f"{path}:1: messages[0].role 'developer' is not a role of the llama wire format; "
+        "use assistant, ipython, system, tool, user (for llama model native)",
+        f"{path}:2: params.max_tokens = 9000 exceeds the 8192-token context window of native; "
+        "lower it to at most 8192 (model native)",
+    ]
+    body = json.loads(out[out.index("{") :])
+    assert body["cache_prompt"] is True and body["top_a"] == 0.1 and "extra_body" not in body
