@@ -237,7 +237,7 @@ def cpu_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         )
     rows += [
         "",
-        f"**llamabatch / lean CPU ratio, side by side: {spread(ratios)}** (target <= 1.5).",
+        f"**llamabatch / lean CPU ratio, side by side: {spread(ratios)}** (target <= 1.2).",
     ]
     return rows
 
