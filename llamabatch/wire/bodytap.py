@@ -164,6 +164,8 @@ class BodyTap(asyncio.Protocol):
     def finish(self) -> None:
         """At the end of the body: frame and parse what is left; the last read ends it."""
         payloads, times = self._frame()
+        if self._framed > self._limit:  # a body that came whole with its head is checked here
+            raise too_large(self._limit)
         end = self._times[-1]  # converted with the events' times: never before the last
         events = self._decoder.close()
         payloads += events

@@ -147,6 +147,15 @@ def test_the_size_cap_ends_a_stream_the_server_holds_open() -> None:
     assert info.value.error_type == "response_too_large"
 
 
+def test_the_size_cap_holds_for_a_body_that_came_whole_with_its_head() -> None:
+    def script(conn: socket.socket) -> None:
+        conn.sendall(HEAD + chunked(event("y" * 20_000)) + END)
+
+    with raw_server(script) as url, pytest.raises(RequestError) as info:
+        send(url, max_bytes=10_000)
+    assert info.value.error_type == "response_too_large"
+
+
 def test_a_trickling_stream_times_out_at_the_deadline() -> None:
     def script(conn: socket.socket) -> None:
         conn.sendall(HEAD)
