@@ -52,9 +52,9 @@ class ScanReport:
         if not self.error_count:
             return
         more = self.error_count - 1
-        suffix = f" (and {more} more problem{'s' if more != 1 else ''};" if more else " ("
+        suffix = f" (and {more} more problem{'s' if more != 1 else ''}; " if more else " ("
         raise PromptError(
-            f"{self.errors[0]}{suffix} run `llamabatch validate {self.path}` to list them, "
+            f"{self.errors[0]}{suffix}run `llamabatch validate {self.path}` to list them, "
             "or set run.skip_invalid = true to skip invalid rows)"
         )
 
