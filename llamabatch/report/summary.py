@@ -9,6 +9,8 @@ import pandas as pd
 
 from llamabatch.results.schema import COST_COLUMN, SCORE_PREFIX, TIMING_COLUMNS
 
+UNPRICED = "cost_missing_rows"  # ok rows without a cost: the cost is then a lower bound
+
 
 def without_cached_timings(df: pd.DataFrame) -> pd.DataFrame:
     """`df` with the timings of cached rows blanked: they were measured by an earlier run."""
@@ -81,6 +83,8 @@ def summarize(
             }
         )
     table = pd.DataFrame(rows)
+    if UNPRICED in table and not table[UNPRICED].any():
+        table = table.drop(columns=UNPRICED)  # every ok row priced: the totals are whole
     if models and not table.empty:
         order = {name: i for i, name in enumerate(models)}
         table = table.sort_values("model", key=lambda s: s.map(order)).reset_index(drop=True)
@@ -88,10 +92,16 @@ def summarize(
 
 
 def _scores_and_cost(df: pd.DataFrame, group: pd.DataFrame) -> dict[str, float]:
-    """Each score's mean over the rows it scored, and the model's total cost."""
+    """Each score's mean over the rows it scored, and the model's total cost.
+
+    A row without a cost (a count the server did not send) is not free: the
+    total is then a lower bound, and `UNPRICED` says how many ok rows it misses.
+    """
     found = {c: float(group[c].mean()) for c in df.columns if c.startswith(SCORE_PREFIX)}
     if COST_COLUMN in df and df[COST_COLUMN].notna().any():
         found[COST_COLUMN] = float(group[COST_COLUMN].sum(min_count=1))
+        ok = group["status"] == "ok"
+        found[UNPRICED] = int((ok & group[COST_COLUMN].isna()).sum())
     return found
 
 
@@ -152,10 +162,11 @@ def format_table(table: pd.DataFrame) -> str:
         "slo_pct": "SLO met %",
         "goodput_req_s": "goodput req/s",
         COST_COLUMN: "cost",
+        UNPRICED: "rows w/o cost",
     }
     cells = [[_header(headers, c) for c in table.columns]]
     for record in table.to_dict("records"):
-        cells.append([_cell(c, record[c]) for c in table.columns])
+        cells.append([_cell(c, record[c], record.get(UNPRICED)) for c in table.columns])
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
     lines = []
     for n, row in enumerate(cells):
@@ -181,7 +192,9 @@ def _header(headers: Mapping[str, str], column: str) -> str:
     return headers.get(column, column)
 
 
-def _cell(column: str, value: object) -> str:
+def _cell(column: str, value: object, unpriced: object = None) -> str:
+    if column == COST_COLUMN and isinstance(value, float) and not math.isnan(value) and unpriced:
+        return "≥ " + _cell(column, value)  # a lower bound: some ok rows have no cost
     if isinstance(value, float):
         if math.isnan(value):
             return "-"

@@ -56,3 +56,21 @@ def test_scores_and_cost_only_when_asked() -> None:
 def test_no_cost_column_without_prices() -> None:
     df = pd.DataFrame(rows("a", "2026-01-01T00:00:00", 4, 2)).assign(cost_usd=None)
     assert "cost_usd" not in summarize(df, scores=True).columns
+
+
+def test_a_cost_missing_on_some_ok_rows_is_shown_as_a_lower_bound() -> None:
+    # Ollama without prompt_eval_count: those rows' cost_usd is null, not zero.
+    priced = rows("a", "2026-01-01T00:00:00", 10, 5)
+    for row in priced[:3]:
+        row["cost_usd"] = None
+    table = summarize(pd.DataFrame(priced), scores=True)
+    assert table.loc[0, "cost_usd"] == pytest.approx(0.007)
+    assert table.loc[0, "cost_missing_rows"] == 3
+    header, _, line = format_table(table).splitlines()
+    assert header.endswith("cost  rows w/o cost")
+    assert line.split()[-4:] == ["0.500", "≥", "$0.007", "3"]
+
+
+def test_whole_cost_has_no_missing_column() -> None:
+    table = summarize(pd.DataFrame(rows("a", "2026-01-01T00:00:00", 4, 2)), scores=True)
+    assert "cost_missing_rows" not in table.columns
