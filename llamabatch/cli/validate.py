@@ -43,7 +43,7 @@ def add_validate_command(commands: Any) -> None:
         help="ShareGPT: only the first human turn (as [run] first_turn_only)",
     )
     validate.add_argument(
-        "--show", type=int, default=3, metavar="N", help="rows to show as sent (default: 3)"
+        "--show", type=_count, default=3, metavar="N", help="rows to show as sent (default: 3)"
     )
     validate.set_defaults(handler=_validate)
 
@@ -61,6 +61,8 @@ def _validate(args: argparse.Namespace) -> int:
 
         check = RowCheck(config)  # each row against the config's models, as a run checks it
     report = prompts.scan(counts, check, max_errors=None)
+    if not report.rows:  # as `run` refuses it
+        raise UsageError(f"{path}: the prompt file is empty; there is nothing to send")
     print(report.describe())
     status = "all valid" if not report.error_count else f"{report.error_count:,} invalid"
     print(
@@ -87,11 +89,22 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if not report.error_count else EXIT_USAGE
 
 
+def _count(text: str) -> int:
+    """--show: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 class _Counts:
     """A scan visitor: what the valid prompts hold, and the first few of them."""
 
     def __init__(self, show: int) -> None:
-        self.show = max(0, show)
+        self.show = show
         self.first: list[Prompt] = []
         self.expected = self.params = self.turns = self.most_messages = 0
 

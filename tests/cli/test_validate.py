@@ -112,3 +112,24 @@ def test_a_config_checks_rows_against_its_models(
     ]
     body = json.loads(out[out.index("{") :])
     assert body["cache_prompt"] is True and body["top_a"] == 0.1 and "extra_body" not in body
+
+
+def test_an_empty_prompt_file_is_refused_as_run_refuses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"llamabatch: error: {path}: the prompt file is empty; there is nothing to send"
+    ]
+
+
+@pytest.mark.parametrize("bad", ["-1", "x"])
+def test_show_takes_a_count(tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: str) -> None:
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "ok"}])
+    with pytest.raises(SystemExit) as info:
+        main(["validate", str(path), "--show", bad])
+    assert info.value.code == 2
+    assert f"--show: expected a whole number >= 0, got {bad!r}" in capsys.readouterr().err
