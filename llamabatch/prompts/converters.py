@@ -96,6 +96,9 @@ def openai_batch(row: Row, *, dropped: Counter[str]) -> Row:
         if key in params:
             del params[key]
             dropped[key] += 1
+    if type(params.get("n")) is int and params["n"] == 1:  # one sample: what is sent anyway
+        del params["n"]
+        dropped["n"] += 1
     row["id"] = row.pop("custom_id", None)
     row["messages"] = messages
     if params:

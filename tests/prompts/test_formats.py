@@ -134,16 +134,30 @@ def test_openai_batch_drops_stream_settings_and_refuses_other_endpoints(tmp_path
             "body": {"model": "m", "input": "x"},
         },
         {"custom_id": "g", "method": "GET", "url": "/v1/chat/completions", "body": body},
+        # n = 1 is one sample, what is sent anyway; more is what [run] repeats are for.
+        {
+            "custom_id": "n1",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {**body, "n": 1},
+        },
+        {
+            "custom_id": "n3",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {**body, "n": 3},
+        },
     ]
     prompts = PromptSet(write_jsonl(tmp_path / "b.jsonl", rows))
     report = prompts.scan()
-    assert report.dropped == {"model": 1, "stream": 1, "stream_options": 1}
-    assert [e.split(": ", 1)[1] for e in report.errors] == [
+    assert report.dropped == {"model": 3, "stream": 1, "stream_options": 1, "n": 1}
+    messages = [e.split(": ", 1)[1] for e in report.errors]
+    assert messages[:2] == [
         "url '/v1/embeddings' is not a chat completions request (/v1/chat/completions)",
         "method is 'GET'; a chat request is a POST",
     ]
-    (prompt,) = list(prompts)
-    assert prompt.params == {"temperature": 0.2}
+    assert len(messages) == 3 and "params.n" in messages[2] and "repeats" in messages[2]
+    assert [p.params for p in prompts] == [{"temperature": 0.2}, {"temperature": 0.2}]
 
 
 def test_alpaca_json_array(tmp_path: Path) -> None:
