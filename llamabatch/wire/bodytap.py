@@ -69,6 +69,8 @@ async def read_stream(
         finally:
             timer.cancel()
             tap.detach()
+        if tap.failure is not None:  # also when it came in the read that ended the body
+            raise tap.failure
     tap.finish()
 
 
@@ -99,6 +101,9 @@ class BodyTap(asyncio.Protocol):
         self._framed = 0  # body bytes framed
         self._edge = b""
         self._times: list[float] = []  # `stamps` on the perf_counter clock, when last framed
+        # What ended the response early (an error event, the size cap, the deadline): kept
+        # here too, as aiohttp takes no exception once the read that brought it ended the body.
+        self.failure: BaseException | None = None
 
     def _now(self) -> bytes | float:
         stamp = self._stamped.stamp if self._stamped is not None else None
@@ -159,7 +164,8 @@ class BodyTap(asyncio.Protocol):
 
     def expire(self) -> None:
         """The attempt's deadline passed: wake the task with a timeout."""
-        self._fail(TimeoutError())
+        if not self._stream.is_eof():  # a body that ended in time is not timed out
+            self._fail(TimeoutError())
 
     def finish(self) -> None:
         """At the end of the body: frame and parse what is left; the last read ends it."""
@@ -175,6 +181,8 @@ class BodyTap(asyncio.Protocol):
 
     def _fail(self, exc: BaseException) -> None:
         self.detach()
+        if self.failure is None:
+            self.failure = exc
         if self._stream.exception() is None and not self._stream.is_eof():
             self._stream.set_exception(exc)
 

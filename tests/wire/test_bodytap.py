@@ -207,3 +207,49 @@ def test_uvloop_reads_the_same_events_timed_when_the_tap_saw_them() -> None:
     resp = model_resp[0]
     assert resp.text == "ab" and resp.done and resp.chunks is not None
     assert resp.chunks[1][0] - resp.chunks[0][0] >= GAP_S * 0.9
+
+
+CONTEXT_ERROR = (
+    b'data: {"error": {"message": "context length exceeded", "type": "invalid_request_error",'
+    b' "code": "context_length_exceeded"}}\n\n'
+)
+
+
+@pytest.mark.parametrize("framing", ["chunked", "content-length", "close"])
+def test_an_error_event_in_the_read_that_ends_the_stream_is_the_servers_error(
+    framing: str,
+) -> None:
+    # vLLM, OpenAI and llama.cpp send the error event and end the stream at once: the
+    # error and the end of the body arrive in one read (aiohttp is at EOF before we parse).
+    first = event("a")
+
+    def script(conn: socket.socket) -> None:
+        if framing == "chunked":
+            conn.sendall(HEAD + chunked(first))
+            time.sleep(0.1)
+            conn.sendall(chunked(CONTEXT_ERROR) + b"0\r\n\r\n")
+            return
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        if framing == "content-length":
+            head += f"Content-Length: {len(first) + len(CONTEXT_ERROR)}\r\n".encode()
+        else:
+            head += b"Connection: close\r\n"
+        conn.sendall(head + b"\r\n" + first)
+        time.sleep(0.1)
+        conn.sendall(CONTEXT_ERROR)
+
+    with raw_server(script) as url, pytest.raises(RequestError) as info:
+        send(url)
+    assert info.value.error_type == "context_length", info.value
+    assert "context length exceeded" in str(info.value) and not info.value.retryable
+
+
+def test_the_size_cap_holds_on_the_read_that_ends_the_stream() -> None:
+    def script(conn: socket.socket) -> None:
+        conn.sendall(HEAD + chunked(event("a")))
+        time.sleep(0.1)
+        conn.sendall(chunked(event("y" * 20_000)) + END)
+
+    with raw_server(script) as url, pytest.raises(RequestError) as info:
+        send(url, max_bytes=10_000)
+    assert info.value.error_type == "response_too_large"
