@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Callable
@@ -19,6 +20,7 @@ _TTL_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _TTL_UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Fail = Callable[[str, str], ConfigError]
+log = logging.getLogger(__name__)
 
 
 def default_cache_path(environ: Any = None) -> Path:
@@ -64,14 +66,42 @@ def parse_workers(value: Any, fail: Fail, name: str = "workers") -> int:
 
 
 def with_workers(config: RunConfig, workers: int | str | None) -> RunConfig:
-    """`config` with the command line's --workers, when given."""
-    if workers is None:
+    """`config` with the command line's --workers, when given, and no more workers than
+    the smallest concurrency (see `within_concurrency`)."""
+    if workers is not None:
+
+        def fail(name: str, message: str) -> ConfigError:
+            return ConfigError(f"--workers {message}")
+
+        engine = dataclasses.replace(config.engine, workers=parse_workers(workers, fail))
+        config = dataclasses.replace(config, engine=engine)
+    return within_concurrency(config)
+
+
+def within_concurrency(config: RunConfig) -> RunConfig:
+    """Fewer workers when a model's concurrency is smaller than their number.
+
+    A worker sends at least one request at a time, so `workers = 4` with
+    `concurrency = 1` (a local llama.cpp server) would send four at once: the
+    limits are shared exactly, so the run uses as many workers as the smallest
+    concurrency allows, and says so.
+    """
+    workers = config.engine.workers
+    if workers <= 1 or config.mode == "batch":
         return config
-
-    def fail(name: str, message: str) -> ConfigError:
-        return ConfigError(f"--workers {message}")
-
-    engine = dataclasses.replace(config.engine, workers=parse_workers(workers, fail))
+    cap = config.engine.concurrency
+    smallest, name = min((min(m.concurrency or cap, cap), m.name) for m in config.models)
+    if smallest >= workers:
+        return config
+    log.warning(
+        "workers = %d lowered to %d: %s's concurrency is %d, and every worker sends at "
+        "least one request at a time",
+        workers,
+        smallest,
+        name,
+        smallest,
+    )
+    engine = dataclasses.replace(config.engine, workers=smallest)
     return dataclasses.replace(config, engine=engine)
 
 

@@ -212,3 +212,23 @@ async def test_ctrl_c_with_workers_saves_rows_and_resume_completes(tmp_path: Pat
         assert sim.stats.requests == n
     df = pd.read_parquet(tmp_path / "out")
     assert len(df) == n and df["prompt_id"].is_unique
+
+
+@pytest.mark.parametrize("where", ["engine", "model"])
+async def test_workers_never_exceed_a_concurrency_below_their_number(
+    tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # concurrency = 1 (a local llama.cpp server) with workers = 3: one request at a time.
+    profile = SimProfile(ttft_s=0.02, tokens_per_s=0.0, output_tokens=3)
+    async with SimServer(default=profile) as sim:
+        config = sim_config(
+            tmp_path,
+            sim.base_url,
+            n_prompts=12,
+            engine={"workers": 3, **({"concurrency": 1} if where == "engine" else {})},
+            model_settings={"concurrency": 1} if where == "model" else None,
+        )
+        result = await arun(config)
+        assert sim.stats.max_in_flight == 1
+    assert result.ok == 12
+    assert "workers = 3 lowered to 1: m1's concurrency is 1" in caplog.text
