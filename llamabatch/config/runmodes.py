@@ -87,7 +87,12 @@ def within_concurrency(config: RunConfig) -> RunConfig:
     concurrency allows, and says so.
     """
     workers = config.engine.workers
-    if workers <= 1 or config.mode == "batch":
+    if workers <= 1:
+        return config
+    if config.mode == "batch":
+        log.warning(
+            "workers = %d not used: batch mode submits its batches from one process", workers
+        )
         return config
     cap = config.engine.concurrency
     smallest, name = min((min(m.concurrency or cap, cap), m.name) for m in config.models)

@@ -93,12 +93,16 @@ async def test_rate_limit_headers_are_shared(tmp_path: Path) -> None:
     assert rejected <= 5, rejected
 
 
-def test_workers_override_is_checked(tmp_path: Path) -> None:
+def test_workers_override_is_checked(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = sim_config(tmp_path, "http://127.0.0.1:9/v1")
     assert with_workers(config, None).engine.workers == 1
     assert with_workers(config, "2").engine.workers == 2
     with pytest.raises(ConfigError, match="--workers must be"):
         with_workers(config, "0")
+    batch = sim_config(tmp_path, "http://127.0.0.1:9/v1", run={"mode": "batch"})
+    assert "workers" not in caplog.text
+    with_workers(batch, 2)  # not refused (workers = "auto" in a shared config), but said
+    assert "workers = 2 not used: batch mode submits its batches from one process" in caplog.text
 
 
 def write_config(tmp_path: Path, base_url: str, n: int, concurrency: int) -> Path:
