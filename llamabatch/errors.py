@@ -3,7 +3,8 @@
     LlamabatchError
     ├── UsageError            bad config, prompt set or command line: exit 2, nothing sent
     │   ├── ConfigError
-    │   └── PromptError
+    │   ├── PromptError
+    │   └── StorageError      the results directory cannot be written (disk full): the run stops
     └── RequestError          one request attempt failed; becomes a row with status "error"
 
 Third-party exceptions (aiohttp, sockets) are translated into `RequestError` in
@@ -67,6 +68,15 @@ def raise_sole_usage_error(group: BaseExceptionGroup[BaseException]) -> None:
         if isinstance(first, BaseExceptionGroup):
             raise_sole_usage_error(first)
         raise first from None
+
+
+class StorageError(UsageError):
+    """The results directory cannot be written (disk full, quota, I/O error).
+
+    The run stops admitting work; rows stored before stay stored, and running
+    it again (once there is room) resumes. A usage error for the command line:
+    one line, exit 2.
+    """
 
 
 class RequestError(LlamabatchError):

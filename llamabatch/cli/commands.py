@@ -18,7 +18,7 @@ from llamabatch.cli.evaluate import add_evaluation_commands
 from llamabatch.cli.options import add_field_options, field_values
 from llamabatch.cli.validate import add_validate_command
 from llamabatch.cli.viewing import add_view_command
-from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, StorageError, UsageError
 from llamabatch.escape import terminal
 
 if TYPE_CHECKING:
@@ -203,6 +203,9 @@ def _run(args: argparse.Namespace) -> int:
             result = _call_run(args, progress, models)
     except KeyboardInterrupt:
         result = None
+    except StorageError as exc:  # a full disk: what was stored stays; say how to go on
+        progress.close()
+        raise StorageError(f"{exc}; make room, then resume with: {_resume_command(args)}") from None
     progress.close()
     if result is None or result.interrupted:
         print(

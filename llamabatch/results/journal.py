@@ -6,6 +6,7 @@ Layout of an output directory:
     _journal/<run_id>-<seq>.jsonl    rows not yet in a part, one JSON line each
     _journal/<run_id>.schema         the Arrow schema those rows belong to
     _manifest.json                   config snapshot, versions, times, counts
+    .lock                            one writer at a time (`dirlock.py`)
 
 Each row is appended to the journal with one write() before it is counted, so
 a killed process loses nothing; every `rows_per_part` rows (or `bytes_per_part`
@@ -14,6 +15,10 @@ journal segment is rotated and written out as a part in a worker thread, after
 which the segment is deleted: Parquet readers see a run's rows while it goes on,
 and after a kill. Opening a directory finishes whatever a crash left half done
 and keeps exactly one row per (model, prompt_id, sample): the newest.
+
+A write that fails (a full disk) raises `StorageError` and leaves the journal
+as it was before that row: rows written before stay, and the next run moves
+them into parts.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import io
 import os
 import threading
@@ -33,7 +37,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from llamabatch.errors import UsageError
+from llamabatch.results.atomic import storage, storage_error
+from llamabatch.results.dirlock import DirectoryLock
 from llamabatch.results.parts import dedupe, part_files, part_path, store_part, unify_parts
 from llamabatch.results.schema import result_schema
 
@@ -65,7 +70,9 @@ class ResultWriter:
         *,
         rows_per_part: int = ROWS_PER_PART,
         bytes_per_part: int = BYTES_PER_PART,
+        lock: DirectoryLock | None = None,
     ) -> None:
+        """`lock`: the directory's lock, held by the caller beyond the writer's life."""
         self.output = output
         self.schema = result_schema()
         self.run_id = run_id
@@ -79,42 +86,54 @@ class ResultWriter:
         self.written = 0
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
-        self._lock_fd: int | None = None
+        self._size = 0  # bytes in the current segment: where a failed write is cut back to
+        self._lock = lock or DirectoryLock(output, "run")
+        self._owns_lock = lock is None
 
     def open(self) -> None:
         """Take the directory's lock, repair what a previous run left, start a journal."""
-        self._journal.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self._journal / ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-            raise UsageError(
-                f"{self.output} is in use by another llamabatch run; wait for it or pick "
-                "another --output"
-            ) from None
-        recover(self.output)
+        with storage(self._journal):
+            self._journal.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        with storage(self.output):
+            recover(self.output)
         # Only a directory that already held rows can end up with two rows for one key.
         self._had_parts = bool(part_files(self.output))
 
     def start(self, schema: pa.Schema) -> None:
         """Begin journalling rows of `schema`, widened to match the parts already here."""
-        self.attach(unify_parts(self.output, schema))
+        with storage(self.output):
+            schema = unify_parts(self.output, schema)
+        self.attach(schema)
 
     def attach(self, schema: pa.Schema) -> None:
         """Begin journalling rows of `schema` as it is (a worker process's writer: the run's
         parent holds the lock, repaired the directory and unified the schema)."""
         self.schema = schema
-        (self._journal / f"{self.run_id}.schema").write_bytes(schema.serialize().to_pybytes())
+        path = self._journal / f"{self.run_id}.schema"
+        with storage(path):
+            path.write_bytes(schema.serialize().to_pybytes())
         self._open_segment()
 
     def write(self, row: dict[str, Any]) -> None:
-        """Make `row` durable against a process kill (one write to the journal)."""
+        """Make `row` durable against a process kill (one write to the journal).
+
+        Every byte is written or the row is not: a short or failed write is cut
+        back off the segment, so no torn line sits before later rows.
+        """
         line = orjson.dumps(_packed(row), option=_JSON_ROW)
         with self._fd_lock:
             assert self._fd is not None, "open() first"
-            os.write(self._fd, line)
+            try:
+                done = os.write(self._fd, line)
+                while done < len(line):  # a short write: the rest, or the reason why not
+                    done += os.write(self._fd, memoryview(line)[done:])
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                segment = _segment_path(self.output, self.run_id, self._seq)
+                raise storage_error(segment, exc) from None
+            self._size += done
         self._pending += 1
         self._pending_bytes += len(line)
         self.written += 1
@@ -129,7 +148,8 @@ class ResultWriter:
             fd = None if self._fd is None else os.dup(self._fd)
         if fd is not None:
             try:
-                os.fsync(fd)
+                with storage(self._journal):
+                    os.fsync(fd)
             finally:
                 os.close(fd)
 
@@ -155,7 +175,8 @@ class ResultWriter:
 
     def write_part(self, seq: int) -> None:
         """Turn a closed journal segment into a Parquet part, then drop it (blocking)."""
-        _compact(self.output, self.run_id, seq, self.schema)
+        with storage(part_path(self.output, self.run_id, seq)):
+            _compact(self.output, self.run_id, seq, self.schema)
 
     def close(self, *, dedupe_keys: bool = True) -> None:
         """Write every remaining row and leave exactly one row per key (blocking).
@@ -163,25 +184,29 @@ class ResultWriter:
         A key can only have two rows when this run wrote it and the directory
         held an older (errored) row for it; `dedupe_keys=False` says none did.
         """
-        closed = self.rotate()
-        if closed is not None:
-            self.write_part(closed)
-        self._close_segment()
-        _segment_path(self.output, self.run_id, self._seq).unlink(missing_ok=True)
-        (self._journal / f"{self.run_id}.schema").unlink(missing_ok=True)
-        if self._had_parts and self.written and dedupe_keys:
-            dedupe(self.output)
-        if self._lock_fd is not None:
-            (self._journal / ".lock").unlink(missing_ok=True)
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
+        try:
+            # A full disk fails here too: the journal then stays for the next run to recover.
+            closed = self.rotate()
+            if closed is not None:
+                self.write_part(closed)
+            self._close_segment()
+            _segment_path(self.output, self.run_id, self._seq).unlink(missing_ok=True)
+            (self._journal / f"{self.run_id}.schema").unlink(missing_ok=True)
+            if self._had_parts and self.written and dedupe_keys:
+                with storage(self.output):
+                    dedupe(self.output)
+        finally:
+            self._close_segment()
+            if self._owns_lock:
+                self._lock.release()
         with contextlib.suppress(OSError):
             self._journal.rmdir()  # only when empty: a finished run leaves no journal
 
     def _open_segment(self) -> None:
         path = _segment_path(self.output, self.run_id, self._seq)
-        with self._fd_lock:
+        with self._fd_lock, storage(path):
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._size = os.fstat(self._fd).st_size
 
     def _close_segment(self) -> None:
         with self._fd_lock:

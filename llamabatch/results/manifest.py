@@ -11,7 +11,7 @@ from typing import Any, Final
 import pyarrow as pa
 
 from llamabatch._version import __version__
-from llamabatch.results.atomic import replace_atomically
+from llamabatch.results.atomic import replace_atomically, storage
 
 MANIFEST: Final = "_manifest.json"
 
@@ -25,9 +25,10 @@ def read_manifest(output: Path) -> dict[str, Any] | None:
 
 
 def write_manifest(output: Path, manifest: Mapping[str, Any]) -> None:
-    """Replace the manifest atomically."""
+    """Replace the manifest atomically (write a temporary file, fsync, rename, fsync the folder)."""
     text = json.dumps(manifest, indent=2, default=str) + "\n"
-    replace_atomically(output / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    with storage(output / MANIFEST):
+        replace_atomically(output / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def versions() -> dict[str, str]:

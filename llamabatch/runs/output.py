@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,6 +189,30 @@ def announce(observer: Any, line: str) -> None:
         notify(line)
     else:
         log.info("%s", line)
+
+
+def check_output(output: Path) -> None:
+    """Refuse an output that is not a directory, or one this process cannot write into.
+
+    Writability is tried, not inferred from permission bits (root ignores those, a
+    read-only file system does not): a probe file is made and removed in the
+    directory, or in its nearest existing parent when it is still to be created.
+    """
+    where = "(set [run] output, or --output)"
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"output {output} is not a directory {where}")
+    parent = output
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"output {output}: {parent} is not a directory {where}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".llamabatch-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        message = f"output {output}: cannot write in {parent}: {exc.strerror} {where}"
+        raise UsageError(message) from None
 
 
 def has_results(output: Path) -> bool:

@@ -15,14 +15,28 @@ import anyio
 from llamabatch.config import RunConfig, apply_overrides, load_config
 from llamabatch.config.runmodes import check_batch, with_workers
 from llamabatch.engine import Observer
-from llamabatch.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, UsageError
+from llamabatch.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_ROW_ERRORS,
+    StorageError,
+    UsageError,
+)
 from llamabatch.prompts import Layout, PromptSet
 from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import ResultWriter, RowBuilder, result_schema, write_manifest
 from llamabatch.results.cache import ResponseCache
+from llamabatch.results.dirlock import DirectoryLock
 from llamabatch.runs.drive import ActiveRun, Tally
 from llamabatch.runs.judge import Judge, rescore_judged
-from llamabatch.runs.output import announce, new_manifest, now_iso, open_output, prepare_output
+from llamabatch.runs.output import (
+    announce,
+    check_output,
+    new_manifest,
+    now_iso,
+    open_output,
+    prepare_output,
+)
 from llamabatch.runs.preflight import preflight
 from llamabatch.runs.servers import sim_profiles
 from llamabatch.scoring import Scoring
@@ -153,59 +167,55 @@ async def arun(
     scoring = Scoring.from_config(config)
     # A judge checks its model's key up front; it runs after the requests.
     judge = Judge(scoring.model_scorers, config) if scoring.model_scorers else None
+    check_output(config.output)
     if check and (problems := await preflight(config)):
         raise UsageError("\n".join([*problems, "(--no-check, or check=False, skips this check)"]))
-    prepare_output(config.output, resume=resume, force=force)
-    run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-    writer = ResultWriter(config.output, run_id, rows_per_part=config.engine.part_rows)
-    done, report, resume_scan = await open_output(
-        writer,
-        config,
-        prompts,
-        keep_errors=keep_errors,
-        force=force,
-        add_models=add_models,
-        all_models=all_models,
-    )
-    announce(observer, report.describe())
-    writer.start(result_schema(report.extra_types, scoring.fields()))
-    redactor = Redactor(config.secrets())
-    responses = await anyio.to_thread.run_sync(ResponseCache.for_run, config)
-    active = ActiveRun(
-        config=config,
-        prompts=prompts,
-        done=done,
-        writer=writer,
-        sink=scoring.sink(writer),
-        rows=RowBuilder(run_id, report.extra_types, redactor),
-        tally=Tally(observer),
-        handle_signals=handle_signals,
-        only=resume_scan.only,
-        cache=responses,
-        keep_errors=keep_errors,
-    )
-    manifest = new_manifest(config, run_id, report.valid, report.error_count, all_models)
-    write_manifest(config.output, manifest)
-    status = "failed"
-    try:
-        with redacted_logs(redactor):
-            status = "interrupted" if await active.drive() else "finished"
-    except BaseException as exc:
-        cancelled = isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class())
-        status = "interrupted" if cancelled else "failed"
-        raise
-    finally:
-        with anyio.CancelScope(shield=True):
-            # Only rows that replaced stored errors can leave a key with two rows.
-            close = functools.partial(writer.close, dedupe_keys=done.errors > 0)
-            await anyio.to_thread.run_sync(close)
-            if responses is not None:
-                await anyio.to_thread.run_sync(responses.close)
-            manifest.update(status=status, finished_at=now_iso(), **active.summary())
-            write_manifest(config.output, manifest)
-    if scoring.active and status == "finished":
-        # Judges run now; parts from earlier runs may predate the scorers.
-        await rescore_judged(config.output, scoring, judge, only_stale=True)
+    # The directory's lock is taken before anything in it is deleted, and held through
+    # the judges and re-scoring at the end; a new directory is locked as it is created.
+    with DirectoryLock(config.output, "run") as lock:
+        prepare_output(config.output, resume=resume, force=force)
+        run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+        writer = ResultWriter(
+            config.output, run_id, rows_per_part=config.engine.part_rows, lock=lock
+        )
+        done, report, resume_scan = await open_output(
+            writer,
+            config,
+            prompts,
+            keep_errors=keep_errors,
+            force=force,
+            add_models=add_models,
+            all_models=all_models,
+        )
+        announce(observer, report.describe())
+        writer.start(result_schema(report.extra_types, scoring.fields()))
+        redactor = Redactor(config.secrets())
+        responses = await anyio.to_thread.run_sync(ResponseCache.for_run, config)
+        active = ActiveRun(
+            config=config,
+            prompts=prompts,
+            done=done,
+            writer=writer,
+            sink=scoring.sink(writer),
+            rows=RowBuilder(run_id, report.extra_types, redactor),
+            tally=Tally(observer),
+            handle_signals=handle_signals,
+            only=resume_scan.only,
+            cache=responses,
+            keep_errors=keep_errors,
+        )
+        manifest = new_manifest(config, run_id, report.valid, report.error_count, all_models)
+        write_manifest(config.output, manifest)
+        try:
+            status = await _drive(active, redactor, manifest, responses)
+        except StorageError as exc:
+            raise StorageError(
+                f"{exc}; the run stopped (nothing more is sent) with {writer.written} new "
+                "rows stored"
+            ) from None
+        if scoring.active and status == "finished":
+            # Judges run now; parts from earlier runs may predate the scorers.
+            await rescore_judged(config.output, scoring, judge, only_stale=True)
     return RunResult(
         run_id=run_id,
         output=config.output,
@@ -216,3 +226,42 @@ async def arun(
         models=tuple(m.name for m in config.models),
         client=manifest["client"],
     )
+
+
+async def _drive(
+    active: ActiveRun,
+    redactor: Redactor,
+    manifest: dict[str, Any],
+    responses: ResponseCache | None,
+) -> str:
+    """Drive the engine; whatever happens, store every finished row and the manifest.
+
+    Returns how the run ended: "finished" or "interrupted".
+    """
+    status = "failed"
+    try:
+        with redacted_logs(redactor):
+            status = "interrupted" if await active.drive() else "finished"
+    except BaseException as exc:
+        cancelled = isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class())
+        status = "interrupted" if cancelled else "failed"
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            failure: StorageError | None = None
+            # Only rows that replaced stored errors can leave a key with two rows.
+            close = functools.partial(active.writer.close, dedupe_keys=active.done.errors > 0)
+            try:
+                await anyio.to_thread.run_sync(close)
+            except StorageError as exc:  # the journal stays; the next run recovers it
+                failure = exc
+            if responses is not None:
+                await anyio.to_thread.run_sync(responses.close)
+            manifest.update(status=status, finished_at=now_iso(), **active.summary())
+            try:
+                write_manifest(active.config.output, manifest)
+            except StorageError as exc:
+                failure = failure or exc
+            if failure is not None:
+                raise failure
+    return status

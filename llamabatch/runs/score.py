@@ -21,6 +21,7 @@ from llamabatch.config.schema import REDACTED
 from llamabatch.config.scorers import specs_from_snapshot
 from llamabatch.errors import UsageError
 from llamabatch.results import part_files, read_manifest, write_manifest
+from llamabatch.results.dirlock import DirectoryLock
 from llamabatch.runs.judge import Judge, rescore_judged
 from llamabatch.scoring import RescoreReport
 from llamabatch.scoring.apply import Scoring
@@ -74,7 +75,15 @@ async def score_results(output: Path, config_path: Path | None = None) -> Rescor
     if not scoring.active:
         raise UsageError(f"{config_path or output}: no [[scorers]] or prices configured")
     judge = Judge(scoring.model_scorers, config) if scoring.model_scorers else None
-    report = await rescore_judged(output, scoring, judge)
+    with DirectoryLock(output, "score"):  # no run writes here meanwhile, nor another score
+        manifest = read_manifest(output) or {}  # as it is now, under the lock
+        report = await rescore_judged(output, scoring, judge)
+        _record_scorers(output, manifest, config)
+    return report
+
+
+def _record_scorers(output: Path, manifest: dict[str, Any], config: RunConfig) -> None:
+    """The manifest records the scorers now in force and when they were applied."""
     if manifest:
         snapshot = config.snapshot()
         manifest.setdefault("config", {})
@@ -82,4 +91,3 @@ async def score_results(output: Path, config_path: Path | None = None) -> Rescor
             manifest["config"][key] = snapshot[key]
         manifest["rescored_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
         write_manifest(output, manifest)
-    return report

@@ -77,7 +77,7 @@ def test_newest_row_per_key_wins(tmp_path: Path) -> None:
 def test_second_writer_on_the_same_directory_is_refused(tmp_path: Path) -> None:
     first = ResultWriter(tmp_path, "a")
     first.open()
-    with pytest.raises(UsageError, match="in use by another llamabatch run"):
+    with pytest.raises(UsageError, match="in use by llamabatch run"):
         ResultWriter(tmp_path, "b").open()
     first.start(result_schema())
     first.close()
