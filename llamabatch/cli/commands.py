@@ -107,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the built-in simulated LLM (OpenAI, Llama API and Ollama formats)",
         description="Serve simulated models at http://HOST:PORT/v1 until interrupted "
         "(the native Llama API at /llama/v1, Ollama's API at the root). "
-        "Model ids containing maverick, scout, 70b or 8b get Llama-like speed profiles; "
-        "the options below set the profile of every other model.",
+        "Model ids containing maverick, scout, 70b or 8b get Llama-like speed and capacity "
+        "profiles; the speed and capacity options below (--ttft-s ... --prefill-tokens-per-s) "
+        "set those of every other model, and the fault options apply to every model.",
     )
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=8000, help="0 picks a free port")

@@ -22,9 +22,9 @@ class SimFormat(Protocol):
 
     def max_tokens(self, body: dict[str, Any]) -> Any: ...
 
-    def opening(self, model: str) -> bytes: ...
+    def opening(self, model: str, plan: Plan | None = None) -> bytes: ...
 
-    def delta(self, model: str, text: str) -> bytes: ...
+    def delta(self, model: str, text: str, plan: Plan | None = None, index: int = 0) -> bytes: ...
 
     def closing(self, model: str, plan: Plan, body: dict[str, Any], usage: bool) -> bytes: ...
 
@@ -54,30 +54,36 @@ class OpenAIFormat:
     def max_tokens(self, body: dict[str, Any]) -> Any:
         return body.get("max_tokens") or body.get("max_completion_tokens")
 
-    def opening(self, model: str) -> bytes:
-        return sse(_chunk(model, {"role": "assistant", "content": ""}))
+    def opening(self, model: str, plan: Plan | None = None) -> bytes:
+        role = {"role": "assistant", "content": ""}
+        n = plan.sequences if plan is not None else 1
+        return b"".join(sse(_chunk(model, role, plan, index=i)) for i in range(n))
 
-    def delta(self, model: str, text: str) -> bytes:
-        return sse(_chunk(model, {"content": text}))
+    def delta(self, model: str, text: str, plan: Plan | None = None, index: int = 0) -> bytes:
+        return sse(_chunk(model, {"content": text}, plan, index=index))
 
     def closing(self, model: str, plan: Plan, body: dict[str, Any], usage: bool) -> bytes:
-        out = sse(_chunk(model, {}, finish_reason=plan.finish_reason))
+        out = b"".join(
+            sse(_chunk(model, {}, plan, index=i, finish_reason=choice.finish_reason))
+            for i, choice in enumerate(plan.choices)
+        )
         if usage and (body.get("stream_options") or {}).get("include_usage"):
-            out += sse({**_chunk(model, None), "choices": [], "usage": plan.usage()})
+            out += sse({**_chunk(model, None, plan), "choices": [], "usage": plan.usage()})
         return out + b"data: [DONE]\n\n"
 
     def completion(self, model: str, plan: Plan) -> dict[str, Any]:
         return {
-            "id": "chatcmpl-sim",
+            "id": plan.id,
             "object": "chat.completion",
-            "created": int(time.time()),
+            "created": plan.created,
             "model": model,
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": plan.text},
-                    "finish_reason": plan.finish_reason,
+                    "index": i,
+                    "message": {"role": "assistant", "content": choice.text},
+                    "finish_reason": choice.finish_reason,
                 }
+                for i, choice in enumerate(plan.choices)
             ],
             "usage": plan.usage(),
         }
@@ -94,15 +100,21 @@ class OpenAIFormat:
 
 
 def _chunk(
-    model: str, delta: dict[str, Any] | None, finish_reason: str | None = None
+    model: str,
+    delta: dict[str, Any] | None,
+    plan: Plan | None = None,
+    *,
+    index: int = 0,
+    finish_reason: str | None = None,
 ) -> dict[str, Any]:
+    """One chunk; every chunk of a reply carries its id and creation time, as OpenAI's do."""
     choices = (
-        [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+        [] if delta is None else [{"index": index, "delta": delta, "finish_reason": finish_reason}]
     )
     return {
-        "id": "chatcmpl-sim",
+        "id": plan.id if plan is not None else "chatcmpl-sim",
         "object": "chat.completion.chunk",
-        "created": 0,
+        "created": plan.created if plan is not None else int(time.time()),
         "model": model,
         "choices": choices,
     }
@@ -116,21 +128,22 @@ class LlamaFormat:
     def max_tokens(self, body: dict[str, Any]) -> Any:
         return body.get("max_completion_tokens")
 
-    def opening(self, model: str) -> bytes:
-        return _llama_event("start", {"type": "text", "text": ""})
+    def opening(self, model: str, plan: Plan | None = None) -> bytes:
+        return _llama_event("start", {"type": "text", "text": ""}, plan)
 
-    def delta(self, model: str, text: str) -> bytes:
-        return _llama_event("progress", {"type": "text", "text": text})
+    def delta(self, model: str, text: str, plan: Plan | None = None, index: int = 0) -> bytes:
+        return _llama_event("progress", {"type": "text", "text": text}, plan)
 
     def closing(self, model: str, plan: Plan, body: dict[str, Any], usage: bool) -> bytes:
-        out = _llama_event("complete", {"type": "text", "text": ""}, stop_reason=plan.finish_reason)
+        empty = {"type": "text", "text": ""}
+        out = _llama_event("complete", empty, plan, stop_reason=plan.finish_reason)
         if usage:
-            out += _llama_event("metrics", {"type": "text", "text": ""}, metrics=_metrics(plan))
+            out += _llama_event("metrics", empty, plan, metrics=_metrics(plan))
         return out
 
     def completion(self, model: str, plan: Plan) -> dict[str, Any]:
         return {
-            "id": "sim",
+            "id": plan.id,
             "completion_message": {
                 "role": "assistant",
                 "content": {"type": "text", "text": plan.text},
@@ -150,8 +163,9 @@ class LlamaFormat:
         return _openai_error(message, kind, code)
 
 
-def _llama_event(kind: str, delta: dict[str, Any], **fields: Any) -> bytes:
-    return sse({"id": "sim", "event": {"event_type": kind, "delta": delta, **fields}})
+def _llama_event(kind: str, delta: dict[str, Any], plan: Plan | None, **fields: Any) -> bytes:
+    rid = plan.id if plan is not None else "sim"
+    return sse({"id": rid, "event": {"event_type": kind, "delta": delta, **fields}})
 
 
 def _metrics(plan: Plan) -> list[dict[str, Any]]:
@@ -172,10 +186,10 @@ class OllamaFormat:
     def max_tokens(self, body: dict[str, Any]) -> Any:
         return (body.get("options") or {}).get("num_predict")
 
-    def opening(self, model: str) -> bytes:
+    def opening(self, model: str, plan: Plan | None = None) -> bytes:
         return b""
 
-    def delta(self, model: str, text: str) -> bytes:
+    def delta(self, model: str, text: str, plan: Plan | None = None, index: int = 0) -> bytes:
         return orjson.dumps(_ollama_message(model, text, done=False)) + b"\n"
 
     def closing(self, model: str, plan: Plan, body: dict[str, Any], usage: bool) -> bytes:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import random
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -21,18 +24,38 @@ _TEXT = (
 _WORDS = _TEXT.split()
 
 
+def _completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
 @dataclass(frozen=True)
 class Plan:
-    """The reply to one request: its tokens, counts and timing."""
+    """The reply to one request: its tokens, counts and timing (and its other `n` choices)."""
 
     tokens: list[str]
     prompt_tokens: int
     finish_reason: str
     ttft_s: float
     decode_s: float
+    more: tuple[Plan, ...] = ()  # choices 1 .. n-1 of a request asking for `n`
+    id: str = field(default_factory=_completion_id)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def choices(self) -> tuple[Plan, ...]:
+        return (self, *self.more)
+
+    @property
+    def sequences(self) -> int:
+        return 1 + len(self.more)
+
+    @property
+    def length(self) -> int:
+        """Tokens of the longest choice: how long generating the reply takes."""
+        return max(len(c.tokens) for c in self.choices)
 
     def usage(self) -> dict[str, int]:
-        n = len(self.tokens)
+        n = sum(len(c.tokens) for c in self.choices)
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": n,
@@ -44,13 +67,34 @@ class Plan:
         return "".join(self.tokens)
 
 
-def make_plan(body: dict[str, Any], profile: SimProfile, seed: int, max_tokens: Any) -> Plan:
-    """Decide the reply: same prompt, model and seed give the same text."""
+MAX_CHOICES = 128
+
+
+def make_plan(
+    body: dict[str, Any], profile: SimProfile, seed: int, max_tokens: Any, *, choices: bool = True
+) -> Plan:
+    """Decide the reply: same prompt, model and seed give the same text.
+
+    With `choices` (the OpenAI format), a request's `n` asks for that many replies.
+    """
+    n = body.get("n") if choices else 1
+    n = n if isinstance(n, int) and 1 <= n <= MAX_CHOICES else 1
+    first = _choice(body, profile, seed, max_tokens, 0)
+    if n == 1:
+        return first
+    more = tuple(_choice(body, profile, seed, max_tokens, i) for i in range(1, n))
+    return dataclasses.replace(first, more=more)
+
+
+def _choice(
+    body: dict[str, Any], profile: SimProfile, seed: int, max_tokens: Any, index: int
+) -> Plan:
     messages = body.get("messages") or []
     options = body.get("options") or {}
     request_seed = body.get("seed", options.get("seed"))
     key = orjson.dumps(
-        [body.get("model"), messages, request_seed, seed], option=orjson.OPT_SORT_KEYS
+        [body.get("model"), messages, request_seed, seed, *([index] if index else [])],
+        option=orjson.OPT_SORT_KEYS,
     )
     if body.get("temperature", options.get("temperature")) and request_seed is None:
         key += random.randbytes(8)

@@ -21,9 +21,27 @@ class SimProfile:
     tokens_per_s: float = field(default=80.0, metadata={"help": "decode speed"})
     output_tokens: int = field(default=120, metadata={"help": "mean reply length"})
     jitter: float = field(default=0.15, metadata={"help": "relative spread of TTFT and speed"})
+    slots: int = field(
+        default=0,
+        metadata={"help": "decode slots: requests beyond them queue for one (0: unlimited)"},
+    )
+    server_tokens_per_s: float = field(
+        default=0.0,
+        metadata={
+            "help": "decode throughput shared by the requests in flight (0: unlimited)",
+        },
+    )
+    prefill_tokens_per_s: float = field(
+        default=0.0,
+        metadata={"help": "prompt tokens prefilled per second, one prompt at a time (0: free)"},
+    )
     error_rate: float = field(default=0.0, metadata={"help": "fraction answered 503"})
     rate_limit_rate: float = field(default=0.0, metadata={"help": "fraction answered 429"})
     disconnect_rate: float = field(default=0.0, metadata={"help": "fraction cut mid-stream"})
+    invalid_rate: float = field(
+        default=0.0,
+        metadata={"help": "fraction answered llama-cpp-python's 500 validation error (final)"},
+    )
     retry_after_s: float | None = field(
         default=1.0, metadata={"help": "Retry-After of a simulated 429"}
     )
@@ -80,6 +98,19 @@ def _value_problem(kind: str, value: Any) -> str | None:
     return None
 
 
+# What makes a model fast or slow; a built-in model keeps its own, and takes every other
+# setting (faults, context window, ...) from the server's default profile.
+SPEED_FIELDS = (
+    "ttft_s",
+    "tokens_per_s",
+    "output_tokens",
+    "jitter",
+    "slots",
+    "server_tokens_per_s",
+    "prefill_tokens_per_s",
+)
+
+
 @dataclass(frozen=True)
 class BuiltinModel:
     """A model the simulator always serves: matched on `marker` in a model id, listed as `id`."""
@@ -89,24 +120,56 @@ class BuiltinModel:
     profile: SimProfile
 
 
+# Speeds resemble each model's on a shared GPU deployment: one request alone decodes at
+# tokens_per_s; together they share server_tokens_per_s over at most `slots` at a time.
 BUILTIN_MODELS: tuple[BuiltinModel, ...] = (
     BuiltinModel(
         "maverick",
         "Llama-4-Maverick-17B-128E-Instruct-FP8",
-        SimProfile(ttft_s=0.30, tokens_per_s=120.0, output_tokens=110),
+        SimProfile(
+            ttft_s=0.30,
+            tokens_per_s=120.0,
+            output_tokens=110,
+            slots=32,
+            server_tokens_per_s=1200.0,
+            prefill_tokens_per_s=8000.0,
+        ),
     ),
     BuiltinModel(
         "scout",
         "Llama-4-Scout-17B-16E-Instruct-FP8",
-        SimProfile(ttft_s=0.22, tokens_per_s=160.0, output_tokens=100),
+        SimProfile(
+            ttft_s=0.22,
+            tokens_per_s=160.0,
+            output_tokens=100,
+            slots=32,
+            server_tokens_per_s=1600.0,
+            prefill_tokens_per_s=12000.0,
+        ),
     ),
     BuiltinModel(
         "70b",
         "Llama-3.3-70B-Instruct",
-        SimProfile(ttft_s=0.45, tokens_per_s=55.0, output_tokens=120),
+        SimProfile(
+            ttft_s=0.45,
+            tokens_per_s=55.0,
+            output_tokens=120,
+            slots=16,
+            server_tokens_per_s=440.0,
+            prefill_tokens_per_s=4000.0,
+        ),
     ),
     BuiltinModel(
-        "8b", "Llama-3.1-8B-Instruct", SimProfile(ttft_s=0.12, tokens_per_s=220.0, output_tokens=90)
+        "8b",
+        "Llama-3.1-8B-Instruct",
+        SimProfile(
+            ttft_s=0.12,
+            tokens_per_s=220.0,
+            output_tokens=90,
+            slots=64,
+            server_tokens_per_s=3500.0,
+            prefill_tokens_per_s=20000.0,
+        ),
     ),
 )
 
@@ -118,6 +181,11 @@ def builtin_model(model: str) -> BuiltinModel | None:
 
 
 def builtin_profile(model: str, default: SimProfile | None = None) -> SimProfile:
-    """The speed profile for a model id (matched on maverick/scout/70b/8b), else `default`."""
+    """The profile for a model id: a built-in model's speed (maverick/scout/70b/8b) with the
+    rest of `default` (its fault rates apply to every model), else `default` itself."""
     builtin = builtin_model(model)
-    return builtin.profile if builtin is not None else default or SimProfile()
+    if builtin is None:
+        return default or SimProfile()
+    if default is None:
+        return builtin.profile
+    return replace(default, **{name: getattr(builtin.profile, name) for name in SPEED_FIELDS})

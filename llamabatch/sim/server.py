@@ -11,9 +11,9 @@ a server-side RPM limit, scripted faults for tests). Paths:
     /tokenize, /extras/tokenize/count             llama.cpp / vLLM, llama-cpp-python
     /v1/embeddings, /api/embed                    embeddings (`embeddings.py`)
 
-`profile.py` holds each model's speed and fault rates, `plan.py` decides a
-reply, `formats.py` writes its bytes in each format, and `answers.py` lets a
-profile answer eval prompts correctly for a set share of them.
+`profile.py` holds each model's speed and fault rates, `capacity.py` how it
+slows under load, `plan.py` decides a reply, `formats.py` writes its bytes in
+each format, and `answers.py` lets a profile answer eval prompts correctly.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from aiohttp import web
 from llamabatch.sim import catalog, embeddings, replies
 from llamabatch.sim.answers import answer_table
 from llamabatch.sim.batches import SimBatches
+from llamabatch.sim.capacity import Deployment
 from llamabatch.sim.formats import LLAMA, OLLAMA, OPENAI, SimFormat
 from llamabatch.sim.plan import (
     Plan,
@@ -83,6 +84,7 @@ class SimServer:
         self.batches = SimBatches(self.profile, seed)  # the Batch API: sim/batches.py
         self._admitted: deque[float] = deque()
         self._rngs: dict[str, random.Random] = {}
+        self._deployments: dict[str, Deployment] = {}
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
 
@@ -288,12 +290,21 @@ class SimServer:
             return await self._fault(request, action, profile, body, model, fmt)
         if (limited := self._rpm_check(fmt)) is not None:
             return limited
-        plan = make_plan(body, profile, self.seed, fmt.max_tokens(body))
+        plan = make_plan(body, profile, self.seed, fmt.max_tokens(body), choices=fmt is OPENAI)
         # Ollama streams unless told not to; the other formats only when asked.
         if body.get("stream", fmt is OLLAMA):
             return await self._stream(request, body, plan, model, fmt, profile)
-        await asyncio.sleep(plan.ttft_s + plan.decode_s)
+        async with contextlib.aclosing(self.deployment(model).generate(plan)) as tokens:
+            async for _ in tokens:
+                pass
         return web.json_response(fmt.completion(model, plan), headers=self._budget_headers())
+
+    def deployment(self, model: str) -> Deployment:
+        """The model's capacity (slots, prefill lane, shared decode throughput): `capacity.py`."""
+        name = model.removesuffix(":latest")
+        if (found := self._deployments.get(name)) is None:
+            found = self._deployments[name] = Deployment(self.profile(name))
+        return found
 
     def _random_fault(self, model: str, profile: SimProfile) -> str:
         # One random stream per model: how many of a model's requests fail does not
@@ -304,6 +315,7 @@ class SimServer:
             ("429", profile.rate_limit_rate),
             ("503", profile.error_rate),
             ("disconnect", profile.disconnect_rate),
+            ("validation500", profile.invalid_rate),
         ):
             if roll < rate:
                 return action
@@ -416,26 +428,19 @@ class SimServer:
             }
         )
         await response.prepare(request)
-        start = time.monotonic()
-        if opening := fmt.opening(model):
+        if opening := fmt.opening(model, plan):
             await response.write(opening)
-        per_token = plan.decode_s / max(1, len(plan.tokens) - 1)
-        i = 0
-        while i < len(plan.tokens):
-            due = start + plan.ttft_s + i * per_token
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            # Emit every token that is already due in one chunk (keeps fast profiles cheap).
-            j = i + 1
-            while j < len(plan.tokens) and start + plan.ttft_s + j * per_token <= time.monotonic():
-                j += 1
-            await response.write(fmt.delta(model, "".join(plan.tokens[i:j])))
-            i = j
-            if disconnect and i >= len(plan.tokens) // 2:
-                assert request.transport is not None
-                request.transport.close()
-                return response
+        sent = 0
+        async with contextlib.aclosing(self.deployment(model).generate(plan)) as tokens:
+            async for produced in tokens:
+                choices = [(i, c.tokens[sent:produced]) for i, c in enumerate(plan.choices)]
+                deltas = [fmt.delta(model, "".join(t), plan, i) for i, t in choices if t]
+                await response.write(b"".join(deltas))
+                sent = produced
+                if disconnect and sent >= plan.length // 2:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
         await response.write(fmt.closing(model, plan, body, profile.stream_usage))
         await response.write_eof()
         return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -75,3 +76,32 @@ async def test_models_list_and_errors_through_the_sdk() -> None:
         async with client(sim, "sk-wrong") as bad:
             with pytest.raises(openai.AuthenticationError):
                 await bad.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+
+
+async def test_n_choices_unique_ids_and_real_created_times_through_the_sdk() -> None:
+    async with SimServer(default=FAST) as sim, client(sim) as c:
+        first = await c.chat.completions.create(model="m", messages=MESSAGES, n=3)  # type: ignore[arg-type]
+        second = await c.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        stream = await c.chat.completions.create(
+            model="m",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            n=2,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        texts, ids, usage = ["", ""], set(), None
+        async for chunk in stream:
+            ids.add(chunk.id)
+            for choice in chunk.choices:
+                texts[choice.index] += choice.delta.content or ""
+            usage = chunk.usage or usage
+    assert [c.index for c in first.choices] == [0, 1, 2]
+    replies = [c.message.content or "" for c in first.choices]
+    assert len(set(replies)) == 3 and all(replies)
+    assert first.usage is not None
+    assert first.usage.completion_tokens == sum(len(r.split()) for r in replies)
+    assert first.id != second.id and first.id.startswith("chatcmpl-")
+    assert abs(first.created - time.time()) < 60
+    assert len(ids) == 1 and first.id not in ids  # one id per streamed reply, never reused
+    assert all(texts) and texts[0] != texts[1]
+    assert usage is not None and usage.completion_tokens == sum(len(t.split()) for t in texts)
