@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,19 @@ async def test_the_commands_are_python_functions_too(tmp_path: Path) -> None:
     assert all(c.ok for c in await check(config))
     rescored = await score_results(first.output)
     assert (rescored.parts, rescored.rows) == (1, 3)
+
+
+@pytest.mark.anyio
+async def test_library_runs_leave_the_garbage_collector_alone(tmp_path: Path) -> None:
+    prompts = write_jsonl(tmp_path / "p.jsonl", prompt_rows(3))
+    config = llamabatch.config_from_dict(
+        {
+            "run": {"input": str(prompts), "output": str(tmp_path / "out")},
+            "models": [{"name": "m", "provider": "sim", "sim": {"ttft_s": 0, "tokens_per_s": 0}}],
+        }
+    )
+    frozen, enabled = gc.get_freeze_count(), gc.isenabled()
+    result = await llamabatch.arun(config)
+    assert result.exit_code == 0
+    # gc.freeze() is the command line's choice (its own process), never a library call's.
+    assert (gc.get_freeze_count(), gc.isenabled()) == (frozen, enabled)

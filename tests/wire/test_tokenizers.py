@@ -200,3 +200,28 @@ async def test_an_answer_is_tokenized_only_when_the_count_is_exact(
     await TokenCounter(MODEL, None, kind).fill(WordTransport(), resp, MESSAGES, params)  # type: ignore[arg-type]
     assert (resp.completion_tokens, resp.completion_source) == (count, source)
     assert (resp.prompt_tokens, resp.prompt_source) == (7, "server")  # never replaced
+
+
+@pytest.mark.anyio
+async def test_failed_rows_carry_no_counts_no_sources_and_no_cost(tmp_path: Path) -> None:
+    failing = SimProfile(ttft_s=0.0, tokens_per_s=0.0, output_tokens=8, error_rate=1.0)
+    async with SimServer(default=failing) as sim:
+        config = sim_config(
+            tmp_path,
+            sim.base_url,
+            n_prompts=3,
+            engine={"max_retries": 0},
+            model_settings={"usd_per_mtok": {"input": 1.0, "output": 2.0}},
+        )
+        df = (await arun(config)).dataframe()
+    assert (df["status"] == "error").all() and (df["http_status"] == 503).all()
+    for column in (
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_source",
+        "completion_tokens_source",
+        "usage_source",
+        "cost_usd",
+    ):
+        assert df[column].isna().all(), column
