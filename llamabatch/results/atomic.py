@@ -42,3 +42,11 @@ def storage(path: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise storage_error(path, exc) from None
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """`os.write` every byte: a short write (a disk filling up) is followed by the rest, or
+    by the error that stops it."""
+    done = os.write(fd, data)
+    while done < len(data):
+        done += os.write(fd, memoryview(data)[done:])

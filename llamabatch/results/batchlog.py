@@ -28,6 +28,8 @@ from typing import Any, Final
 
 import orjson
 
+from llamabatch.results.atomic import write_all
+
 BATCH_DIR: Final = "_batches"
 LOG: Final = "log.jsonl"
 
@@ -78,7 +80,7 @@ class BatchLog:
         entry = {"event": event, "chunk": chunk, "at": round(time.time(), 3), **data}
         fd = os.open(self.dir / LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
-            os.write(fd, orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+            write_all(fd, orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
             os.fsync(fd)
         finally:
             os.close(fd)

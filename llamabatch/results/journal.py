@@ -37,7 +37,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.json as pajson
 
-from llamabatch.results.atomic import storage, storage_error
+from llamabatch.results.atomic import storage, storage_error, write_all
 from llamabatch.results.dirlock import DirectoryLock
 from llamabatch.results.parts import dedupe, part_files, part_path, store_part, unify_parts
 from llamabatch.results.schema import result_schema
@@ -125,15 +125,13 @@ class ResultWriter:
         with self._fd_lock:
             assert self._fd is not None, "open() first"
             try:
-                done = os.write(self._fd, line)
-                while done < len(line):  # a short write: the rest, or the reason why not
-                    done += os.write(self._fd, memoryview(line)[done:])
+                write_all(self._fd, line)
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._size)
                 segment = _segment_path(self.output, self.run_id, self._seq)
                 raise storage_error(segment, exc) from None
-            self._size += done
+            self._size += len(line)
         self._pending += 1
         self._pending_bytes += len(line)
         self.written += 1
