@@ -30,7 +30,7 @@ from llamabatch.config import RunConfig
 from llamabatch.engine import Engine, Lane
 from llamabatch.engine.coordinator import SharedLimits
 from llamabatch.errors import RequestError
-from llamabatch.prompts import Prompt, PromptSet, ScanReport
+from llamabatch.prompts import Layout, Prompt, PromptSet, ScanReport
 from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import ResultWriter, RowBuilder, load_done
 from llamabatch.runs.channel import Channel
@@ -183,7 +183,7 @@ async def _drive(
     config = spec.config
     load = functools.partial(load_done, config.output, keep_errors=spec.keep_errors)
     done = await anyio.to_thread.run_sync(load)
-    prompts = PromptSet(config.input, limit=config.limit)
+    prompts = PromptSet(config.input, limit=config.limit, layout=Layout.of(config))
     prompts.report = spec.scan
     mine = share_config(config, spec.index, spec.count)
     totals = model_concurrency(config)

@@ -218,6 +218,19 @@ async def test_ctrl_c_with_workers_saves_rows_and_resume_completes(tmp_path: Pat
     assert len(df) == n and df["prompt_id"].is_unique
 
 
+async def test_workers_read_the_prompts_with_the_runs_columns(tmp_path: Path) -> None:
+    # A CSV export that needs [run] columns: every worker must read it as the parent did.
+    csv = tmp_path / "qa.csv"
+    csv.write_text("qid,question,answer\n" + "".join(f"q{i},What is {i}?,{i}\n" for i in range(20)))
+    columns = {"prompt": "question", "expected": "answer", "id": "qid"}
+    async with SimServer(default=FAST) as sim:
+        config = sim_config(tmp_path, sim.base_url, prompts=csv, run={"columns": columns})
+        result = await arun(config, workers=2)
+    assert result.ok == 20 and not result.errors
+    rows = pd.read_parquet(config.output)
+    assert sorted(rows["prompt_id"]) == sorted(f"q{i}" for i in range(20))
+
+
 @pytest.mark.parametrize("where", ["engine", "model"])
 async def test_workers_never_exceed_a_concurrency_below_their_number(
     tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture
