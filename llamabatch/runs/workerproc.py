@@ -5,8 +5,8 @@ the prompt id, so a conversation's turns stay together), with the run's
 limits leased from the parent's coordinator, and journals its rows into the
 run's directory under its own writer id: its own journal segments and part
 files, so nothing is shared but the directory (whose lock the parent holds).
-Progress goes to the parent in small batches. SIGINT is the parent's to
-handle: it sends `stop` (admit nothing new) and then `cancel`; a parent that
+Progress goes to the parent in small batches. SIGINT and SIGTERM are the
+parent's to handle: it sends `stop` (admit nothing new) and then `cancel`; a parent that
 disappears is taken as `cancel`.
 """
 
@@ -152,7 +152,10 @@ def main(argv: list[str]) -> None:
 
 
 def _run(spec: WorkerSpec, sock: socket.socket) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides: it sends stop, cancel
+    # The parent decides (it sends stop, then cancel), also when a SIGTERM reaches the
+    # whole process group (systemd's KillMode=control-group, kill -TERM -PGID).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=spec.log_level, format=f"%(levelname)s worker {spec.index}: %(message)s"
     )

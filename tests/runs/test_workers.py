@@ -127,9 +127,10 @@ base_url = "{base_url}"
     return config
 
 
-async def start(config: Path) -> Process:
+async def start(config: Path, **env: str) -> Process:
     argv = [sys.executable, "-m", "llamabatch.cli", "run", str(config), "-q", "--no-check"]
-    return await anyio.open_process(argv, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    return await anyio.open_process(argv, env=env, start_new_session=True)
 
 
 async def finish(process: Process) -> tuple[int, str]:
@@ -249,3 +250,21 @@ async def test_workers_never_exceed_a_concurrency_below_their_number(
         assert sim.stats.max_in_flight == 1
     assert result.ok == 12
     assert "workers = 3 lowered to 1: m1's concurrency is 1" in caplog.text
+
+
+@pytest.mark.slow
+async def test_sigterm_to_the_whole_group_stops_the_run_like_sigint(tmp_path: Path) -> None:
+    # systemd (KillMode=control-group) and `kill -TERM -PGID` signal the workers too: they
+    # must leave the stop to the parent, so the requests in flight finish and are stored.
+    slow = SimProfile(ttft_s=0.3, tokens_per_s=100.0, output_tokens=20, jitter=0.0)
+    async with SimServer(default=slow) as sim:
+        config = write_config(tmp_path, sim.base_url, 200, 4)
+        process = await start(config)
+        await sim.wait_for_requests(12)
+        os.killpg(process.pid, signal.SIGTERM)
+        code, err = await finish(process)
+        sent = sim.stats.requests
+    assert code == 130, err
+    assert "died" not in err, err
+    rows = pd.read_parquet(tmp_path / "out")
+    assert len(rows) == sent and (rows["status"] == "ok").all(), (len(rows), sent)
