@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -714,6 +714,18 @@ def machine() -> list[str]:
     ]
 
 
+def _scaling(name: str) -> Callable[[argparse.Namespace, Path], list[str]]:
+    """A section of scaling.py (imported when run: it imports this module)."""
+
+    def section(args: argparse.Namespace, workdir: Path) -> list[str]:
+        import scaling
+
+        result: list[str] = getattr(scaling, f"{name}_section")(args, workdir)
+        return result
+
+    return section
+
+
 SECTIONS = {
     "cpu": ("CPU per streamed request", cpu_section),
     "per-write": ("CPU per streamed response, one write per event", per_write_section),
@@ -721,6 +733,8 @@ SECTIONS = {
     "memory": ("Memory and resume start-up", memory_section),
     "ratelimit": ("Throughput under a server-side rate limit", ratelimit_section),
     "chunks": ("Raw chunk times: cost and accuracy", chunk_times_section),
+    "workers": ("Worker processes: responses/s and CPU per response", _scaling("workers")),
+    "shared-limits": ("A rate limit shared by processes", _scaling("shared_limits")),
 }
 
 

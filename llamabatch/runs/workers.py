@@ -34,8 +34,8 @@ from llamabatch.prompts import ScanReport
 from llamabatch.results import DoneIndex, ResultWriter
 from llamabatch.results.journal import recover_writer
 from llamabatch.results.parts import dedupe
-from llamabatch.runs import workerproc
 from llamabatch.runs.channel import Channel
+from llamabatch.runs.share import WorkerSpec
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS: Final = 3  # per worker; a worker that keeps dying ends the run's share of it
@@ -115,7 +115,7 @@ class WorkerPool:
     async def _run_one(self, index: int, count: int, writer_id: str) -> int:
         """One worker process from start to exit; its exit code."""
         ours, theirs = socket.socketpair()
-        spec = workerproc.WorkerSpec(
+        spec = WorkerSpec(
             index=index,
             count=count,
             writer_id=writer_id,

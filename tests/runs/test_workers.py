@@ -15,7 +15,7 @@ from anyio.abc import Process
 from llamabatch import SimProfile, SimServer, arun
 from llamabatch.config.runmodes import parse_workers, with_workers
 from llamabatch.errors import ConfigError
-from llamabatch.runs.workerproc import in_share, share
+from llamabatch.runs.share import in_share, share
 from tests.helpers import FAST, prompt_rows, sim_config, write_jsonl
 
 pytestmark = pytest.mark.anyio

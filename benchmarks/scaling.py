@@ -1,0 +1,189 @@
+"""Scaling sections of benchmarks/run.py: worker processes, and limits shared between them.
+
+Both run `llamabatch run` as a whole process tree (the parent and its
+workers); CPU is user + sys of the tree, from wait4 once all have exited.
+The clients are not pinned to a core here: workers must be free to use both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from run import (
+    PY,
+    llamabatch_config,
+    server,
+    spread,
+    static_server,
+    write_prompts,
+)
+
+
+@dataclass
+class Tree:
+    cpu_s: float  # user + sys of the process and every child it waited for
+    wall_s: float
+    active_s: float  # first request's start to last response's end (rows' own times)
+    server_cpu_s: float
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_tree(config: Path, output: Path, server_pid: int | None, *flags: str) -> Tree:
+    """`llamabatch run` unpinned; its tree's CPU, wall time, and the server's CPU meanwhile."""
+    import pyarrow.parquet as pq
+
+    argv = [PY, "-m", "llamabatch.cli", "run", str(config), "-q", "--no-check", *flags]
+    server_before = _proc_cpu_s(server_pid) if server_pid else 0.0
+    with tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise RuntimeError(f"llamabatch run failed: {err.read()[-2000:]}")
+    server_cpu = (_proc_cpu_s(server_pid) - server_before) if server_pid else 0.0
+    table = pq.read_table(output, columns=["started_at", "finished_at"])
+    first = min(table["started_at"].to_pylist())
+    active = (max(table["finished_at"].to_pylist()) - first).total_seconds()
+    return Tree(usage.ru_utime + usage.ru_stime, wall, active, server_cpu)
+
+
+def workers_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """Responses/s and CPU per response with workers = 2 against workers = 1, side by side."""
+    n, c = args.requests, 64
+    prompts = write_prompts(workdir / "workers.jsonl", n)
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    cpu: dict[int, list[float]] = {1: [], 2: []}
+    busy: dict[int, list[float]] = {1: [], 2: []}
+    rate_ratios, cpu_ratios = [], []
+    with static_server(18191, workdir) as kind:
+        url = "http://127.0.0.1:18191/v1"
+        pid = _listener_pid(18191)
+        for _ in range(args.runs):
+            measured = {}
+            for workers in (1, 2):
+                name = f"workers{workers}"
+                config = llamabatch_config(
+                    workdir,
+                    name,
+                    base_url=url,
+                    prompts=prompts,
+                    concurrency=c,
+                    max_tokens=64,
+                    extra_engine=f"workers = {workers}",
+                )
+                tree = run_tree(config, workdir / name, pid)
+                measured[workers] = tree
+                rates[workers].append(n / tree.active_s)
+                cpu[workers].append(tree.cpu_s / n * 1e3)
+                cores = os.cpu_count() or 1
+                busy[workers].append((tree.cpu_s + tree.server_cpu_s) / (tree.wall_s * cores) * 100)
+            rate_ratios.append(measured[1].active_s / measured[2].active_s)
+            cpu_ratios.append(measured[2].cpu_s / measured[1].cpu_s)
+    rows = [
+        f"Server: {kind} on core 0; `llamabatch run` not pinned (workers use any core); "
+        f"{n:,} streamed 64-token requests at concurrency {c}. Responses/s from the first "
+        "request's start to the last response's end (start-up excluded); CPU = user + sys of "
+        "the whole process tree (parent and workers), start-up included; busy = client and "
+        "server CPU over wall time x cores.",
+        "",
+        "| workers | responses/s (min / median / max) | CPU ms per response | machine busy % |",
+        "|---|---|---|---|",
+    ]
+    for workers in (1, 2):
+        rows.append(
+            f"| {workers} | {spread(rates[workers], '{:,.0f}')} "
+            f"| {spread(cpu[workers], '{:.3f}')} | {spread(busy[workers], '{:.0f}')} |"
+        )
+    load = os.getloadavg()[0]
+    rows += [
+        "",
+        f"**responses/s, workers = 2 / workers = 1, side by side: {spread(rate_ratios)}** "
+        "(target >= 1.7 where the machine has a core to spare); "
+        f"**CPU per response, 2 / 1: {spread(cpu_ratios)}** (target <= 1.10). "
+        f"Load average at the end: {load:.1f} on {os.cpu_count()} cores.",
+    ]
+    return rows
+
+
+def _listener_pid(port: int) -> int | None:
+    """The pid of the process listening on `port` (for its CPU time), via `ss` when present."""
+    try:
+        out = subprocess.run(
+            ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    marker = "pid="
+    at = out.find(marker)
+    return int(out[at + len(marker) :].split(",", 1)[0]) if at >= 0 else None
+
+
+def shared_limits_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """A server RPM limit met by two worker processes sharing one coordinator."""
+    limit, window, n = args.rate_limit, args.rate_window_s, args.rate_requests
+    prompts = write_prompts(workdir / "shared-rate.jsonl", n)
+    argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "18192", "--rpm-limit", str(limit)]
+    argv += ["--rpm-window-s", str(window), "--ttft-s", "0.01", "--tokens-per-s", "0"]
+    argv += ["--output-tokens", "16", "--jitter", "0"]
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    for label, flags in _limit_modes(args):
+        fractions, rejected = [], []
+        for _ in range(args.runs):
+            with server(argv, ready="serving"):
+                config = llamabatch_config(
+                    workdir,
+                    "shared-rate",
+                    base_url="http://127.0.0.1:18192/v1",
+                    prompts=prompts,
+                    concurrency=32,
+                    max_tokens=16,
+                )
+                run_tree(config, workdir / "shared-rate", None, *flags)
+            fraction, share_429 = _rate_outcome(workdir / "shared-rate", n, limit, window)
+            fractions.append(fraction)
+            rejected.append(share_429)
+        results[label] = (fractions, rejected)
+    rows = [
+        f"Simulator limit: {limit} requests per sliding {window:g} s window "
+        f"({limit / window * 60:,.0f} RPM), advertised in x-ratelimit-* headers; {n:,} requests, "
+        "concurrency 32 split between the processes, no client-side `rpm`. Achieved = ideal "
+        "time / time from the first request's start to the last one's end; 429s counted from "
+        "the rows' attempts.",
+        "",
+        "| client | achieved % of the limit (min / median / max) | % of requests answered 429 |",
+        "|---|---|---|",
+    ]
+    for label, (fractions, rejected) in results.items():
+        rows.append(
+            f"| {label} | **{spread(fractions, '{:.1f}')}** (target >= 95) "
+            f"| **{spread(rejected, '{:.2f}')}** (target <= 2) |"
+        )
+    return rows
+
+
+def _limit_modes(args: argparse.Namespace) -> Sequence[tuple[str, list[str]]]:
+    return [("`llamabatch run --workers 2`", ["--workers", "2"])]
+
+
+def _rate_outcome(output: Path, n: int, limit: int, window: float) -> tuple[float, float]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(output, columns=["attempts", "started_at", "finished_at"])
+    attempts = sum(table["attempts"].to_pylist())
+    started = min(table["started_at"].to_pylist())
+    elapsed = (max(table["finished_at"].to_pylist()) - started).total_seconds()
+    ideal_s = (n - limit) / (limit / window)  # the first window's worth goes at once
+    return ideal_s / elapsed * 100, (attempts - n) / attempts * 100
