@@ -735,6 +735,7 @@ SECTIONS = {
     "chunks": ("Raw chunk times: cost and accuracy", chunk_times_section),
     "workers": ("Worker processes: responses/s and CPU per response", _scaling("workers")),
     "shared-limits": ("A rate limit shared by processes", _scaling("shared_limits")),
+    "ray": ("Ray: CPU per response and start-up", _scaling("ray")),
 }
 
 

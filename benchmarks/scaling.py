@@ -1,6 +1,6 @@
 """Scaling sections of benchmarks/run.py: worker processes, and limits shared between them.
 
-Both run `llamabatch run` as a whole process tree (the parent and its
+All run `llamabatch run` as a whole process tree (the parent and its
 workers); CPU is user + sys of the tree, from wait4 once all have exited.
 The clients are not pinned to a core here: workers must be free to use both.
 """
@@ -8,6 +8,7 @@ The clients are not pinned to a core here: workers must be free to use both.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import tempfile
@@ -175,7 +176,12 @@ def shared_limits_section(args: argparse.Namespace, workdir: Path) -> list[str]:
 
 
 def _limit_modes(args: argparse.Namespace) -> Sequence[tuple[str, list[str]]]:
-    return [("`llamabatch run --workers 2`", ["--workers", "2"])]
+    modes = [("`llamabatch run --workers 2`", ["--workers", "2"])]
+    if importlib.util.find_spec("ray") is not None:
+        modes.append(
+            ("`llamabatch run --ray`, 2 actors (local cluster)", ["--workers", "2", "--ray"])
+        )
+    return modes
 
 
 def _rate_outcome(output: Path, n: int, limit: int, window: float) -> tuple[float, float]:
@@ -187,3 +193,115 @@ def _rate_outcome(output: Path, n: int, limit: int, window: float) -> tuple[floa
     elapsed = (max(table["finished_at"].to_pylist()) - started).total_seconds()
     ideal_s = (n - limit) / (limit / window)  # the first window's worth goes at once
     return ideal_s / elapsed * 100, (attempts - n) / attempts * 100
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(proc.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    return found
+
+
+def _tree_cpu_s(pids: dict[int, float], root: int) -> float:
+    """Update each live descendant's CPU (own and reaped children's); return the sum seen."""
+    for pid in _descendants(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        ticks = sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        pids[pid] = max(pids.get(pid, 0.0), ticks / os.sysconf("SC_CLK_TCK"))
+    return sum(pids.values())
+
+
+@dataclass
+class Sampled:
+    cpu_s: float  # the whole tree, start-up included
+    run_cpu_s: float  # from the first request's start on
+    startup_s: float  # launch to the first request's start
+    active_s: float
+
+
+def run_sampled(config: Path, output: Path, *flags: str) -> Sampled:
+    """`llamabatch run` with the CPU of every process it starts sampled (Ray's daemons and
+    actors are not waited for by the driver, so wait4 alone would miss them)."""
+    import pyarrow.parquet as pq
+
+    argv = [PY, "-m", "llamabatch.cli", "run", str(config), "-q", "--no-check", *flags]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    samples: list[tuple[float, float]] = []
+    seen: dict[int, float] = {}
+    with tempfile.TemporaryFile("w+") as err:
+        launched = time.time()
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        while process.poll() is None:
+            samples.append((time.time(), _tree_cpu_s(seen, process.pid)))
+            time.sleep(0.25)
+        if process.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"llamabatch run failed: {err.read()[-2000:]}")
+    table = pq.read_table(output, columns=["started_at", "finished_at"])
+    first = min(table["started_at"].to_pylist()).timestamp()
+    active = max(table["finished_at"].to_pylist()).timestamp() - first
+    final = max(sum(seen.values()), samples[-1][1] if samples else 0.0)
+    at_start = max((cpu for t, cpu in samples if t <= first), default=0.0)
+    return Sampled(final, final - at_start, first - launched, active)
+
+
+def ray_section(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """Client CPU per response: 2 Ray actors on a local cluster against workers = 1."""
+    n = 2_000 if args.quick else 20_000
+    prompts = write_prompts(workdir / "ray.jsonl", n)
+    argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "18193", "--ttft-s", "0.005"]
+    argv += ["--tokens-per-s", "0", "--output-tokens", "16", "--jitter", "0"]
+    cpu: dict[str, list[float]] = {"one": [], "ray": []}
+    startup: dict[str, list[float]] = {"one": [], "ray": []}
+    rates: dict[str, list[float]] = {"one": [], "ray": []}
+    ratios = []
+    with server(argv, ready="serving"):
+        for _ in range(args.runs):
+            measured = {}
+            for key, workers, flags in (("one", 1, []), ("ray", 2, ["--ray"])):
+                config = llamabatch_config(
+                    workdir,
+                    f"ray-{key}",
+                    base_url="http://127.0.0.1:18193/v1",
+                    prompts=prompts,
+                    concurrency=64,
+                    max_tokens=16,
+                    extra_engine=f"workers = {workers}",
+                )
+                run = run_sampled(config, workdir / f"ray-{key}", *flags)
+                measured[key] = run
+                cpu[key].append(run.run_cpu_s / n * 1e3)
+                startup[key].append(run.startup_s)
+                rates[key].append(n / run.active_s)
+            ratios.append(measured["ray"].run_cpu_s / measured["one"].run_cpu_s)
+    rows = [
+        f"Simulator (`llamabatch sim`, 5 ms TTFT, 16 tokens at once) on core 0; {n:,} "
+        "requests at concurrency 64. CPU = every process the run starts (for Ray: the "
+        "driver, the local cluster's daemons, the limiter and 2 share actors), sampled from "
+        "/proc, counted from the first request's start (start-up apart).",
+        "",
+        "| client | CPU ms per response (min / median / max) | responses/s | start-up s |",
+        "|---|---|---|---|",
+    ]
+    labels = {"one": "`llamabatch run` (workers = 1)", "ray": "`llamabatch run --ray`, 2 actors"}
+    for key, label in labels.items():
+        rows.append(
+            f"| {label} | {spread(cpu[key], '{:.3f}')} | {spread(rates[key], '{:,.0f}')} "
+            f"| {spread(startup[key], '{:.1f}')} |"
+        )
+    rows += ["", f"**Ray / one process, CPU per response: {spread(ratios)}** (target <= 1.5)."]
+    return rows

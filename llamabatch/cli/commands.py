@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         help='run the engine in N processes sharing the run\'s limits ("auto": one per core; '
         "as [engine] workers)",
     )
+    run.add_argument(
+        "--ray",
+        action="store_true",
+        help="run the engine as Ray actors sharing one limiter (on the cluster at "
+        "--ray-address or $RAY_ADDRESS, else a local one; pip install 'llamabatch[ray]')",
+    )
+    run.add_argument("--ray-address", metavar="ADDR", help="with --ray: the cluster to join")
     run.set_defaults(handler=_run)
 
     add_validate_command(commands)
@@ -249,6 +256,8 @@ def _call_run(
         cache=args.cache,
         cache_refresh=args.cache_refresh,
         workers=args.workers,
+        ray=args.ray or args.ray_address is not None,
+        ray_address=args.ray_address,
     )
 
 
@@ -289,6 +298,10 @@ def _resume_command(args: argparse.Namespace) -> str:
         parts += ["--cache"] + ([] if args.cache is True else [str(args.cache)])
     if args.workers:
         parts += ["--workers", args.workers]
+    if args.ray:
+        parts.append("--ray")
+    if args.ray_address:
+        parts += ["--ray-address", args.ray_address]
     return " ".join(shlex.quote(p) for p in parts)
 
 

@@ -30,6 +30,7 @@ from llamabatch.runs.servers import local_servers, prompt_renderer
 from llamabatch.wire import Transport
 
 if TYPE_CHECKING:
+    from llamabatch.runs.raypool import RayPool
     from llamabatch.runs.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,8 @@ class ActiveRun:
     monitor: LoopMonitor = field(default_factory=LoopMonitor)
     cache: ResponseCache | None = None
     keep_errors: bool = False
+    ray: bool = False  # run as Ray actors (see runs/raypool.py)
+    ray_address: str | None = None
 
     async def drive(self) -> bool:
         """Run the engine with its helpers (servers, flusher, monitor, signals); True if stopped."""
@@ -101,7 +104,7 @@ class ActiveRun:
             Transport(max_response_bytes=limit) as transport,
             local_servers(self.config) as config,
         ):
-            engine: Engine | BatchDriver | WorkerPool
+            engine: Engine | BatchDriver | WorkerPool | RayPool
             if config.mode == "batch":
                 engine = BatchDriver(
                     config=config,
@@ -115,19 +118,8 @@ class ActiveRun:
                     cache=self.cache,
                 )
                 work = engine.run
-            elif config.engine.workers > 1:
-                from llamabatch.runs.workers import WorkerPool
-
-                assert self.prompts.report is not None  # validated in open_output
-                engine = WorkerPool(
-                    config=config,
-                    writer=self.writer,
-                    done=self.done,
-                    scan=self.prompts.report,
-                    only=self.only,
-                    tally=self.tally,
-                    keep_errors=self.keep_errors,
-                )
+            elif config.engine.workers > 1 or self.ray:
+                engine = self._pool(config)
                 work = engine.run
             else:
                 lanes = [
@@ -173,6 +165,26 @@ class ActiveRun:
             return report.turn_rows
         return round(count * report.turn_rows / report.valid)
 
+    def _pool(self, config: RunConfig) -> WorkerPool | RayPool:
+        """The engine as worker processes or Ray actors, sharing one coordinator's limits."""
+        assert self.prompts.report is not None  # validated in open_output
+        shared: dict[str, Any] = {
+            "config": config,
+            "writer": self.writer,
+            "done": self.done,
+            "scan": self.prompts.report,
+            "only": self.only,
+            "tally": self.tally,
+            "keep_errors": self.keep_errors,
+        }
+        if self.ray:
+            from llamabatch.runs.raypool import RayPool
+
+            return RayPool(**shared, address=self.ray_address)
+        from llamabatch.runs.workers import WorkerPool
+
+        return WorkerPool(**shared)
+
     def summary(self) -> dict[str, Any]:
         """What the manifest records at the end: counts and how the client fared."""
         return {
@@ -192,7 +204,7 @@ class ActiveRun:
 
 
 async def _watch_signals(
-    engine: Engine | BatchDriver | WorkerPool, scope: anyio.CancelScope, grace_s: float
+    engine: Engine | BatchDriver | WorkerPool | RayPool, scope: anyio.CancelScope, grace_s: float
 ) -> None:
     """First SIGINT/SIGTERM: stop admitting, cancel in-flight after a grace; second: cancel now."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -91,11 +91,14 @@ def run(
     cache: str | Path | bool | None = None,
     cache_refresh: bool = False,
     workers: int | str | None = None,
+    ray: bool = False,
+    ray_address: str | None = None,
 ) -> RunResult:
     """Run a config (a file, or a `RunConfig`) to completion; blocking.
 
     `output`, `limit`, `models`, `batch`, `cache`, `cache_refresh` and `workers` override
-    the config as the command line's options do. See `arun` for the rest.
+    the config as the command line's options do; `ray` runs the work as Ray actors (on
+    the cluster at `ray_address` or $RAY_ADDRESS, else a local one). See `arun` for the rest.
     """
     return anyio.run(
         functools.partial(
@@ -115,6 +118,8 @@ def run(
             cache=cache,
             cache_refresh=cache_refresh,
             workers=workers,
+            ray=ray,
+            ray_address=ray_address,
         )
     )
 
@@ -136,6 +141,8 @@ async def arun(
     cache: str | Path | bool | None = None,
     cache_refresh: bool = False,
     workers: int | str | None = None,
+    ray: bool = False,
+    ray_address: str | None = None,
 ) -> RunResult:
     """Like `run`, for code already inside an event loop.
 
@@ -156,8 +163,14 @@ async def arun(
     config = apply_overrides(config, output=output, limit=limit, models=models)
     config = apply_overrides(config, batch=batch, cache=cache, cache_refresh=cache_refresh)
     config = with_workers(config, workers)
-    if config.engine.workers > 1 and config.cache is not None and config.mode != "batch":
-        raise UsageError("workers > 1 cannot share a response cache yet: drop one of them")
+    if (ray or config.engine.workers > 1) and config.cache is not None and config.mode != "batch":
+        raise UsageError("workers > 1 or --ray cannot share a response cache yet: drop one")
+    if ray:
+        if config.mode == "batch":
+            raise UsageError("--ray and batch mode do not mix: Batch APIs need no actors")
+        from llamabatch.runs.raypool import require_ray
+
+        require_ray()  # installed? (before anything is sent)
     if config.mode == "batch":
         check_batch(config)  # a model without a Batch API is refused before anything is sent
     prompts = PromptSet(config.input, limit=config.limit, layout=Layout.of(config))
@@ -203,6 +216,8 @@ async def arun(
             only=resume_scan.only,
             cache=responses,
             keep_errors=keep_errors,
+            ray=ray,
+            ray_address=ray_address,
         )
         manifest = new_manifest(config, run_id, report.valid, report.error_count, all_models)
         write_manifest(config.output, manifest)

@@ -166,22 +166,29 @@ class WorkerPool:
                 kind = message[0]
                 if kind == "call":
                     tg.start_soon(self._answer, channel, message[1], message[2], message[3])
-                elif kind == "rows":
-                    for model, status, error_type, tokens, cached in message[1]:
-                        self.tally.on_row(_row(model, status, error_type, tokens, cached))
-                elif kind == "retry":
-                    _, model, error_type, text, delay_s = message
-                    self.tally.on_retry(model, RequestError(error_type, text), delay_s)
-                elif kind == "stopped":
-                    _, model, error_type, text, status = message
-                    notify = getattr(self.tally, "on_model_stopped", None)
-                    if notify is not None:
-                        notify(model, RequestError(error_type, text, http_status=status))
+                else:
+                    deliver(self.tally, message)
             tg.cancel_scope.cancel()  # calls of a worker that is gone need no answer
 
     async def _answer(self, channel: Channel, call_id: int, method: str, args: list[Any]) -> None:
         result = await self.hub.call(method, *args)
         await _send_quietly(channel, "reply", call_id, result)
+
+
+def deliver(observer: Observer, message: list[Any]) -> None:
+    """Hand a worker's progress message (see share.Progress) to the run's observer."""
+    kind = message[0]
+    if kind == "rows":
+        for model, status, error_type, tokens, cached in message[1]:
+            observer.on_row(_row(model, status, error_type, tokens, cached))
+    elif kind == "retry":
+        _, model, error_type, text, delay_s = message
+        observer.on_retry(model, RequestError(error_type, text), delay_s)
+    elif kind == "stopped":
+        _, model, error_type, text, status = message
+        notify = getattr(observer, "on_model_stopped", None)
+        if notify is not None:
+            notify(model, RequestError(error_type, text, http_status=status))
 
 
 def _row(

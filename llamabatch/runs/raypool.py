@@ -1,0 +1,223 @@
+"""`llamabatch run --ray`: a run's shares as Ray actors, sharing one named limiter actor.
+
+The driver (this process) keeps what makes it one run, as with worker
+processes: the output directory's lock, validation and the resume scan, the
+manifest and the progress bar. Ray runs the rest: one `Limiter` actor, named
+`llamabatch-limits-<run_id>`, holds every model's limits for the whole
+cluster (it serves the coordinator protocol of engine/coordinator.py), and
+each `ShareActor` runs the normal engine on its share of the prompts,
+leasing permits from the limiter in blocks and writing its own journal and
+part files into the run's directory, which must be the same path on every
+node (shared storage). An actor that dies costs its requests in flight: the
+driver turns what it journalled into parts and starts another, which skips
+every stored row.
+
+`ray` is an optional dependency (`pip install llamabatch[ray]`), imported
+only here and only when `--ray` is given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import anyio
+
+from llamabatch.config import RunConfig
+from llamabatch.engine import Observer
+from llamabatch.engine.coordinator import LimitHub
+from llamabatch.engine.lane import model_limits
+from llamabatch.errors import UsageError
+from llamabatch.prompts import ScanReport
+from llamabatch.results import DoneIndex, ResultWriter
+from llamabatch.results.journal import recover_writer
+from llamabatch.results.parts import dedupe
+from llamabatch.runs.share import ShareRun, WorkerSpec
+from llamabatch.runs.workers import MAX_RESTARTS, deliver
+
+log = logging.getLogger(__name__)
+POLL_S: Final = 0.2  # how often the driver collects each actor's progress
+EXIT_WAIT_S: Final = 30.0
+
+
+class Limiter:
+    """The named limiter actor: the coordinator for every share of a run."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.hub = LimitHub([model_limits(m, config) for m in config.models])
+
+    async def call(self, method: str, *args: Any) -> Any:
+        return await self.hub.call(method, *args)
+
+
+class _ActorLink:
+    """The coordinator protocol carried by Ray calls to the limiter actor."""
+
+    def __init__(self, limiter: Any) -> None:
+        self.limiter = limiter
+
+    async def call(self, method: str, *args: Any) -> Any:
+        return await self.limiter.call.remote(method, *args)
+
+
+class ShareActor:
+    """One share of a run, in a Ray actor."""
+
+    def __init__(self, spec: WorkerSpec, limiter: Any) -> None:
+        logging.basicConfig(level=spec.log_level, format="%(levelname)s %(message)s")
+        self.share = ShareRun(spec, _ActorLink(limiter))
+
+    async def run(self) -> None:
+        await self.share.run()
+
+    # Async like `run`: Ray calls them on the actor's event loop, where the engine lives.
+    async def take_progress(self) -> list[list[Any]]:
+        return self.share.progress.take()
+
+    async def stop(self) -> None:
+        self.share.stop()
+
+    async def cancel(self) -> None:
+        self.share.cancel()
+
+
+class RayPool:
+    """Runs a config's work as Ray actors (the engine's interface, like `WorkerPool`)."""
+
+    def __init__(
+        self,
+        *,
+        config: RunConfig,
+        writer: ResultWriter,
+        done: DoneIndex,
+        scan: ScanReport,
+        only: Callable[[str], bytearray | None],
+        tally: Observer,
+        keep_errors: bool,
+        address: str | None,
+    ) -> None:
+        self.config = config
+        self.writer = writer
+        self.done = done
+        self.scan = scan
+        self.only = {m.name: only(m.name) for m in config.models}
+        self.tally = tally
+        self.keep_errors = keep_errors
+        self.address = address
+        self.stopping = anyio.Event()
+        self.restarts = 0
+        self.started_s = 0.0  # Ray's start-up (init, limiter), apart from the run
+        self._actors: dict[int, Any] = {}
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for actor in self._actors.values():
+            actor.stop.remote()
+
+    async def run(self) -> None:
+        ray = require_ray()
+        began = anyio.current_time()
+        if not ray.is_initialized():
+            ray.init(
+                address=self.address,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+            )
+        try:
+            limiter = (
+                ray.remote(num_cpus=0)(Limiter)
+                .options(name=f"llamabatch-limits-{self.writer.run_id}")
+                .remote(self.config)
+            )
+            count = self.config.engine.workers
+            if count <= 1:
+                count = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            self.started_s = anyio.current_time() - began
+            async with anyio.create_task_group() as tg:
+                for index in range(count):
+                    tg.start_soon(self._keep, ray, limiter, index, count)
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self.restarts or self.done.errors:
+                    await anyio.to_thread.run_sync(dedupe, self.config.output)
+                ray.shutdown()
+
+    async def _keep(self, ray: Any, limiter: Any, index: int, count: int) -> None:
+        for attempt in range(MAX_RESTARTS + 1):
+            writer_id = f"{self.writer.run_id}_a{index}" + (f"r{attempt}" if attempt else "")
+            error = await self._run_actor(ray, limiter, index, count, writer_id)
+            if error is None:
+                return
+            with anyio.CancelScope(shield=True):
+                kept = await anyio.to_thread.run_sync(recover_writer, self.config.output, writer_id)
+            if self.stopping.is_set():
+                return
+            log.warning(
+                "Ray actor %d died (%s); its %d journalled rows are kept%s",
+                index,
+                error,
+                kept,
+                "; starting another" if attempt < MAX_RESTARTS else "; giving up on its share",
+            )
+            self.restarts += 1
+        self.stopping.set()
+
+    async def _run_actor(
+        self, ray: Any, limiter: Any, index: int, count: int, writer_id: str
+    ) -> str | None:
+        """One actor from start to end; None when it finished, else why it did not."""
+        spec = WorkerSpec(
+            index=index,
+            count=count,
+            writer_id=writer_id,
+            run_id=self.writer.run_id,
+            config=self.config,
+            schema=self.writer.schema.serialize().to_pybytes(),
+            scan=self.scan,
+            only=self.only,
+            keep_errors=self.keep_errors,
+            log_level=logging.getLogger("llamabatch").getEffectiveLevel(),
+        )
+        actor = ray.remote(num_cpus=1, max_restarts=0)(ShareActor).remote(spec, limiter)
+        self._actors[index] = actor
+        if self.stopping.is_set():
+            actor.stop.remote()
+        finished = actor.run.remote()
+        try:
+            return await self._follow(ray, actor, finished)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(EXIT_WAIT_S):
+                actor.cancel.remote()
+                await self._follow(ray, actor, finished)
+            raise
+        finally:
+            del self._actors[index]
+            ray.kill(actor)
+
+    async def _follow(self, ray: Any, actor: Any, finished: Any) -> str | None:
+        """Relay the actor's progress until it ends."""
+        while True:
+            ready, _ = ray.wait([finished], timeout=0)
+            try:
+                for message in await actor.take_progress.remote():
+                    deliver(self.tally, message)
+                if ready:
+                    ray.get(finished)
+                    return None
+            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+                return type(exc).__name__
+            await anyio.sleep(POLL_S)
+
+
+def require_ray() -> Any:
+    """The `ray` module, or a usage error saying how to install it."""
+    try:
+        # By name: an optional dependency that type checks need not have installed.
+        ray = importlib.import_module("ray")
+    except ImportError:
+        raise UsageError(
+            "--ray needs Ray: pip install 'llamabatch[ray]' (on every node of the cluster)"
+        ) from None
+    return ray
