@@ -31,7 +31,9 @@ from llamabatch.engine.breaker import OUTAGE_TYPES, CircuitBreaker
 from llamabatch.engine.ratelimit import NO_LIMIT, RATE_LIMIT_PAUSE_S, Admission, NoLimit
 from llamabatch.errors import RequestError
 
-REPORT_INTERVAL_S = 0.02  # outcomes are batched at most this long (a 429 goes at once)
+REPORT_INTERVAL_S = 0.05  # outcomes are batched at most this long (a 429 goes at once)
+LEASE_BLOCKS = 4  # tickets asked per lease: this many times the engine's concurrency
+TICKETS_KEPT = 100_000  # per model, tickets whose budget headers may still come back
 BUDGET_HEADERS = (
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",
@@ -91,8 +93,7 @@ class LimitHub:
         admission, breaker = self.admissions[model], self.breakers[model]
         for ticket, headers in report.get("headers", ()):
             admission.observe_headers(headers, ticket)
-        for ticket in report.get("tickets", ()):
-            admission.observe_headers({}, ticket)  # forgets the ticket's token count
+        admission.forget_tickets(TICKETS_KEPT)  # responses without headers are not reported
         for key, probe, fields in report.get("breaker", ()):
             error = None if fields is None else _error_from(fields)
             breaker.record(error, tuple(key), probe=probe)
@@ -125,7 +126,7 @@ class LimitHub:
 class Report:
     """Outcomes not yet sent to the coordinator."""
 
-    __slots__ = ("breaker", "headers", "limited", "ok", "refund", "tickets", "urgent")
+    __slots__ = ("breaker", "headers", "limited", "ok", "refund", "urgent")
 
     def __init__(self) -> None:
         self._reset()
@@ -133,23 +134,19 @@ class Report:
     def _reset(self) -> None:
         self.ok = 0
         self.refund = 0.0
-        self.tickets: list[int] = []
         self.headers: list[list[Any]] = []
         self.limited: list[float | None] = []
         self.breaker: list[list[Any]] = []
         self.urgent = False
 
     def __bool__(self) -> bool:
-        return bool(
-            self.ok or self.refund or self.tickets or self.headers or self.limited or self.breaker
-        )
+        return bool(self.ok or self.refund or self.headers or self.limited or self.breaker)
 
     def take(self) -> dict[str, Any]:
         """The outcomes as the coordinator's `report` takes them; starts a new batch."""
         taken = {
             "ok": self.ok,
             "refund": self.refund,
-            "tickets": self.tickets,
             "headers": self.headers,
             "limited": self.limited,
             "breaker": self.breaker,
@@ -253,7 +250,9 @@ class LeasedAdmission:
     async def _lease(self, tokens: float) -> None:
         self._leasing = leasing = anyio.Event()
         try:
-            got = await self.limits.link.call("lease", self.model, self.max_concurrency, tokens)
+            # Limits that bind grant only what is free now, so a big block costs nothing there.
+            block = LEASE_BLOCKS * self.max_concurrency
+            got = await self.limits.link.call("lease", self.model, block, tokens)
         finally:
             self._leasing = None
             leasing.set()
@@ -278,8 +277,6 @@ class LeasedAdmission:
         if budget:
             self.report.headers.append([ticket, budget])
             self.report.urgent = True
-        else:
-            self.report.tickets.append(ticket)
         self.limits.wake()
 
     def on_rate_limited(self, retry_after_s: float | None) -> None:

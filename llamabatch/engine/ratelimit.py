@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import time
@@ -265,6 +266,17 @@ class Admission:
         self._tokens_sent += tokens
         self._ticket_tokens[self._sent] = self._tokens_sent
         return self._sent
+
+    def forget_tickets(self, keep: int) -> None:
+        """Keep what was sent as of only the newest `keep` tickets whose headers are awaited.
+
+        A coordinator is told only of responses that carried budget headers; an
+        older ticket's figure is then taken as the latest one (see `observe_headers`).
+        """
+        drop = len(self._ticket_tokens) - keep
+        if drop > 0:
+            for ticket in list(itertools.islice(self._ticket_tokens, drop)):
+                del self._ticket_tokens[ticket]
 
     def observe_headers(self, headers: Mapping[str, str], ticket: int) -> None:
         """Learn the server's budgets from the response to request `ticket`."""

@@ -38,8 +38,9 @@ from llamabatch.runs.share import ShareRun, WorkerSpec
 from llamabatch.runs.workers import MAX_RESTARTS, deliver
 
 log = logging.getLogger(__name__)
-POLL_S: Final = 0.2  # how often the driver collects each actor's progress
+POLL_S: Final = 0.5  # how often the driver collects each actor's progress
 EXIT_WAIT_S: Final = 30.0
+LOCAL_SYSTEM_CONFIG: Final = {"enable_metrics_collection": False, "event_stats": False}
 
 
 class Limiter:
@@ -124,6 +125,8 @@ class RayPool:
                 address=self.address,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
+                # A local cluster of our own: no metrics or event-loop statistics to keep.
+                _system_config=None if self.address else LOCAL_SYSTEM_CONFIG,
             )
         try:
             limiter = (
