@@ -72,6 +72,7 @@ class LimitHub:
             "limited": admission.rate_limited,
             "open": breaker.is_open,
             "failing": bool(breaker.failing),
+            "paced": admission.paced,
         }
 
     async def lease(self, model: int, count: int, tokens: float) -> dict[str, Any]:
@@ -126,7 +127,7 @@ class LimitHub:
 class Report:
     """Outcomes not yet sent to the coordinator."""
 
-    __slots__ = ("breaker", "headers", "limited", "ok", "refund", "urgent")
+    __slots__ = ("breaker", "headers", "limited", "ok", "refund")
 
     def __init__(self) -> None:
         self._reset()
@@ -137,7 +138,6 @@ class Report:
         self.headers: list[list[Any]] = []
         self.limited: list[float | None] = []
         self.breaker: list[list[Any]] = []
-        self.urgent = False
 
     def __bool__(self) -> bool:
         return bool(self.ok or self.refund or self.headers or self.limited or self.breaker)
@@ -168,23 +168,31 @@ class SharedLimits:
         """`concurrency`: per model, (this engine's share, the whole run's)."""
         self.link = link
         self._wake = anyio.Event()
+        self._urgent = anyio.Event()
         self.admissions = [
             LeasedAdmission(self, i, share, total, max_wait_s)
             for i, (share, total) in enumerate(concurrency)
         ]
         self.breakers = [SharedBreaker(self, i) for i in range(len(concurrency))]
 
-    def wake(self) -> None:
+    def wake(self, *, urgent: bool = False) -> None:
+        """Outcomes are waiting; `urgent` ones (a 429, budget headers, the breaker) go now."""
         self._wake.set()
+        if urgent:
+            self._urgent.set()
 
     async def run(self) -> None:
-        """Send outcomes in batches, for as long as the engine runs (start it in a task group)."""
+        """Send outcomes in batches, for as long as the engine runs (start it in a task group).
+
+        Routine outcomes wait up to REPORT_INTERVAL_S to travel together; an urgent one
+        cuts the wait short, since other engines pace themselves by it.
+        """
         while True:
             await self._wake.wait()
-            self._wake = anyio.Event()
+            self._wake, self._urgent = anyio.Event(), anyio.Event()
             await self.flush()
-            if not any(a.report.urgent for a in self.admissions):
-                await anyio.sleep(REPORT_INTERVAL_S)
+            with anyio.move_on_after(REPORT_INTERVAL_S):
+                await self._urgent.wait()
 
     async def flush(self) -> None:
         for admission in self.admissions:
@@ -214,6 +222,7 @@ class LeasedAdmission:
         self.report = Report()
         self._next = self._end = 0  # leased tickets not yet used: [_next, _end)
         self._leasing: anyio.Event | None = None
+        self._paced = False  # a limit paces this model (RPM/TPM, budgets, a learned rate)
 
     @property
     def concurrency(self) -> int:
@@ -250,8 +259,9 @@ class LeasedAdmission:
     async def _lease(self, tokens: float) -> None:
         self._leasing = leasing = anyio.Event()
         try:
-            # Limits that bind grant only what is free now, so a big block costs nothing there.
-            block = LEASE_BLOCKS * self.max_concurrency
+            # Paced by a limit, a block holds what one round of requests needs (more would sit
+            # here while other engines wait); unpaced, bigger blocks save round trips.
+            block = self.max_concurrency * (1 if self._paced else LEASE_BLOCKS)
             got = await self.limits.link.call("lease", self.model, block, tokens)
         finally:
             self._leasing = None
@@ -268,6 +278,7 @@ class LeasedAdmission:
         if state["pause_s"] > 0:
             self.paused_until = max(self.paused_until, time.monotonic() + state["pause_s"])
         self.rate_limited = max(self.rate_limited, state["limited"])
+        self._paced = bool(state["paced"])
         share = max(1, min(self.max_concurrency, round(state["concurrency"] * self.fraction)))
         if share != self.limiter.total_tokens:
             self.limiter.total_tokens = share
@@ -276,16 +287,14 @@ class LeasedAdmission:
         budget = {k: v for k in BUDGET_HEADERS if (v := headers.get(k)) is not None}
         if budget:
             self.report.headers.append([ticket, budget])
-            self.report.urgent = True
-        self.limits.wake()
+        self.limits.wake(urgent=bool(budget))
 
     def on_rate_limited(self, retry_after_s: float | None) -> None:
         self.rate_limited += 1
         pause = retry_after_s if retry_after_s is not None else RATE_LIMIT_PAUSE_S
         self.paused_until = max(self.paused_until, time.monotonic() + pause)
         self.report.limited.append(retry_after_s)
-        self.report.urgent = True
-        self.limits.wake()
+        self.limits.wake(urgent=True)
 
     def on_success(self, total_tokens: int | None, estimate: float) -> None:
         self.report.ok += 1
@@ -319,9 +328,8 @@ class SharedBreaker:
             return  # the common case: nothing the coordinator's breaker would change
         report = self.limits.admissions[self.model].report
         report.breaker.append([list(key), probe, None if error is None else _error_fields(error)])
-        report.urgent = True
         self._failing = error is not None
-        self.limits.wake()
+        self.limits.wake(urgent=True)
 
     def apply(self, state: Mapping[str, Any]) -> None:
         self.is_open = bool(state["open"])

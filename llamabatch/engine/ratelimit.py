@@ -199,6 +199,17 @@ class Admission:
         """
         return self.limiter if self.rate_limited else NO_LIMIT
 
+    @property
+    def paced(self) -> bool:
+        """Whether any limit paces requests (else only concurrency and pauses bind)."""
+        return not (
+            self.rpm is None
+            and self.tpm is None
+            and self.learned is None
+            and self._requests.remaining is None
+            and self._tokens.remaining is None
+        )
+
     def take_now(self) -> int | None:
         """A ticket at once when nothing limits this model (the common case), else None."""
         if (
@@ -253,8 +264,11 @@ class Admission:
         now = time.monotonic()
         if self.paused_until > now:
             return None
-        if self._requests.remaining is not None or self._tokens.remaining is not None:
-            return None  # server budgets are spent one request at a time, by `wait`
+        budgets = ((self._requests, 1.0), (self._tokens, tokens))
+        for budget, amount in budgets:
+            remaining = budget.remaining
+            if remaining is not None and (remaining < amount or now >= budget.reset_at):
+                return None  # spent, or unknown until a probe's headers say (see `wait`)
         buckets = [b for b in (self.rpm, self.tpm, self.learned) if b is not None]
         amounts = [tokens if b is self.tpm else 1.0 for b in buckets]
         for i, (bucket, amount) in enumerate(zip(buckets, amounts, strict=True)):
@@ -262,6 +276,9 @@ class Admission:
                 for taken, back in zip(buckets[:i], amounts[:i], strict=True):
                     taken.refund(back)
                 return None
+        for budget, amount in budgets:
+            if budget.remaining is not None:
+                budget.remaining -= amount
         self._sent += 1
         self._tokens_sent += tokens
         self._ticket_tokens[self._sent] = self._tokens_sent
