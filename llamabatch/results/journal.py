@@ -106,6 +106,16 @@ class ResultWriter:
             schema = unify_parts(self.output, schema)
         self.attach(schema)
 
+    @property
+    def lock_fd(self) -> int | None:
+        """The descriptor that holds the directory's lock, once `open`ed.
+
+        A worker process given a copy shares the lock: it is held until the last
+        holder exits, so a run cannot start over the journals of a killed parent's
+        workers while they are still writing.
+        """
+        return self._lock_fd
+
     def attach(self, schema: pa.Schema) -> None:
         """Begin journalling rows of `schema` as it is (a worker process's writer: the run's
         parent holds the lock, repaired the directory and unified the schema)."""

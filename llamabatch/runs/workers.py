@@ -8,8 +8,9 @@ reports its outcomes to. Each worker journals its own rows (see workerproc).
 A worker that dies (SIGKILL, out of memory) costs only its requests in
 flight: the parent turns what it journalled into parts and starts it again,
 and the new one skips every row already stored. A parent that dies takes its
-workers with it: they see their socket close and stop; the next run's
-repair of the directory turns their journals into parts.
+workers with it: they see their socket close and stop; they hold the
+directory's lock until they exit, and the next run's repair of the
+directory turns their journals into parts.
 """
 
 from __future__ import annotations
@@ -130,7 +131,9 @@ class WorkerPool:
         # A fresh interpreter, not multiprocessing: a caller's script needs no __main__ guard.
         fd = theirs.fileno()
         argv = [sys.executable, "-m", "llamabatch.runs.workerproc", str(fd)]
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(fd,))
+        # The directory's lock goes with it (see ResultWriter.lock_fd); the child keeps it open.
+        lock = () if self.writer.lock_fd is None else (self.writer.lock_fd,)
+        process = subprocess.Popen(argv, stdin=subprocess.PIPE, pass_fds=(fd, *lock))
         theirs.close()
         assert process.stdin is not None
         with process.stdin as stdin:

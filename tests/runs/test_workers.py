@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
@@ -179,8 +180,19 @@ async def test_killed_parent_stops_its_workers_and_resume_completes(tmp_path: Pa
         process = await start(config)
         await sim.wait_for_requests(30)
         workers = children(process.pid)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)  # held still: they must outlive their parent here
         process.kill()
-        await finish(process)
+        await process.wait()  # its stderr stays open in the stopped workers: not read here
+        await process.aclose()
+        lock = os.open(tmp_path / "out" / "_journal" / ".lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):  # the workers still hold the directory
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(lock)
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
         for pid in workers:  # they see their socket close and exit
             with anyio.fail_after(30):
                 while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
