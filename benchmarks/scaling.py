@@ -72,7 +72,7 @@ def workers_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     rate_ratios, cpu_ratios = [], []
     with static_server(18191, workdir) as kind:
         url = "http://127.0.0.1:18191/v1"
-        pid = _pid_of("sse_server.py")
+        pid = _pid_of(b"sse_server.py\x0018191")
         for _ in range(args.runs):
             measured = {}
             for workers in (1, 2):
@@ -125,13 +125,14 @@ def workers_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     return rows
 
 
-def _pid_of(marker: str) -> int | None:
-    """The pid of a process whose command line contains `marker` (the benchmark's server)."""
+def _pid_of(marker: bytes) -> int | None:
+    """The pid of a process whose command line contains `marker` (the benchmark's server:
+    its script and port, as other benchmarks on the machine may run the same script)."""
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if marker.encode() in (proc / "cmdline").read_bytes():
+            if marker in (proc / "cmdline").read_bytes():
                 return int(proc.name)
         except OSError:
             continue
@@ -278,6 +279,8 @@ def run_sampled(config: Path, output: Path, *flags: str) -> Sampled:
 
 def ray_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     """Client CPU per response: 2 Ray actors on a local cluster against workers = 1."""
+    if importlib.util.find_spec("ray") is None:
+        return ["Not measured: Ray is not installed (`pip install -e '.[ray]'`)."]
     n = 2_000 if args.quick else 20_000
     prompts = write_prompts(workdir / "ray.jsonl", n)
     argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "18193", "--ttft-s", "0.005"]

@@ -31,6 +31,8 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
         "Memory and resume start-up",
         "Throughput under a server-side rate limit",
         "Raw chunk times: cost and accuracy",
+        "Worker processes: responses/s and CPU per response",
+        "A rate limit shared by processes",
     ):
         assert f"## {title}" in text
     ratio = re.search(r"llamabatch / lean CPU ratio, side by side: ([\d.]+)", text)

@@ -6,8 +6,10 @@ buckets, the server's budget headers, AIMD on 429s, pauses, a learned pace)
 and `CircuitBreaker`. Each engine holds `SharedLimits`: per model a
 `LeasedAdmission` and a `SharedBreaker` that the engine uses as it would the
 local ones. Nothing costs a round trip per request: permits (request
-tickets) are leased in blocks, and outcomes are reported in batches off the
-request path; every reply carries the model's state back (pause, adaptive
+tickets) are leased in blocks (while a limit paces the model, a block is
+what the requests waiting at that moment need, so no stock of tickets is
+sent after the server's budget has moved on), and outcomes are reported in
+batches off the request path; every reply carries the model's state back (pause, adaptive
 concurrency, breaker), so a 429 seen by one engine slows all of them.
 
 The protocol, three calls carried by any `HubLink` (a socket to the parent
@@ -223,6 +225,7 @@ class LeasedAdmission:
         self._next = self._end = 0  # leased tickets not yet used: [_next, _end)
         self._leasing: anyio.Event | None = None
         self._paced = False  # a limit paces this model (RPM/TPM, budgets, a learned rate)
+        self._waiting = 0  # requests waiting for a ticket
 
     @property
     def concurrency(self) -> int:
@@ -239,6 +242,13 @@ class LeasedAdmission:
         return None
 
     async def wait(self, tokens: float) -> int:
+        self._waiting += 1
+        try:
+            return await self._wait(tokens)
+        finally:
+            self._waiting -= 1
+
+    async def _wait(self, tokens: float) -> int:
         while True:
             pause = self.paused_until - time.monotonic()
             if pause > self.max_wait_s:
@@ -259,10 +269,10 @@ class LeasedAdmission:
     async def _lease(self, tokens: float) -> None:
         self._leasing = leasing = anyio.Event()
         try:
-            # Paced by a limit, a block holds what one round of requests needs (more would sit
-            # here while other engines wait); unpaced, bigger blocks save round trips.
-            block = self.max_concurrency * (1 if self._paced else LEASE_BLOCKS)
-            got = await self.limits.link.call("lease", self.model, block, tokens)
+            # Paced by a limit, ask for what the requests waiting now need: a server's budget
+            # counts what was sent, and a stock of tickets would be sent later.
+            block = self._waiting if self._paced else LEASE_BLOCKS * self.max_concurrency
+            got = await self.limits.link.call("lease", self.model, max(1, block), tokens)
         finally:
             self._leasing = None
             leasing.set()

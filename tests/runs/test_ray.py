@@ -50,7 +50,7 @@ async def ray_run(config: Path, *, kill_after: SimServer | None = None) -> tuple
         if kill_after is not None:
             await kill_after.wait_for_requests(40)
             with anyio.fail_after(60):
-                while not (actors := share_actors()):
+                while not (actors := share_actors(process.pid)):
                     await anyio.sleep(0.1)
             os.kill(actors[0], signal.SIGKILL)
         assert process.stderr is not None
@@ -59,17 +59,28 @@ async def ray_run(config: Path, *, kill_after: SimServer | None = None) -> tuple
     return code, err.decode(errors="replace")
 
 
-def share_actors() -> list[int]:
-    """Processes running a ShareActor (Ray names them after the actor's class and method)."""
-    found = []
+def share_actors(driver: int) -> list[int]:
+    """The driver's ShareActor processes (Ray names them after the actor's class and method;
+    the local cluster, so its actors, descend from the driver)."""
+    parents, actors = {}, []
     for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
+        if not proc.name.isdigit():
             continue
-        if proc.name.isdigit() and cmdline.startswith(b"ray::ShareActor"):
-            found.append(int(proc.name))
-    return found
+        try:
+            parents[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if (proc / "cmdline").read_bytes().startswith(b"ray::ShareActor"):
+                actors.append(int(proc.name))
+        except (OSError, IndexError, ValueError):
+            continue
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            if pid == driver:
+                return True
+            pid = parents.get(pid, 0)
+        return False
+
+    return [pid for pid in actors if descends(pid)]
 
 
 async def test_ray_actors_share_the_run_and_a_killed_actor_costs_only_its_requests(
