@@ -226,6 +226,7 @@ class LeasedAdmission:
         self._leasing: anyio.Event | None = None
         self._paced = False  # a limit paces this model (RPM/TPM, budgets, a learned rate)
         self._waiting = 0  # requests waiting for a ticket
+        self._stock_paced = False  # the tickets in hand were leased while a limit paced
 
     @property
     def concurrency(self) -> int:
@@ -278,9 +279,10 @@ class LeasedAdmission:
             leasing.set()
         if "error" in got:
             raise _error_from(got["error"])
+        self.limits.apply(self.model, got["state"])
         first, n = got["tickets"]
         self._next, self._end = first, first + n
-        self.limits.apply(self.model, got["state"])
+        self._stock_paced = self._paced
 
     def apply(self, state: Mapping[str, Any]) -> None:
         """Take the coordinator's view: its pause, its 429 count, this engine's share of its
@@ -289,6 +291,8 @@ class LeasedAdmission:
             self.paused_until = max(self.paused_until, time.monotonic() + state["pause_s"])
         self.rate_limited = max(self.rate_limited, state["limited"])
         self._paced = bool(state["paced"])
+        if self._paced and not self._stock_paced:
+            self._next = self._end  # a block leased before the pacing: the budget moved on
         share = max(1, min(self.max_concurrency, round(state["concurrency"] * self.fraction)))
         if share != self.limiter.total_tokens:
             self.limiter.total_tokens = share
