@@ -69,10 +69,12 @@ def workers_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     steady: dict[int, list[float]] = {1: [], 2: []}
     total: dict[int, list[float]] = {1: [], 2: []}
     server_busy: dict[int, list[float]] = {1: [], 2: []}
+    machine: dict[int, list[float]] = {1: [], 2: []}
     rate_ratios, cpu_ratios = [], []
     with static_server(18191, workdir) as kind:
         url = "http://127.0.0.1:18191/v1"
-        pid = _pid_of(b"sse_server.py\x0018191")
+        # nginx (a master and its worker) when installed, else sse_server.py
+        pid = _pid_of(str(workdir / "nginx.conf").encode()) or _pid_of(b"sse_server.py\x0018191")
         for _ in range(args.runs):
             measured = {}
             for workers in (1, 2):
@@ -86,9 +88,11 @@ def workers_section(args: argparse.Namespace, workdir: Path) -> list[str]:
                     max_tokens=64,
                     extra_engine=f"workers = {workers}",
                 )
-                before = _proc_cpu_s(pid) if pid else 0.0
+                before, machine_before = (_server_cpu_s(pid) if pid else 0.0), _machine()
                 run = run_sampled(config, workdir / name)
-                served = (_proc_cpu_s(pid) - before) if pid else float("nan")
+                served = (_server_cpu_s(pid) - before) if pid else float("nan")
+                busy, idle = (b - a for a, b in zip(machine_before, _machine(), strict=True))
+                machine[workers].append(busy / (busy + idle) * 100)
                 measured[workers] = run
                 rates[workers].append(n / run.active_s)
                 steady[workers].append(run.steady_ms)
@@ -102,17 +106,19 @@ def workers_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         "request's start to the last response's end; CPU of every process of the run (parent "
         "and workers) sampled from /proc: steady = while the middle 80 % of rows finished, "
         "total = launch to exit (each worker is a Python interpreter: ~1 s of imports); "
-        "server = the server's CPU over the run's active time, % of one core.",
+        "server = the server's CPU over the run's active time, % of one core; machine = "
+        "both cores' busy time over the whole run, every process on the VM (/proc/stat).",
         "",
         "| workers | responses/s (min / median / max) | CPU ms per response, steady "
-        "| total, start-up included | server core busy % |",
-        "|---|---|---|---|---|",
+        "| total, start-up included | server core busy % | machine busy % |",
+        "|---|---|---|---|---|---|",
     ]
     for workers in (1, 2):
         rows.append(
             f"| {workers} | {spread(rates[workers], '{:,.0f}')} "
             f"| {spread(steady[workers], '{:.3f}')} | {spread(total[workers], '{:.3f}')} "
-            f"| {spread(server_busy[workers], '{:.0f}')} |"
+            f"| {spread(server_busy[workers], '{:.0f}')} "
+            f"| {spread(machine[workers], '{:.0f}')} |"
         )
     load = os.getloadavg()[0]
     rows += [
@@ -123,6 +129,25 @@ def workers_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         f"Load average at the end: {load:.1f} on {os.cpu_count()} cores (shared VM).",
     ]
     return rows
+
+
+def _machine() -> tuple[int, int]:
+    """Busy and idle jiffies of all cores since boot (/proc/stat)."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(
+        int, Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return user + nice + system + irq + softirq + steal, idle + iowait
+
+
+def _server_cpu_s(pid: int) -> float:
+    """CPU of a server process and its children (nginx's worker runs under its master)."""
+    total = 0.0
+    for each in _descendants(pid):
+        try:
+            total += _proc_cpu_s(each)
+        except (OSError, IndexError):
+            continue
+    return total
 
 
 def _pid_of(marker: bytes) -> int | None:
