@@ -226,6 +226,7 @@ class LeasedAdmission:
         self._leasing: anyio.Event | None = None
         self._paced = False  # a limit paces this model (RPM/TPM, budgets, a learned rate)
         self._waiting = 0  # requests waiting for a ticket
+        self._leased = False
         self._stock_paced = False  # the tickets in hand were leased while a limit paced
 
     @property
@@ -272,7 +273,10 @@ class LeasedAdmission:
         try:
             # Paced by a limit, ask for what the requests waiting now need: a server's budget
             # counts what was sent, and a stock of tickets would be sent later.
-            block = self._waiting if self._paced else LEASE_BLOCKS * self.max_concurrency
+            # The first block is one round: until a response says, a server's budget is unknown.
+            rounds = LEASE_BLOCKS if self._leased else 1
+            block = self._waiting if self._paced else rounds * self.max_concurrency
+            self._leased = True
             got = await self.limits.link.call("lease", self.model, max(1, block), tokens)
         finally:
             self._leasing = None
@@ -301,6 +305,9 @@ class LeasedAdmission:
         budget = {k: v for k in BUDGET_HEADERS if (v := headers.get(k)) is not None}
         if budget:
             self.report.headers.append([ticket, budget])
+            if not self._paced:  # the server keeps a budget: tickets in stock predate it
+                self._paced = self._stock_paced = True
+                self._next = self._end
         self.limits.wake(urgent=bool(budget))
 
     def on_rate_limited(self, retry_after_s: float | None) -> None:

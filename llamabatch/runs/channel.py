@@ -77,8 +77,10 @@ class Channel:
                 else:
                     handle(message)
         finally:
-            for done, _ in self._calls.values():
-                done.set()  # callers see the end as an error
+            if self.closed:  # the other end is gone: callers see it as an error
+                for done, _ in self._calls.values():
+                    done.set()
+            # Cancelled instead (the run is ending): callers are cancelled with it.
 
     async def aclose(self) -> None:
         await self._stream.aclose()

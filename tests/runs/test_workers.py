@@ -90,6 +90,7 @@ async def test_rate_limit_headers_are_shared(tmp_path: Path) -> None:
         config = sim_config(tmp_path, sim.base_url, n_prompts=n, engine={"concurrency": 16})
         result = await arun(config, workers=2)
         rejected = sim.stats.statuses[429]
+    print(f"\nshared x-ratelimit headers, 2 workers: {rejected} of {n + rejected} answered 429")
     assert result.ok == n
     assert rejected <= 5, rejected
 
