@@ -37,6 +37,11 @@ class DirectoryLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    @property
+    def fd(self) -> int | None:
+        """The locked descriptor (a worker process given a copy holds the lock too)."""
+        return self._fd
+
     def acquire(self) -> None:
         """Take the lock (the directory must exist) or raise UsageError naming its holder."""
         if self._fd is not None:

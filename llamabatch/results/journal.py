@@ -114,7 +114,7 @@ class ResultWriter:
         holder exits, so a run cannot start over the journals of a killed parent's
         workers while they are still writing.
         """
-        return self._lock_fd
+        return self._lock.fd
 
     def attach(self, schema: pa.Schema) -> None:
         """Begin journalling rows of `schema` as it is (a worker process's writer: the run's

@@ -16,6 +16,7 @@ from anyio.abc import Process
 from llamabatch import SimProfile, SimServer, arun
 from llamabatch.config.runmodes import parse_workers, with_workers
 from llamabatch.errors import ConfigError
+from llamabatch.results.dirlock import LOCK_FILE
 from llamabatch.runs.share import in_share, share
 from tests.helpers import FAST, prompt_rows, sim_config, write_jsonl
 
@@ -186,7 +187,7 @@ async def test_killed_parent_stops_its_workers_and_resume_completes(tmp_path: Pa
         process.kill()
         await process.wait()  # its stderr stays open in the stopped workers: not read here
         await process.aclose()
-        lock = os.open(tmp_path / "out" / "_journal" / ".lock", os.O_RDWR)
+        lock = os.open(tmp_path / "out" / LOCK_FILE, os.O_RDWR)
         try:
             with pytest.raises(BlockingIOError):  # the workers still hold the directory
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
