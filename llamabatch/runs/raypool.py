@@ -34,7 +34,7 @@ from llamabatch.prompts import ScanReport
 from llamabatch.results import DoneIndex, ResultWriter
 from llamabatch.results.journal import recover_writer
 from llamabatch.results.parts import dedupe
-from llamabatch.runs.share import ShareRun, WorkerSpec
+from llamabatch.runs.share import ShareRun, WorkerSpec, worker_spec
 from llamabatch.runs.workers import MAX_RESTARTS, deliver
 
 log = logging.getLogger(__name__)
@@ -171,17 +171,15 @@ class RayPool:
         self, ray: Any, limiter: Any, index: int, count: int, writer_id: str
     ) -> str | None:
         """One actor from start to end; None when it finished, else why it did not."""
-        spec = WorkerSpec(
+        spec = worker_spec(
+            self.writer,
+            self.config,
+            self.scan,
+            self.only,
+            self.keep_errors,
             index=index,
             count=count,
             writer_id=writer_id,
-            run_id=self.writer.run_id,
-            config=self.config,
-            schema=self.writer.schema.serialize().to_pybytes(),
-            scan=self.scan,
-            only=self.only,
-            keep_errors=self.keep_errors,
-            log_level=logging.getLogger("llamabatch").getEffectiveLevel(),
         )
         actor = ray.remote(num_cpus=1, max_restarts=0)(ShareActor).remote(spec, limiter)
         self._actors[index] = actor

@@ -11,6 +11,7 @@ whose lock the run's parent (or Ray driver) holds.
 from __future__ import annotations
 
 import functools
+import logging
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -47,6 +48,32 @@ class WorkerSpec:
     only: Mapping[str, bytearray | None]  # per model, the rows with work left (resume)
     keep_errors: bool
     log_level: int
+
+
+def worker_spec(
+    writer: ResultWriter,
+    config: RunConfig,
+    scan: ScanReport,
+    only: Mapping[str, bytearray | None],
+    keep_errors: bool,
+    *,
+    index: int,
+    count: int,
+    writer_id: str,
+) -> WorkerSpec:
+    """The spec of share `index` of `count`, for a worker process or a Ray actor alike."""
+    return WorkerSpec(
+        index=index,
+        count=count,
+        writer_id=writer_id,
+        run_id=writer.run_id,
+        config=config,
+        schema=writer.schema.serialize().to_pybytes(),
+        scan=scan,
+        only=only,
+        keep_errors=keep_errors,
+        log_level=logging.getLogger("llamabatch").getEffectiveLevel(),
+    )
 
 
 def share(total: int, index: int, count: int) -> int:

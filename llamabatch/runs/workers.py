@@ -36,7 +36,7 @@ from llamabatch.results import DoneIndex, ResultWriter
 from llamabatch.results.journal import recover_writer
 from llamabatch.results.parts import dedupe
 from llamabatch.runs.channel import Channel
-from llamabatch.runs.share import WorkerSpec
+from llamabatch.runs.share import worker_spec
 
 log = logging.getLogger(__name__)
 MAX_RESTARTS: Final = 3  # per worker; a worker that keeps dying ends the run's share of it
@@ -116,17 +116,15 @@ class WorkerPool:
     async def _run_one(self, index: int, count: int, writer_id: str) -> int:
         """One worker process from start to exit; its exit code."""
         ours, theirs = socket.socketpair()
-        spec = WorkerSpec(
+        spec = worker_spec(
+            self.writer,
+            self.config,
+            self.scan,
+            self.only,
+            self.keep_errors,
             index=index,
             count=count,
             writer_id=writer_id,
-            run_id=self.writer.run_id,
-            config=self.config,
-            schema=self.writer.schema.serialize().to_pybytes(),
-            scan=self.scan,
-            only=self.only,
-            keep_errors=self.keep_errors,
-            log_level=logging.getLogger("llamabatch").getEffectiveLevel(),
         )
         # A fresh interpreter, not multiprocessing: a caller's script needs no __main__ guard.
         fd = theirs.fileno()
