@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from llamabatch.report import resultset as rs
 from llamabatch.report.across import Pareto, Trend
 from llamabatch.report.stats import Estimate
+from llamabatch.report.summary import UNPRICED, at_least
 
 WIDTH_IN: Final = 7.5
 PALETTE: Final = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3")
@@ -158,6 +159,8 @@ def cost_chart(table: pd.DataFrame) -> str | None:
     if "cost_per_1k" not in table or table["cost_per_1k"].isna().all():
         return None
     models = table["model"].tolist()
+    if UNPRICED in table:  # a model with ok rows lacking a cost: its bar is a lower bound
+        models = [at_least(m, n) for m, n in zip(models, table[UNPRICED].fillna(0), strict=True)]
     fig, ax = _figure(0.6 + 0.45 * len(models))
     values = table["cost_per_1k"].fillna(0).to_numpy(np.float64)
     ax.barh(models, values, color=[_colour(i) for i in range(len(models))])

@@ -10,6 +10,7 @@ import pandas as pd
 
 from llamabatch.report import resultset as rs
 from llamabatch.report.stats import CONFIDENCE, paired_diff, quantile_ratio
+from llamabatch.report.summary import UNPRICED, at_least
 
 MAX_SCORES: int = 3  # a headline, not a table: the first scores only
 
@@ -104,7 +105,9 @@ def _cost_line(rows: Mapping[str, Mapping[str, Any]]) -> str:
     best, second = ranked[0], ranked[1]
     low, high = cost[best], cost[second]
     ratio = f" (×{low / high:.2f})" if high > 0 else ""
+    low_text = at_least(f"${low:.4f}", rows[best].get(UNPRICED))
+    high_text = at_least(f"${high:.4f}", rows[second].get(UNPRICED))
     return (
-        f"**{best}** is cheapest: ${low:.4f} per 1,000 prompts against ${high:.4f} for "
+        f"**{best}** is cheapest: {low_text} per 1,000 prompts against {high_text} for "
         f"**{second}**{ratio}."
     )

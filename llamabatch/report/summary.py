@@ -99,10 +99,20 @@ def _scores_and_cost(df: pd.DataFrame, group: pd.DataFrame) -> dict[str, float]:
     """
     found = {c: float(group[c].mean()) for c in df.columns if c.startswith(SCORE_PREFIX)}
     if COST_COLUMN in df and df[COST_COLUMN].notna().any():
-        found[COST_COLUMN] = float(group[COST_COLUMN].sum(min_count=1))
-        ok = group["status"] == "ok"
-        found[UNPRICED] = int((ok & group[COST_COLUMN].isna()).sum())
+        found.update(cost_total(group))
     return found
+
+
+def cost_total(group: pd.DataFrame) -> dict[str, float]:
+    """The rows' total cost (NaN when none has one) and `UNPRICED`: ok rows without a cost."""
+    cost = group[COST_COLUMN]
+    unpriced = (group["status"] == "ok") & cost.isna()
+    return {COST_COLUMN: float(cost.sum(min_count=1)), UNPRICED: int(unpriced.sum())}
+
+
+def at_least(text: str, unpriced: object) -> str:
+    """`text` (an amount) marked as a lower bound when some ok rows have no cost."""
+    return "≥ " + text if unpriced else text
 
 
 def _open_loop(group: pd.DataFrame) -> dict[str, float]:
@@ -194,7 +204,7 @@ def _header(headers: Mapping[str, str], column: str) -> str:
 
 def _cell(column: str, value: object, unpriced: object = None) -> str:
     if column == COST_COLUMN and isinstance(value, float) and not math.isnan(value) and unpriced:
-        return "≥ " + _cell(column, value)  # a lower bound: some ok rows have no cost
+        return at_least(_cell(column, value), unpriced)
     if isinstance(value, float):
         if math.isnan(value):
             return "-"

@@ -26,7 +26,7 @@ from llamabatch.report.stats import (
     pass_at_k,
     quantile_ratio,
 )
-from llamabatch.report.summary import summarize
+from llamabatch.report.summary import UNPRICED, at_least, cost_total, summarize
 from llamabatch.report.timing import itl_distribution, itl_section
 from llamabatch.results.schema import SCORE_PREFIX
 
@@ -166,10 +166,8 @@ def model_table(frame: pd.DataFrame, models: Sequence[str]) -> pd.DataFrame:
             "completion_tokens": group[rs.COMPLETION_TOKENS].sum(),
         }
         if rs.COST in group:
-            cost = group[rs.COST]
-            total = float(cost.sum()) if cost.notna().any() else math.nan
-            row["cost_usd"] = total
-            row["cost_per_1k"] = 1000 * total / prompts
+            cost = cost_total(group)
+            row.update(cost, cost_per_1k=1000 * cost[rs.COST] / prompts)
         extras.append(row)
     return summarize(frame, models).merge(pd.DataFrame(extras), on="model", how="left")
 
@@ -315,16 +313,30 @@ def _models_table(report: Report) -> Table:
 
 def _volume_table(report: Report) -> Table:
     has_cost = "cost_usd" in report.models
+    unpriced = has_cost and bool(report.models[UNPRICED].fillna(0).any())
     headers = ["model", "prompts", "decode tok/s p50", "output tok/s", "prompt tok"]
     headers += ["completion tok"] + (["cost $", "$ per 1,000 prompts"] if has_cost else [])
+    headers += ["rows w/o cost"] if unpriced else []
     rows = []
     for r in report.models.to_dict("records"):
         row = [r["model"], int(r["prompts"]), _one(r["decode_tok_s_p50"]), _one(r["output_tok_s"])]
         row += [int(r["prompt_tokens"]), int(r["completion_tokens"])]
         if has_cost:
-            row += [_money(r["cost_usd"]), _money(r["cost_per_1k"])]
+            missing = r[UNPRICED]
+            row += [
+                at_least(_money(r["cost_usd"]), missing),
+                at_least(_money(r["cost_per_1k"]), missing),
+            ]
+        if unpriced:
+            row.append(int(r[UNPRICED]) or None)
         rows.append(row)
-    return Table("volume", "Throughput, tokens and cost", headers, rows)
+    note = (
+        "≥: a lower bound — ok rows without a cost (a token count the server did not send) "
+        "are not counted in it."
+        if unpriced
+        else ""
+    )
+    return Table("volume", "Throughput, tokens and cost", headers, rows, note)
 
 
 def _money(value: float) -> str:

@@ -45,10 +45,37 @@ async def test_headline_pareto_and_cost(tmp_path: Path) -> None:
     assert "## Pareto: exact against latency and cost" in markdown
     assert "## Throughput, tokens and cost" in markdown
     assert "$ per 1,000 prompts" in markdown
+    assert "rows w/o cost" not in markdown and "≥ $" not in markdown  # every ok row priced
     html = render_html(report)
     for chart in ("chart-pareto", "chart-cost", "chart-scores"):
         assert f'id="{chart}"' in html
     assert "<strong>pricey</strong> leads on exact" in html
+
+
+async def test_a_cost_missing_on_some_ok_rows_is_reported_as_a_lower_bound(
+    tmp_path: Path,
+) -> None:
+    prompts = eval_prompts(tmp_path / "p.jsonl", 10)
+    out = await eval_run(tmp_path / "out", prompts, {"cheap": 1.0, "pricey": 1.0}, prices=PRICES)
+    results = load_results([out])
+    frame = results.frame
+    # Ollama without prompt_eval_count: those rows' cost_usd is null, not zero.
+    unpriced = frame.index[frame["model"] == "cheap"][:3]
+    frame.loc[unpriced, "cost_usd"] = None
+    priced_total = frame.loc[frame["model"] == "cheap", "cost_usd"].sum()
+    report = build_report(results)
+    table = report.models.set_index("model")
+    assert table.loc["cheap", "cost_usd"] == pytest.approx(priced_total)
+    assert table.loc["cheap", "cost_missing_rows"] == 3
+    assert table.loc["pricey", "cost_missing_rows"] == 0
+    markdown = render_markdown(report)
+    volume = markdown.split("## Throughput, tokens and cost")[1].split("##")[0]
+    header, _, cheap, pricey = volume.strip().splitlines()[:4]
+    assert header.split(" | ")[-3:] == ["cost $", "$ per 1,000 prompts", "rows w/o cost |"]
+    assert cheap.startswith("| cheap |") and cheap.count("≥ ") == 2 and cheap.endswith("| 3 |")
+    assert pricey.startswith("| pricey |") and "≥" not in pricey and pricey.endswith("| - |")
+    assert "is cheapest: ≥ $" in markdown  # the headline says so too
+    assert "<td>≥ " in render_html(report)
 
 
 async def test_four_runs_of_one_config_make_a_trend(tmp_path: Path) -> None:
