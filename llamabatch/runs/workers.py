@@ -7,7 +7,9 @@ reports its outcomes to. Each worker journals its own rows (see workerproc).
 
 A worker that dies (SIGKILL, out of memory) costs only its requests in
 flight: the parent turns what it journalled into parts and starts it again,
-and the new one skips every row already stored. A parent that dies takes its
+and the new one skips every row already stored. A worker that raises is a bug,
+not an interruption: the run fails (WorkerFailed) rather than start it again.
+A parent that dies takes its
 workers with it: they see their socket close and stop; they hold the
 directory's lock until they exit, and the next run's repair of the
 directory turns their journals into parts.
@@ -41,6 +43,11 @@ from llamabatch.runs.share import worker_spec
 log = logging.getLogger(__name__)
 MAX_RESTARTS: Final = 3  # per worker; a worker that keeps dying ends the run's share of it
 EXIT_WAIT_S: Final = 30.0  # after `cancel`, how long a worker may take to write and exit
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process ended with an exception: a bug, not an interruption (a new one
+    would fail alike), so the run fails, where a worker killed by a signal is started again."""
 
 
 class WorkerPool:
@@ -101,6 +108,12 @@ class WorkerPool:
             output = self.config.output
             with anyio.CancelScope(shield=True):
                 kept = await anyio.to_thread.run_sync(recover_writer, output, writer_id)
+            if exitcode > 0:  # it raised (its traceback is above): a new one would fail alike
+                self.stopping.set()
+                raise WorkerFailed(
+                    f"worker {index} failed (exit code {exitcode}): see its traceback above; "
+                    f"its {kept} journalled rows are kept"
+                )
             if self.stopping.is_set():
                 return
             log.warning(

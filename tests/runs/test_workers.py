@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from anyio.abc import Process
 
+import llamabatch
 from llamabatch import SimProfile, SimServer, arun
 from llamabatch.config.runmodes import parse_workers, with_workers
 from llamabatch.errors import ConfigError
@@ -267,6 +268,38 @@ async def test_workers_never_exceed_a_concurrency_below_their_number(
         assert sim.stats.max_in_flight == 1
     assert result.ok == 12
     assert "workers = 3 lowered to 1: m1's concurrency is 1" in caplog.text
+
+
+# Loaded by every interpreter on its PYTHONPATH: breaks the worker processes' share only.
+BROKEN_WORKER = """
+import sys
+if "llamabatch.runs.workerproc" in sys.orig_argv:
+    from llamabatch.engine.engine import Engine
+
+    async def broken(self, *args, **kwargs):
+        raise RuntimeError("a bug in the worker")
+
+    Engine.run = broken
+"""
+
+
+async def test_a_worker_failing_on_a_bug_fails_the_run(tmp_path: Path) -> None:
+    # Our bug is not an interruption: no restarts of a worker that fails the same way
+    # again, no "resume" advice; the traceback, and a non-zero exit.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BROKEN_WORKER)
+    # This checkout's llamabatch, which the sitecustomize imports before `-m` adds the cwd.
+    root = Path(llamabatch.__file__).parents[1]
+    path = os.pathsep.join(str(p) for p in (site, root, os.environ.get("PYTHONPATH")) if p)
+    async with SimServer(default=FAST) as sim:
+        config = write_config(tmp_path, sim.base_url, 20, 4)
+        with anyio.fail_after(60):
+            code, err = await finish(await start(config, PYTHONPATH=path))
+    assert code == 1, err
+    assert "RuntimeError: a bug in the worker" in err
+    assert "starting it again" not in err and "Resume with" not in err, err
+    assert "worker 0 failed" in err or "worker 1 failed" in err, err
 
 
 @pytest.mark.slow
