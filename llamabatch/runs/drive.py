@@ -25,7 +25,7 @@ from llamabatch.prompts import PromptSet
 from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
 from llamabatch.results.cache import ResponseCache
 from llamabatch.runs.batch import BatchDriver
-from llamabatch.runs.flushing import SYNC_INTERVAL_S, flush_periodically
+from llamabatch.runs.flushing import flush_periodically, store_cached
 from llamabatch.runs.servers import local_servers, prompt_renderer
 from llamabatch.wire import Transport
 
@@ -140,7 +140,7 @@ class ActiveRun:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(flush_periodically, self.writer, config.engine.part_interval_s)
                     if self.cache is not None:
-                        tg.start_soon(_store_cached, self.cache)
+                        tg.start_soon(store_cached, self.cache)
                     tg.start_soon(self.monitor.watch)
                     with anyio.CancelScope() as scope:
                         if self.handle_signals:
@@ -183,7 +183,9 @@ class ActiveRun:
             return RayPool(**shared, address=self.ray_address)
         from llamabatch.runs.workers import WorkerPool
 
-        return WorkerPool(**shared)
+        # Keys name endpoints as configured, before the run started its servers.
+        endpoints = self.cache.endpoints if self.cache is not None else {}
+        return WorkerPool(**shared, cache_endpoints=endpoints)
 
     def summary(self) -> dict[str, Any]:
         """What the manifest records at the end: counts and how the client fared."""
@@ -220,11 +222,3 @@ async def _watch_signals(
                 grace_s,
                 "the requests",
             )
-
-
-async def _store_cached(cache: ResponseCache) -> None:
-    """Write answers queued for the response cache, off the event loop."""
-    while True:
-        await anyio.sleep(SYNC_INTERVAL_S)
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(cache.flush)

@@ -1,4 +1,5 @@
-"""Beside a running engine: journalled rows moved into Parquet parts, the journal fsynced."""
+"""Beside a running engine: journalled rows moved into Parquet parts, the journal fsynced,
+answers written to the response cache."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import anyio
 
 from llamabatch.results import ResultWriter
+from llamabatch.results.cache import ResponseCache
 
 FLUSH_POLL_S = 0.25
 FIRST_PART_S = 1.0  # the first part this soon; the wait doubles up to engine.part_interval_s
@@ -36,3 +38,11 @@ async def flush_periodically(writer: ResultWriter, interval_s: float) -> None:
             if now - last_sync >= SYNC_INTERVAL_S:
                 await anyio.to_thread.run_sync(writer.sync)
                 last_sync = now
+
+
+async def store_cached(cache: ResponseCache) -> None:
+    """Write answers queued for the response cache, off the event loop."""
+    while True:
+        await anyio.sleep(SYNC_INTERVAL_S)
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(cache.flush)

@@ -14,7 +14,7 @@ import functools
 import logging
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -28,7 +28,8 @@ from llamabatch.errors import RequestError
 from llamabatch.prompts import Layout, Prompt, PromptSet, ScanReport
 from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import ResultWriter, RowBuilder, load_done
-from llamabatch.runs.flushing import flush_periodically
+from llamabatch.results.cache import ResponseCache
+from llamabatch.runs.flushing import flush_periodically, store_cached
 from llamabatch.runs.servers import prompt_renderer
 from llamabatch.scoring import Scoring
 from llamabatch.wire import Transport
@@ -48,6 +49,9 @@ class WorkerSpec:
     only: Mapping[str, bytearray | None]  # per model, the rows with work left (resume)
     keep_errors: bool
     log_level: int
+    # Per model, what identifies its endpoint in response-cache keys (the parent's labels:
+    # a server the run started has a new port in every run); empty without a cache.
+    cache_endpoints: Mapping[str, str] = field(default_factory=dict)
 
 
 def worker_spec(
@@ -60,6 +64,7 @@ def worker_spec(
     index: int,
     count: int,
     writer_id: str,
+    cache_endpoints: Mapping[str, str] | None = None,
 ) -> WorkerSpec:
     """The spec of share `index` of `count`, for a worker process or a Ray actor alike."""
     return WorkerSpec(
@@ -73,6 +78,7 @@ def worker_spec(
         only=only,
         keep_errors=keep_errors,
         log_level=logging.getLogger("llamabatch").getEffectiveLevel(),
+        cache_endpoints=dict(cache_endpoints or {}),
     )
 
 
@@ -183,16 +189,29 @@ class ShareRun:
             config.output, self.spec.writer_id, rows_per_part=config.engine.part_rows
         )
         writer.attach(pa.ipc.read_schema(pa.py_buffer(self.spec.schema)))
+        cache = None
         try:
+            if config.cache is not None:  # SQLite in WAL mode: shared safely by processes
+                cache = ResponseCache(
+                    config.cache.path,
+                    ttl_s=config.cache.ttl_s,
+                    refresh=config.cache.refresh,
+                    endpoints=self.spec.cache_endpoints,
+                )
             with redacted_logs(Redactor(config.secrets())):
-                await self._drive(writer, beside)
+                await self._drive(writer, cache, beside)
         finally:
             with anyio.CancelScope(shield=True):
                 close = functools.partial(writer.close, dedupe_keys=False)
                 await anyio.to_thread.run_sync(close)
+                if cache is not None:
+                    await anyio.to_thread.run_sync(cache.close)
 
     async def _drive(
-        self, writer: ResultWriter, beside: Callable[[anyio.abc.TaskGroup], None] | None
+        self,
+        writer: ResultWriter,
+        cache: ResponseCache | None,
+        beside: Callable[[anyio.abc.TaskGroup], None] | None,
     ) -> None:
         spec, config = self.spec, self.spec.config
         load = functools.partial(load_done, config.output, keep_errors=spec.keep_errors)
@@ -221,12 +240,15 @@ class ShareRun:
                 sink=sink,
                 rows=rows,
                 observer=self.progress,
+                cache=cache,
             )
             if self._stopping:
                 engine.stop()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(limits.run)
                 tg.start_soon(flush_periodically, writer, config.engine.part_interval_s)
+                if cache is not None:
+                    tg.start_soon(store_cached, cache)
                 if beside is not None:
                     beside(tg)
                 with self.scope:

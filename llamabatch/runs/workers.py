@@ -63,8 +63,10 @@ class WorkerPool:
         only: Callable[[str], bytearray | None],
         tally: Observer,
         keep_errors: bool,
+        cache_endpoints: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.cache_endpoints = dict(cache_endpoints or {})
         self.writer = writer
         self.done = done
         self.scan = scan
@@ -138,6 +140,7 @@ class WorkerPool:
             index=index,
             count=count,
             writer_id=writer_id,
+            cache_endpoints=self.cache_endpoints,
         )
         # A fresh interpreter, not multiprocessing: a caller's script needs no __main__ guard.
         fd = theirs.fileno()

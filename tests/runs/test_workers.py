@@ -15,6 +15,7 @@ from anyio.abc import Process
 
 import llamabatch
 from llamabatch import SimProfile, SimServer, arun
+from llamabatch.cli.commands import main
 from llamabatch.config.runmodes import parse_workers, with_workers
 from llamabatch.errors import ConfigError
 from llamabatch.results.dirlock import LOCK_FILE
@@ -318,3 +319,43 @@ async def test_sigterm_to_the_whole_group_stops_the_run_like_sigint(tmp_path: Pa
     assert "died" not in err, err
     rows = pd.read_parquet(tmp_path / "out")
     assert len(rows) == sent and (rows["status"] == "ok").all(), (len(rows), sent)
+
+
+async def test_workers_share_the_response_cache(tmp_path: Path) -> None:
+    # Each worker opens the cache file (SQLite, WAL): a rerun with two workers sends nothing,
+    # and its keys are those of one process (either reads what the other stored).
+    prompts = write_jsonl(tmp_path / "p.jsonl", prompt_rows(40))
+    frames = {}
+    async with SimServer(default=FAST) as sim:
+        for name, workers, cache, sent in (
+            ("one", 1, "c1", 80),  # the reference: one process, its own cache
+            ("two", 2, "c2", 80),  # two workers fill a cache...
+            ("again", 2, "c2", 0),  # ...that answers a rerun with two workers
+            ("single", 1, "c2", 0),  # and one with a single process
+            ("back", 2, "c1", 0),  # and two workers read what one process stored
+        ):
+            before = sim.stats.requests
+            config = sim_config(tmp_path / name, sim.base_url, prompts=prompts, models=("m1", "m2"))
+            result = await arun(config, workers=workers, cache=tmp_path / cache)
+            assert sim.stats.requests - before == sent, name  # counted at the server
+            assert result.ok == 80 and not result.errors, name
+            frames[name] = pd.read_parquet(config.output).sort_values(KEY).reset_index(drop=True)
+    # The same rows as one process; a cached row is the stored answer, timings included.
+    assert frames["two"][[*KEY, "output_text"]].equals(frames["one"][[*KEY, "output_text"]])
+    columns = [*KEY, "output_text", "completion_tokens", "ttft_s", "latency_s"]
+    for name, source in (("again", "two"), ("single", "two"), ("back", "one")):
+        pd.testing.assert_frame_equal(frames[name][columns], frames[source][columns])
+        assert frames[name]["cached"].all() and (frames[name]["attempts"] == 0).all(), name
+    assert not frames["two"]["cached"].any()
+
+
+def test_workers_hit_the_cache_of_a_simulator_the_run_starts(tmp_path: Path) -> None:
+    # A started server has a new port in every run: the keys name it as configured.
+    root = Path(llamabatch.__file__).parents[1]
+    cache = str(tmp_path / "c.sqlite3")
+    config = str(root / "configs" / "quickstart.toml")
+    args = ["run", config, "--limit", "6", "--cache", cache, "--workers", "2", "-q", "--no-check"]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 0
+    assert main([*args, "-o", str(tmp_path / "b")]) == 0
+    first, second = (pd.read_parquet(tmp_path / d) for d in ("a", "b"))
+    assert len(second) == 18 and second["cached"].all() and not first["cached"].any()
