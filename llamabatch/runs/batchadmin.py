@@ -14,6 +14,7 @@ from llamabatch.config.schema import REDACTED
 from llamabatch.errors import ConfigError, RequestError, UsageError
 from llamabatch.results import read_manifest
 from llamabatch.results.batchlog import BatchLog, Chunk
+from llamabatch.results.dirlock import DirectoryLock
 from llamabatch.wire import Transport
 from llamabatch.wire.batches import BatchEndpoints, BatchInfo, json_object
 from llamabatch.wire.status import status_error
@@ -52,19 +53,24 @@ def _log(output: Path) -> BatchLog:
 
 
 async def cancel_batches(output: Path) -> list[tuple[str, str]]:
-    """Cancel every batch of the run still in flight; (chunk, outcome) for each."""
-    log = _log(output)
-    models = _models(output)
-    outcomes = []
-    async with Transport() as transport:
-        for chunk in log.pending():
-            if chunk.batch_id is None:
-                continue
-            outcome = await _cancel(transport, models.get(chunk.model), chunk.batch_id)
-            if outcome in ("cancelling", "cancelled"):
-                record = functools.partial(log.record, status=outcome, counts=chunk.counts)
-                await anyio.to_thread.run_sync(record, "status", chunk.name)
-            outcomes.append((chunk.name, outcome))
+    """Cancel every batch of the run still in flight; (chunk, outcome) for each.
+
+    It writes to the batch log, so it is a writer like a run: refused while one holds
+    the directory (a run polling its batches would not see the log change under it).
+    """
+    with DirectoryLock(output, "batches --cancel"):
+        log = _log(output)
+        models = _models(output)
+        outcomes = []
+        async with Transport() as transport:
+            for chunk in log.pending():
+                if chunk.batch_id is None:
+                    continue
+                outcome = await _cancel(transport, models.get(chunk.model), chunk.batch_id)
+                if outcome in ("cancelling", "cancelled"):
+                    record = functools.partial(log.record, status=outcome, counts=chunk.counts)
+                    await anyio.to_thread.run_sync(record, "status", chunk.name)
+                outcomes.append((chunk.name, outcome))
     return outcomes
 
 

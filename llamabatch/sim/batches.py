@@ -207,6 +207,7 @@ class SimBatches:
         )
 
     async def _cancel(self, request: web.Request) -> web.Response:
+        self.calls["cancel"] += 1
         batch = self._batches.get(request.match_info["id"])
         if batch is None:
             return _error(404, "no such batch")

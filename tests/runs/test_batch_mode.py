@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
+import sys
 from pathlib import Path
 
 import anyio
@@ -180,6 +182,38 @@ async def test_batches_lists_and_cancels_what_is_in_flight(tmp_path: Path) -> No
         assert result.error_count == 5
     rows = _sorted(config.output)
     assert (rows["error_type"] == "cancelled").all()
+
+
+async def test_cancel_is_refused_while_a_run_holds_the_directory(tmp_path: Path) -> None:
+    prompts = write_jsonl(tmp_path / "p.jsonl", prompt_rows(5))
+    out, path = tmp_path / "out", tmp_path / "c.toml"
+    log = out / "_batches" / "log.jsonl"
+    async with SimServer(default=FAST) as sim:
+        sim.batches.timing.in_progress_s = 3600
+        path.write_text(
+            f'[run]\ninput = "{prompts}"\noutput = "{out}"\nmode = "batch"\n'
+            "[engine]\nbatch_poll_s = 0.01\nbatch_poll_max_s = 0.05\n"
+            f'[[models]]\nname = "m"\nprovider = "openai"\nbase_url = "{sim.base_url}"\n'
+        )
+        sim.batches.hold = {"poll"}
+        run = [sys.executable, "-m", "llamabatch", "run", "-q", str(path)]
+        process = await anyio.open_process(run, stdout=None, stderr=None)
+        try:
+            await sim.batches.reached("poll")  # a real run in flight: it holds OUTPUT/.lock
+            before = log.read_bytes()
+            cancel = [sys.executable, "-m", "llamabatch", "batches", str(out), "--cancel"]
+            refused = await anyio.run_process(cancel, check=False)
+            after, cancels = log.read_bytes(), sim.batches.calls["cancel"]
+        finally:  # the run ends before any assertion, so a failure cannot leave it waiting
+            process.send_signal(signal.SIGINT)
+            sim.batches.release()
+            code = await process.wait()
+        assert code == 130 and after == before and cancels == 0  # nothing sent, nothing logged
+        err = refused.stderr.decode()
+        assert refused.returncode == 2 and err.count("\n") == 1, err
+        assert f"{out} is in use by llamabatch run (pid {process.pid})" in err
+        ((_, outcome),) = await cancel_batches(out)  # the run gone, cancelling goes ahead
+        assert outcome == "cancelled" and sim.batches.calls["cancel"] == 1
 
 
 def test_a_meta_model_in_batch_mode_is_refused_before_anything_is_sent(
