@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import shlex
@@ -195,8 +196,6 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from llamabatch.cli.progress import ProgressBar
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
@@ -206,8 +205,8 @@ def _run(args: argparse.Namespace) -> int:
     # Here, not in the library: freezing is global state a host application owns.
     gc.freeze()
     try:
-        # Log lines are written above the bar, never onto it.
-        with logging_redirect_tqdm():
+        # Log lines are written above the bar, never onto it (a quiet run has no bar).
+        with contextlib.nullcontext() if args.quiet else _above_the_bar():
             result = _call_run(args, progress, models)
     except KeyboardInterrupt:
         result = None
@@ -233,6 +232,12 @@ def _run(args: argparse.Namespace) -> int:
     if (warning := client_warning(dict(result.client))) is not None:
         print(f"llamabatch: {warning}", file=sys.stderr)
     return result.exit_code
+
+
+def _above_the_bar() -> contextlib.AbstractContextManager[None]:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 def _call_run(

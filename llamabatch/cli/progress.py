@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from llamabatch.errors import RequestError
 
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
-class _Bar(tqdm):  # type: ignore[type-arg]
-    """A bar whose counts are read when it is drawn, so they always match its position."""
 
-    def __init__(self, counts: Callable[[], str], **kwargs: Any) -> None:
-        self._counts = counts
-        super().__init__(**kwargs)
+@functools.cache
+def _bar_class() -> Callable[..., tqdm[Any]]:
+    """tqdm, loaded when a bar is first drawn (a quiet run never draws one)."""
+    from tqdm import tqdm
 
-    @property
-    def format_dict(self) -> MutableMapping[str, Any]:
-        data = super().format_dict
-        data["postfix"] = self._counts()
-        return data
+    class _Bar(tqdm):  # type: ignore[type-arg]
+        """A bar whose counts are read when it is drawn, so they always match its position."""
+
+        def __init__(self, counts: Callable[[], str], **kwargs: Any) -> None:
+            self._counts = counts
+            super().__init__(**kwargs)
+
+        @property
+        def format_dict(self) -> MutableMapping[str, Any]:
+            data = super().format_dict
+            data["postfix"] = self._counts()
+            return data
+
+    return _Bar
 
 
 class ProgressBar:
@@ -44,6 +53,8 @@ class ProgressBar:
     def on_input(self, line: str) -> None:
         """What the prompt file is, in one line (format and rows), before the bar starts."""
         if not self.disable:
+            from tqdm import tqdm
+
             tqdm.write(line, file=sys.stderr)
 
     def on_start(self, pending: int) -> None:
@@ -59,8 +70,10 @@ class ProgressBar:
         else:
             self.errors += 1
         if self.bar is None:
+            if self.disable:
+                return
             self._open(None)
-        assert self.bar is not None
+            assert self.bar is not None
         self.bar.update(1)
 
     def on_batch(self, model: str, info: Mapping[str, Any]) -> None:
@@ -88,9 +101,9 @@ class ProgressBar:
         return text
 
     def _open(self, total: int | None) -> None:
-        self.bar = _Bar(
-            self.counts, total=total, unit="req", dynamic_ncols=True, disable=self.disable
-        )
+        if self.disable:
+            return
+        self.bar = _bar_class()(self.counts, total=total, unit="req", dynamic_ncols=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -278,14 +278,32 @@ def _parse_journal(data: bytes, schema: pa.Schema) -> pa.Table:
             if not packed or VECTOR not in schema.names:
                 raise
     columns = [
-        _unpacked(table[f.name]) if packed and f.name == VECTOR else table[f.name].cast(f.type)
+        _unpacked(table[f.name], f.type)
+        if packed and f.name == VECTOR
+        else _typed(table[f.name], f)
         for f in schema
     ]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _unpacked(column: pa.ChunkedArray) -> pa.Array:
+def _typed(column: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
+    """A column as read, in its field's type.
+
+    Without a cast where none is needed: a cast loads pyarrow.compute, and (for
+    numpy input) pandas, a second or so of a short run's start-up.
+    """
+    if column.type == field.type:
+        return column
+    if pa.types.is_timestamp(field.type) and column.type == pa.int64():
+        # Integer microseconds; a cast from int64 would reinterpret them the same way.
+        return pa.chunked_array([c.view(field.type) for c in column.chunks], type=field.type)
+    return column.cast(field.type)
+
+
+def _unpacked(column: pa.ChunkedArray, kind: pa.DataType) -> pa.Array:
     """Base64 float32 vectors (or nulls) -> list<float32>, decoded into one buffer."""
+    if column.null_count == len(column):  # a chat run's rows: no vectors
+        return pa.nulls(len(column), kind)
     texts = column.combine_chunks()
     n = len(texts)
     ends = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset : texts.offset + n + 1]
@@ -302,7 +320,7 @@ def _unpacked(column: pa.ChunkedArray) -> pa.Array:
     for i in np.flatnonzero(sizes):
         out[offsets[i] * 4 : offsets[i + 1] * 4] = binascii.a2b_base64(text[ends[i] : ends[i + 1]])
     return pa.ListArray.from_arrays(
-        pa.array(offsets),
+        pa.Array.from_buffers(pa.int32(), n + 1, [None, pa.py_buffer(offsets)]),
         pa.Array.from_buffers(pa.float32(), len(values), [None, pa.py_buffer(values)]),
         mask=texts.is_null(),
     )
