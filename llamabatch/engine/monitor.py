@@ -4,6 +4,8 @@ A benchmark client whose event loop is busy reports its own queueing as the
 server's TTFT. The monitor wakes every `INTERVAL_S`; how late it wakes is the
 loop's lag. A run whose lag p99 exceeds `LAG_WARN_MS`, or whose process used
 nearly a whole core, is flagged `client_bound`, and its summary says so.
+A run in worker processes adds up its processes (`combine`); every report
+says where its figures come from (`sources`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -58,7 +61,54 @@ class LoopMonitor:
             "max_rss_mb": round(peak_rss_mb(), 1),
             "client_bound": sent > 0
             and (pct(0.99) > LAG_WARN_MS or (util > CPU_WARN and wall > 1.0)),
+            "sources": ONE_PROCESS,
         }
+
+
+ONE_PROCESS: Final = {
+    "loop_lag": "this process's event loop, which times the requests",
+    "cpu_s": "this process (user + system)",
+    "max_rss_mb": "this process's peak resident memory",
+}
+LAG_FIELDS: Final = ("loop_lag_p50_ms", "loop_lag_p99_ms", "loop_lag_max_ms")
+
+
+def combine(parent: Mapping[str, Any], workers: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A run's figures over its parent and its worker processes (`parent`: `report()`).
+
+    Each worker's `cpu_s` is the kernel's account of it when it was reaped
+    (start-up included, also for a worker that was killed); its lag and peak
+    memory are what its own monitor reported at exit (none for a killed one).
+    The workers' loops time the requests: the worst one's lag is the run's.
+    """
+    lagged = [w for w in workers if w.get("loop_lag_p99_ms") is not None]
+    cpu = parent["cpu_s"] + sum(w["cpu_s"] for w in workers)
+    wall = parent["wall_s"]
+    lag = {f: max(w[f] for w in lagged) for f in LAG_FIELDS} if lagged else {}
+    return {
+        **{f: parent[f] for f in LAG_FIELDS},
+        **lag,
+        "cpu_s": round(cpu, 3),
+        "wall_s": wall,
+        "cpu_share": round(cpu / wall, 3) if wall > 0 else 0.0,
+        "max_rss_mb": round(
+            parent["max_rss_mb"] + sum(w.get("max_rss_mb") or 0 for w in workers), 1
+        ),
+        "client_bound": any(w.get("client_bound") for w in workers),
+        "processes": 1 + len(workers),
+        "sources": {
+            "loop_lag": "the worker processes' event loops, which time the requests: the "
+            "highest of each percentile over the workers",
+            "cpu_s": "the parent process and every worker process, each worker's from the "
+            "kernel when it exited (user + system, start-up included, killed ones too); "
+            "cpu_share is cpu_s over the run's wall time, in cores",
+            "max_rss_mb": "the sum of each process's peak resident memory (a killed "
+            "worker's is not known)",
+            "client_bound": "any worker's own flag (loop lag p99 or its CPU share of a core)",
+        },
+        "parent": dict(parent),
+        "workers": [dict(w) for w in workers],
+    }
 
 
 def peak_rss_mb() -> float:

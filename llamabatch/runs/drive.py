@@ -19,7 +19,7 @@ import anyio
 
 from llamabatch.config import RunConfig
 from llamabatch.engine import Engine, Lane, Observer
-from llamabatch.engine.monitor import LoopMonitor
+from llamabatch.engine.monitor import LoopMonitor, combine
 from llamabatch.errors import RequestError, raise_sole_usage_error
 from llamabatch.prompts import PromptSet
 from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from llamabatch.runs.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+RAY_DRIVER = {  # what a --ray run's client figures cover
+    "loop_lag": "the Ray driver's event loop (the actors', which time the requests, not counted)",
+    "cpu_s": "the Ray driver process only (actors, the limiter and Ray's own not counted)",
+    "max_rss_mb": "the Ray driver process only",
+}
 
 
 @dataclass
@@ -93,6 +98,7 @@ class ActiveRun:
     keep_errors: bool = False
     ray: bool = False  # run as Ray actors (see runs/raypool.py)
     ray_address: str | None = None
+    pool: WorkerPool | RayPool | None = None  # the engine, when it runs in processes/actors
 
     async def drive(self) -> bool:
         """Run the engine with its helpers (servers, flusher, monitor, signals); True if stopped."""
@@ -119,7 +125,7 @@ class ActiveRun:
                 )
                 work = engine.run
             elif config.engine.workers > 1 or self.ray:
-                engine = self._pool(config)
+                engine = self.pool = self._pool(config)
                 work = engine.run
             else:
                 lanes = [
@@ -189,6 +195,14 @@ class ActiveRun:
 
     def summary(self) -> dict[str, Any]:
         """What the manifest records at the end: counts and how the client fared."""
+        # A batch-mode run times no request: its loop lag cannot distort any figure.
+        sent = 0 if self.config.mode == "batch" else self.tally.ok + sum(self.tally.errors.values())
+        client = self.monitor.report(sent=sent)
+        clients = getattr(self.pool, "clients", None)  # worker processes' figures
+        if clients is not None:
+            client = combine(client, clients)
+        elif self.ray:
+            client["sources"] = RAY_DRIVER
         return {
             "counts": {
                 "ok": self.tally.ok,
@@ -196,12 +210,7 @@ class ActiveRun:
                 "already_done": self.done.count(),
                 "cached": self.tally.cached,
             },
-            # A batch-mode run times no request: its loop lag cannot distort any figure.
-            "client": self.monitor.report(
-                sent=0
-                if self.config.mode == "batch"
-                else self.tally.ok + sum(self.tally.errors.values())
-            ),
+            "client": client,
         }
 
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 from llamabatch.config import RunConfig
 from llamabatch.engine import Engine, Lane
 from llamabatch.engine.coordinator import HubLink, SharedLimits
+from llamabatch.engine.monitor import LoopMonitor
 from llamabatch.errors import RequestError
 from llamabatch.prompts import Layout, Prompt, PromptSet, ScanReport
 from llamabatch.redact import Redactor, redacted_logs
@@ -130,11 +131,13 @@ class Progress:
     def __init__(self) -> None:
         self.rows: list[list[Any]] = []
         self.events: list[list[Any]] = []
+        self.count = 0  # rows in all
 
     def on_start(self, pending: int) -> None:
         return None
 
     def on_row(self, row: Mapping[str, Any]) -> None:
+        self.count += 1
         self.rows.append(
             [
                 row["model"],
@@ -168,6 +171,7 @@ class ShareRun:
         self.spec = spec
         self.link = link
         self.progress = Progress()
+        self.monitor = LoopMonitor()  # this share's own loop: it times the requests
         self.scope = anyio.CancelScope()
         self.engine: Engine | None = None
         self._stopping = False
@@ -246,6 +250,7 @@ class ShareRun:
                 engine.stop()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(limits.run)
+                tg.start_soon(self.monitor.watch)
                 tg.start_soon(flush_periodically, writer, config.engine.part_interval_s)
                 if cache is not None:
                     tg.start_soon(store_cached, cache)

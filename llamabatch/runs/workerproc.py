@@ -66,6 +66,7 @@ async def _work(spec: WorkerSpec, sock: socket.socket) -> None:
         with anyio.CancelScope(shield=True):
             if not channel.closed:
                 await _send_progress(channel, run)
+                await channel.send("client", run.monitor.report(sent=run.progress.count))
                 await channel.send("done")
             await channel.aclose()
 

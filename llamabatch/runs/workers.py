@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
+import resource
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -43,6 +46,7 @@ from llamabatch.runs.share import worker_spec
 log = logging.getLogger(__name__)
 MAX_RESTARTS: Final = 3  # per worker; a worker that keeps dying ends the run's share of it
 EXIT_WAIT_S: Final = 30.0  # after `cancel`, how long a worker may take to write and exit
+REAP_POLL_S: Final = 0.01
 
 
 class WorkerFailed(RuntimeError):
@@ -76,6 +80,7 @@ class WorkerPool:
         self.hub = LimitHub([model_limits(m, config) for m in config.models])
         self.stopping = anyio.Event()
         self.restarts = 0
+        self.clients: list[dict[str, Any]] = []  # each worker process's figures (monitor)
         self._channels: dict[int, Channel] = {}
         self._tg: anyio.abc.TaskGroup | None = None
 
@@ -154,35 +159,43 @@ class WorkerPool:
             stdin.write(pickle.dumps(spec))
         channel = await Channel.open(ours)
         self._channels[index] = channel
+        client = {"worker": index, "writer_id": writer_id}
         if self.stopping.is_set():
             await _send_quietly(channel, "stop")
         try:
-            await self._serve(channel)
+            await self._serve(channel, client)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await _send_quietly(channel, "cancel")
                 # Rows of the cancelled requests are written before the worker exits.
                 with anyio.move_on_after(EXIT_WAIT_S):
-                    await self._serve(channel)
+                    await self._serve(channel, client)
             raise
         finally:
             del self._channels[index]
             with anyio.CancelScope(shield=True):
                 try:
-                    await anyio.to_thread.run_sync(process.wait, EXIT_WAIT_S)
+                    usage = await anyio.to_thread.run_sync(_reap, process, EXIT_WAIT_S)
                 except subprocess.TimeoutExpired:
                     process.kill()
-                    await anyio.to_thread.run_sync(process.wait)
+                    usage = await anyio.to_thread.run_sync(_reap, process, None)
                 await channel.aclose()
+            cpu_s = round(usage.ru_utime + usage.ru_stime, 3)
+            self.clients.append({**client, "exit_code": process.returncode, "cpu_s": cpu_s})
         return process.returncode
 
-    async def _serve(self, channel: Channel) -> None:
-        """Answer a worker's calls and take its progress until it closes its end."""
+    async def _serve(self, channel: Channel, client: dict[str, Any]) -> None:
+        """Answer a worker's calls and take its progress until it closes its end; its
+        monitor's figures, sent as it exits, go into `client`."""
         async with anyio.create_task_group() as tg:
             while (message := await channel.receive()) is not None:
                 kind = message[0]
                 if kind == "call":
                     tg.start_soon(self._answer, channel, message[1], message[2], message[3])
+                elif kind == "client":
+                    figures = {k: v for k, v in message[1].items() if k != "sources"}
+                    del figures["cpu_s"]  # the kernel's account, when it exits, replaces it
+                    client.update(figures)
                 else:
                     deliver(self.tally, message)
             tg.cancel_scope.cancel()  # calls of a worker that is gone need no answer
@@ -190,6 +203,26 @@ class WorkerPool:
     async def _answer(self, channel: Channel, call_id: int, method: str, args: list[Any]) -> None:
         result = await self.hub.call(method, *args)
         await _send_quietly(channel, "reply", call_id, result)
+
+
+def _reap(process: subprocess.Popen[bytes], timeout: float | None) -> resource.struct_rusage:
+    """Wait for `process` to exit, as `Popen.wait` does; the kernel's account of its resources.
+
+    (`wait4` of that one child: a worker killed mid-run is counted too.)
+    """
+    if timeout is None:
+        _, status, usage = os.wait4(process.pid, 0)
+    else:
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(process.args, timeout)
+            time.sleep(REAP_POLL_S)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return usage
 
 
 def deliver(observer: Observer, message: list[Any]) -> None:

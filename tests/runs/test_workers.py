@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -359,3 +361,32 @@ def test_workers_hit_the_cache_of_a_simulator_the_run_starts(tmp_path: Path) -> 
     assert main([*args, "-o", str(tmp_path / "b")]) == 0
     first, second = (pd.read_parquet(tmp_path / d) for d in ("a", "b"))
     assert len(second) == 18 and second["cached"].all() and not first["cached"].any()
+
+
+async def test_the_manifest_counts_every_worker_process(tmp_path: Path) -> None:
+    # The client figures cover the parent and each worker, each worker's CPU as the kernel
+    # counted it; checked against this process's own count of its children's CPU.
+    async with SimServer(default=FAST) as sim:
+        config = sim_config(tmp_path, sim.base_url, n_prompts=200)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = await arun(config, workers=2)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        one = await arun(sim_config(tmp_path / "one", sim.base_url, n_prompts=5))
+    children = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    client = json.loads((config.output / "_manifest.json").read_text())["client"]
+    assert client == json.loads(json.dumps(result.client))
+    workers = client["workers"]
+    assert client["processes"] == 3 and sorted(w["worker"] for w in workers) == [0, 1]
+    assert all(w["exit_code"] == 0 and w["cpu_s"] > 0.1 for w in workers)  # an interpreter each
+    assert sum(w["cpu_s"] for w in workers) == pytest.approx(children, abs=0.02)
+    total = client["parent"]["cpu_s"] + sum(w["cpu_s"] for w in workers)
+    assert client["cpu_s"] == pytest.approx(total, abs=0.002)
+    assert client["cpu_s"] > client["parent"]["cpu_s"] + 0.2
+    # Lag and memory from each worker's own monitor; the run's lag is the worst worker's.
+    assert all(w["max_rss_mb"] > 10 and "loop_lag_p99_ms" in w for w in workers)
+    assert client["loop_lag_p99_ms"] == max(w["loop_lag_p99_ms"] for w in workers)
+    assert "worker process" in client["sources"]["cpu_s"]
+    # One process says what it measured, too.
+    assert one.ok == 5
+    assert one.client["sources"]["cpu_s"] == "this process (user + system)"
+    assert "workers" not in one.client
