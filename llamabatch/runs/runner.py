@@ -24,7 +24,13 @@ from llamabatch.errors import (
 )
 from llamabatch.prompts import Layout, PromptSet
 from llamabatch.redact import Redactor, redacted_logs
-from llamabatch.results import ResultWriter, RowBuilder, result_schema, write_manifest
+from llamabatch.results import (
+    ResultWriter,
+    RowBuilder,
+    part_files,
+    result_schema,
+    write_manifest,
+)
 from llamabatch.results.cache import ResponseCache
 from llamabatch.results.dirlock import DirectoryLock
 from llamabatch.runs.drive import ActiveRun, Tally
@@ -69,9 +75,13 @@ class RunResult:
         return EXIT_ROW_ERRORS if self.error_count else EXIT_OK
 
     def dataframe(self) -> pd.DataFrame:
-        import pandas as pd
+        """The directory's rows: its own part files (a results folder inside is another's)."""
+        import pyarrow.dataset as ds
 
-        return pd.read_parquet(self.output)
+        frame: pd.DataFrame = (
+            ds.dataset(part_files(self.output), format="parquet").to_table().to_pandas()
+        )
+        return frame
 
 
 def run(

@@ -13,7 +13,9 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from llamabatch import SimProfile, SimServer, arun
+from llamabatch import SimProfile, SimServer, arun, run
+from llamabatch.cli.commands import main
+from llamabatch.report.resultset import load_results
 from llamabatch.results import part_files
 from llamabatch.results.journal import JOURNAL_DIR
 from tests.helpers import ROOT, prompt_rows, sim_config, write_jsonl
@@ -99,3 +101,21 @@ async def test_a_killed_run_leaves_parts_every_reader_reads(tmp_path: Path) -> N
     assert (out / JOURNAL_DIR).is_dir() and (out / "_manifest.json").is_file()
     stored = check_whole(read_three(out))
     assert 0 < stored <= sent < n
+
+
+def test_a_results_directory_inside_another_is_not_read_with_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outer = tmp_path / "out"
+    for name, n, output in (("inner", 5, outer / "inner"), ("outer", 3, outer)):
+        write_jsonl(tmp_path / f"{name}.jsonl", prompt_rows(n))
+        (tmp_path / f"{name}.toml").write_text(
+            f'[run]\ninput = "{tmp_path / name}.jsonl"\noutput = "{output}"\n[[models]]\n'
+            'name = "m"\nprovider = "sim"\nsim = { ttft_s = 0.0, tokens_per_s = 0.0 }\n'
+        )
+        assert main(["run", str(tmp_path / f"{name}.toml")]) == 0
+    # The layout: a directory's rows are its own part-*.parquet files; a folder is another's.
+    *_, row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("m ")]
+    assert row.split()[1:4] == ["3", "3", "0"]  # the end-of-run summary: rows, ok, errors
+    assert len(load_results([outer]).frame) == 3
+    assert len(run(tmp_path / "outer.toml").dataframe()) == 3  # resumed: nothing to send
