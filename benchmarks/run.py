@@ -17,8 +17,10 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -75,44 +77,85 @@ def measure(
         return Measured(usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024, out.read())
 
 
+@dataclass
+class Served:
+    """A benchmark server on a port the kernel chose: its base URL and its process."""
+
+    url: str
+    process: subprocess.Popen[str]
+    kind: str = ""
+
+
 @contextlib.contextmanager
-def server(argv: Sequence[str], ready: str | None = "ready") -> Iterator[subprocess.Popen[str]]:
-    """A server on core 0, stopped (SIGTERM) on exit."""
+def server(
+    argv: Sequence[str], ready: str = "ready", listening: socket.socket | None = None
+) -> Iterator[Served]:
+    """A server on core 0, stopped (SIGTERM) on exit, on a port no other run can hold.
+
+    It binds port 0 and names the port in its `ready` line; or (nginx, which cannot say)
+    it is handed `listening`, a socket bound to port 0 here, through nginx's NGINX variable.
+    """
+    fds = () if listening is None else (listening.fileno(),)
+    env = None if listening is None else {**os.environ, "NGINX": f"{fds[0]};"}
     process = subprocess.Popen(
-        [*pinned(0), *argv], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [*pinned(0), *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        pass_fds=fds,
+        env=env,
     )
     try:
-        if ready is not None:
-            assert process.stdout is not None
-            for line in process.stdout:
-                if ready in line:
-                    break
-            else:  # it exited first (its port taken?): measuring whatever answers there is wrong
-                raise RuntimeError(f"{argv[:3]} exited before it was {ready}")
-        yield process
+        if listening is not None:
+            served = Served(f"http://127.0.0.1:{listening.getsockname()[1]}/v1", process)
+            _wait_for_http(served.url)
+        else:
+            served = Served(f"http://127.0.0.1:{_ready_port(process, ready)}/v1", process)
+        yield served
     finally:
         process.terminate()
         process.wait(10)
 
 
+def _ready_port(process: subprocess.Popen[str], ready: str) -> int:
+    """The port in the server's `ready` line ("ready 8080", "serving http://127.0.0.1:8080")."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if ready in line:
+            found = re.search(r"(?:ready |127\.0\.0\.1:)(\d+)", line)
+            if found is None:
+                raise RuntimeError(f"no port in {line!r}")
+            return int(found.group(1))
+    raise RuntimeError(f"{process.args!r} exited before it was {ready}")
+
+
 @contextlib.contextmanager
-def static_server(port: int, workdir: Path) -> Iterator[str]:
+def static_server(workdir: Path) -> Iterator[Served]:
     """nginx serving the fixed 64-token stream in one write when installed, else sse_server.py."""
     nginx = shutil.which("nginx") or (
         "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
     )
     if nginx is None:
-        with server([PY, str(HERE / "sse_server.py"), str(port)]):
-            yield "sse_server.py (asyncio, one write)"
+        with server([PY, str(HERE / "sse_server.py"), "0"]) as served:
+            served.kind = "sse_server.py (asyncio, one write)"
+            yield served
         return
     sys.path.insert(0, str(HERE))
     from sse_server import events
 
     opening, body, closing = events(64)
     (workdir / "stream.txt").write_bytes(opening + b"".join(body) + closing)
-    conf = workdir / "nginx.conf"
-    conf.write_text(
-        f"""worker_processes 1; daemon off; pid {workdir}/nginx.pid; error_log {workdir}/error.log;
+    with socket.create_server(("127.0.0.1", 0), backlog=4096) as listening:
+        conf = workdir / "nginx.conf"
+        conf.write_text(_nginx_conf(workdir, listening.getsockname()[1]))
+        with server([nginx, "-c", str(conf), "-p", str(workdir)], listening=listening) as served:
+            served.kind = f"nginx {_nginx_version(nginx)} (static file, one write)"
+            yield served
+
+
+def _nginx_conf(workdir: Path, port: int) -> str:
+    return f"""worker_processes 1; daemon off; pid {workdir}/nginx.pid;
+error_log {workdir}/error.log;
 events {{ worker_connections 8192; }}
 http {{
   access_log off; keepalive_requests 1000000; client_body_temp_path {workdir};
@@ -126,10 +169,6 @@ http {{
   }}
 }}
 """
-    )
-    with server([nginx, "-c", str(conf), "-p", str(workdir)], ready=None):
-        _wait_for_port(port)
-        yield f"nginx {_nginx_version(nginx)} (static file, one write)"
 
 
 def _nginx_version(nginx: str) -> str:
@@ -137,15 +176,13 @@ def _nginx_version(nginx: str) -> str:
     return out.strip().rsplit("/", 1)[-1]
 
 
-def _wait_for_port(port: int) -> None:
-    import socket
+def _wait_for_http(url: str) -> None:
+    """Return once the server answers (its socket listened before it ran: connecting says
+    nothing)."""
+    import urllib.request
 
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
+    with urllib.request.urlopen(f"{url}/chat/completions", data=b"{}", timeout=60) as answer:
+        answer.read()
 
 
 def write_prompts(path: Path, n: int) -> Path:
@@ -199,8 +236,8 @@ def cpu_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     prompts = write_prompts(workdir / "cpu.jsonl", n)
     per_request: dict[str, list[float]] = {"lean": [], "llamabatch": [], "sdk": []}
     ratios = []
-    with static_server(18181, workdir) as kind:
-        url = "http://127.0.0.1:18181/v1"
+    with static_server(workdir) as served:
+        url, kind = served.url, served.kind
         lean_argv = [PY, str(HERE / "lean_client.py"), f"{url}/chat/completions", str(n), str(c)]
         for _ in range(args.runs):
             # The lean loop runs just before and just after llamabatch; the ratio
@@ -248,9 +285,9 @@ def per_write_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     prompts = write_prompts(workdir / "per-write.jsonl", n)
     per_request: dict[str, list[float]] = {"lean": [], "llamabatch": []}
     ratios = []
-    argv = [PY, str(HERE / "sse_server.py"), "18188", "--tokens", "64", "--step-s", str(step)]
-    with server(argv):
-        url = "http://127.0.0.1:18188/v1"
+    argv = [PY, str(HERE / "sse_server.py"), "0", "--tokens", "64", "--step-s", str(step)]
+    with server(argv) as served:
+        url = served.url
         lean_argv = [PY, str(HERE / "lean_client.py"), f"{url}/chat/completions", str(n), str(c)]
         for _ in range(args.runs):
             before = measure(lean_argv)
@@ -335,7 +372,7 @@ def ttft_once(
     argv = [
         PY,
         str(HERE / "sse_server.py"),
-        "18182",
+        "0",
         "--tokens",
         str(TTFT_TOKENS),
         "--ttft-s",
@@ -346,9 +383,9 @@ def ttft_once(
         str(stats),
         "--stamp",
     ]
-    url = "http://127.0.0.1:18182/v1"
     own: list[float] = []
-    with server(argv):
+    with server(argv) as served:
+        url = served.url
         if client == "llamabatch":
             config = llamabatch_config(
                 workdir,
@@ -385,11 +422,11 @@ def memory_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         "| measurement | peak RSS MB | wall s | notes |",
         "|---|---|---|---|",
     ]
-    with static_server(18183, workdir):
+    with static_server(workdir) as served:
         config = llamabatch_config(
             workdir,
             "memory",
-            base_url="http://127.0.0.1:18183/v1",
+            base_url=served.url,
             prompts=prompts,
             concurrency=64,
             max_tokens=64,
@@ -499,7 +536,7 @@ def ratelimit_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         "llamabatch.cli",
         "sim",
         "--port",
-        "18184",
+        "0",
         "--rpm-limit",
         str(limit),
         "--rpm-window-s",
@@ -516,11 +553,11 @@ def ratelimit_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     fractions, rejected = [], []
     for _ in range(args.runs):
         # A fresh server per run: the window must not hold the previous run's requests.
-        with server(argv, ready="serving"):
+        with server(argv, ready="serving") as served:
             config = llamabatch_config(
                 workdir,
                 "rate",
-                base_url="http://127.0.0.1:18184/v1",
+                base_url=served.url,
                 prompts=prompts,
                 concurrency=32,
                 max_tokens=16,
@@ -557,13 +594,14 @@ def chunk_times_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     prompts = write_prompts(workdir / "chunks.jsonl", n)
     cpu: dict[bool, list[float]] = {False: [], True: []}
     ratios = []
-    with static_server(18185, workdir) as kind:
+    with static_server(workdir) as served:
+        kind = served.kind
         for _ in range(args.runs):
             for on in (False, True):
                 config = llamabatch_config(
                     workdir,
                     f"chunks-{on}",
-                    base_url="http://127.0.0.1:18185/v1",
+                    base_url=served.url,
                     prompts=prompts,
                     concurrency=c,
                     max_tokens=64,
@@ -657,10 +695,10 @@ def stamped_offsets(args: argparse.Namespace, workdir: Path) -> tuple[list[float
     from the request's start (which adds however long the server took to read the request)."""
     import pyarrow.parquet as pq
 
-    argv = [PY, str(HERE / "sse_server.py"), "18186", "--tokens", str(TTFT_TOKENS), "--stamp"]
+    argv = [PY, str(HERE / "sse_server.py"), "0", "--tokens", str(TTFT_TOKENS), "--stamp"]
     argv += ["--ttft-s", str(TTFT_S), "--gap-s", str(GAP_S)]
-    with server(argv):
-        url = "http://127.0.0.1:18186/v1"
+    with server(argv) as served:
+        url = served.url
         output = _offsets_run(workdir, "stamped", url, TTFT_TOKENS, 32, 32 * args.waves)
     columns = ["chunk_times_s", "output_text", "ttfb_s"]
     from_head, from_start = [], []
@@ -679,11 +717,11 @@ def sim_offsets(args: argparse.Namespace, workdir: Path) -> list[float]:
     """Stored offsets minus the simulator's exact schedule, counted from its response head."""
     import pyarrow.parquet as pq
 
-    argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "18187", "--jitter", "0"]
+    argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "0", "--jitter", "0"]
     argv += ["--ttft-s", str(TTFT_S), "--tokens-per-s", str(1 / GAP_S)]
     argv += ["--output-tokens", str(TTFT_TOKENS)]
-    with server(argv, ready="serving"):
-        url = "http://127.0.0.1:18187/v1"
+    with server(argv, ready="serving") as served:
+        url = served.url
         output = _offsets_run(workdir, "sim-offsets", url, 4 * TTFT_TOKENS, 32, 32 * args.waves)
     rows = pq.read_table(output, columns=["chunk_times_s", "ttfb_s"]).to_pylist()
     return [

@@ -71,10 +71,9 @@ def workers_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     server_busy: dict[int, list[float]] = {1: [], 2: []}
     machine: dict[int, list[float]] = {1: [], 2: []}
     rate_ratios, cpu_ratios = [], []
-    with static_server(18191, workdir) as kind:
-        url = "http://127.0.0.1:18191/v1"
-        # nginx (a master and its worker) when installed, else sse_server.py
-        pid = _pid_of(str(workdir / "nginx.conf").encode()) or _pid_of(b"sse_server.py\x0018191")
+    with static_server(workdir) as static:
+        url, kind = static.url, static.kind
+        pid = static.process.pid  # nginx's master (its worker is a child), or sse_server.py
         for _ in range(args.runs):
             measured = {}
             for workers in (1, 2):
@@ -150,36 +149,22 @@ def _server_cpu_s(pid: int) -> float:
     return total
 
 
-def _pid_of(marker: bytes) -> int | None:
-    """The pid of a process whose command line contains `marker` (the benchmark's server:
-    its script and port, as other benchmarks on the machine may run the same script)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if marker in (proc / "cmdline").read_bytes():
-                return int(proc.name)
-        except OSError:
-            continue
-    return None
-
-
 def shared_limits_section(args: argparse.Namespace, workdir: Path) -> list[str]:
     """A server RPM limit met by two worker processes sharing one coordinator."""
     limit, window, n = args.rate_limit, args.rate_window_s, args.rate_requests
     prompts = write_prompts(workdir / "shared-rate.jsonl", n)
-    argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "18192", "--rpm-limit", str(limit)]
+    argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "0", "--rpm-limit", str(limit)]
     argv += ["--rpm-window-s", str(window), "--ttft-s", "0.01", "--tokens-per-s", "0"]
     argv += ["--output-tokens", "16", "--jitter", "0"]
     results: dict[str, tuple[list[float], list[float]]] = {}
     for label, flags in _limit_modes(args):
         fractions, rejected = [], []
         for _ in range(args.runs):
-            with server(argv, ready="serving"):
+            with server(argv, ready="serving") as served:
                 config = llamabatch_config(
                     workdir,
                     "shared-rate",
-                    base_url="http://127.0.0.1:18192/v1",
+                    base_url=served.url,
                     prompts=prompts,
                     concurrency=32,
                     max_tokens=16,
@@ -308,21 +293,21 @@ def ray_section(args: argparse.Namespace, workdir: Path) -> list[str]:
         return ["Not measured: Ray is not installed (`pip install -e '.[ray]'`)."]
     n = 2_000 if args.quick else 20_000
     prompts = write_prompts(workdir / "ray.jsonl", n)
-    argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "18193", "--ttft-s", "0.005"]
+    argv = [PY, "-m", "llamabatch.cli", "sim", "--port", "0", "--ttft-s", "0.005"]
     argv += ["--tokens-per-s", "0", "--output-tokens", "16", "--jitter", "0"]
     cpu: dict[str, list[float]] = {"one": [], "ray": []}
     total: dict[str, list[float]] = {"one": [], "ray": []}
     startup: dict[str, list[float]] = {"one": [], "ray": []}
     rates: dict[str, list[float]] = {"one": [], "ray": []}
     ratios = []
-    with server(argv, ready="serving"):
+    with server(argv, ready="serving") as served:
         for _ in range(args.runs):
             measured = {}
             for key, workers, flags in (("one", 1, []), ("ray", 2, ["--ray"])):
                 config = llamabatch_config(
                     workdir,
                     f"ray-{key}",
-                    base_url="http://127.0.0.1:18193/v1",
+                    base_url=served.url,
                     prompts=prompts,
                     concurrency=64,
                     max_tokens=16,
