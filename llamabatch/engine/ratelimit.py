@@ -230,6 +230,16 @@ class Admission:
         A server that asks for a pause longer than `max_wait_s` (Retry-After,
         x-ratelimit-reset-*) fails the request at once instead of stalling the run.
         """
+        await self._unpaused(tokens)
+        while not await self._paced(tokens):
+            await self._unpaused(tokens)  # a 429 paused the model meanwhile: wait it out
+        self._sent += 1
+        self._tokens_sent += tokens
+        self._ticket_tokens[self._sent] = self._tokens_sent
+        return self._sent
+
+    async def _unpaused(self, tokens: float) -> None:
+        """Wait out a pause and the server's budgets (see `wait`)."""
         while True:
             now = time.monotonic()
             delay = max(
@@ -238,7 +248,7 @@ class Admission:
                 self._tokens.wait_s(tokens, now),
             )
             if delay <= 0:
-                break
+                return
             if delay > self.max_wait_s:
                 raise RequestError(
                     "rate_limit",
@@ -248,16 +258,20 @@ class Admission:
             changed = self._changed
             with anyio.move_on_after(delay):
                 await changed.wait()  # fresh headers may lift the wait early
-        if self.rpm is not None:
-            await self.rpm.acquire()
-        if self.tpm is not None:
-            await self.tpm.acquire(tokens)
-        if self.learned is not None:
-            await self.learned.acquire()
-        self._sent += 1
-        self._tokens_sent += tokens
-        self._ticket_tokens[self._sent] = self._tokens_sent
-        return self._sent
+
+    async def _paced(self, tokens: float) -> bool:
+        """Wait for the client-side buckets; False (their charges given back) when a 429
+        paused the model meanwhile: a request queued on a bucket must not go out then."""
+        charged = []
+        for bucket, amount in ((self.rpm, 1.0), (self.tpm, tokens), (self.learned, 1.0)):
+            if bucket is not None:
+                await bucket.acquire(amount)
+                charged.append((bucket, amount))
+        if self.paused_until <= time.monotonic():
+            return True
+        for bucket, amount in charged:
+            bucket.refund(amount)
+        return False
 
     def try_take(self, tokens: float) -> int | None:
         """A ticket now if no limit makes the caller wait (charged as `wait` does), else None."""
