@@ -101,6 +101,9 @@ class BodyTap(asyncio.Protocol):
         self._framed = 0  # body bytes framed
         self._edge = b""
         self._times: list[float] = []  # `stamps` on the perf_counter clock, when last framed
+        # The socket's arrivals are watched until the first token is known (see wireclock):
+        # till then each read is parsed as it comes.
+        self._watching = stamped is not None and stamped.watched
         # What ended the response early (an error event, the size cap, the deadline): kept
         # here too, as aiohttp takes no exception once the read that brought it ended the body.
         self.failure: BaseException | None = None
@@ -114,10 +117,12 @@ class BodyTap(asyncio.Protocol):
         self._inner = transport.get_protocol()
         self._transport = transport
         transport.set_protocol(self)
+        if self._stamped is not None:
+            self._stamped.release()  # a held head: reads go on, each noted here
         self._take()
         if self._taken > self._limit:
             self._fail(too_large(self._limit))
-        elif _ERROR_KEY in self._parts[-1]:
+        elif self._watching or _ERROR_KEY in self._parts[-1]:
             self._check()
 
     def detach(self) -> None:
@@ -139,7 +144,7 @@ class BodyTap(asyncio.Protocol):
             if total > self._limit:
                 self._fail(too_large(self._limit))
                 return
-            if _ERROR_KEY in data or _ERROR_KEY in self._edge + data[:_EDGE]:
+            if self._watching or _ERROR_KEY in data or _ERROR_KEY in self._edge + data[:_EDGE]:
                 self._check()
             elif total - self._taken > DRAIN_BYTES:
                 self._take()
@@ -187,12 +192,15 @@ class BodyTap(asyncio.Protocol):
             self._stream.set_exception(exc)
 
     def _check(self) -> None:
-        """A read had an error key: parse what came so far (an error event ends the response)."""
+        """Parse what came so far (an error event ends the response, a first token the watch)."""
         try:
             payloads, times = self._frame()
             handle(self._provider, payloads, times, self._resp)
         except Exception as exc:  # raised in the task, not in the transport's callback
             self._fail(exc)
+        if self._watching and self._resp.first_token_t is not None:
+            self._watching = False
+            self._stamped.unwatch()
 
     def _take(self) -> None:
         """Move aiohttp's buffered body here (so it never pauses reading for a full buffer)."""

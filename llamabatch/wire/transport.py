@@ -23,7 +23,7 @@ from llamabatch.wire.bodytap import parsing, read_stream, too_large
 from llamabatch.wire.provider import ResponseFormat
 from llamabatch.wire.request import HttpRequest
 from llamabatch.wire.response import Response
-from llamabatch.wire.wireclock import WireClock
+from llamabatch.wire.wireclock import WATCH_ARRIVALS, StampedSocket, WireClock
 
 log = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
@@ -65,6 +65,7 @@ class Transport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        self._wire.close()
 
     async def send(
         self, request: HttpRequest, provider: ResponseFormat, resp: Response, timeout_s: float
@@ -79,8 +80,12 @@ class Transport:
         assert self._session is not None, "use `async with Transport()`"
         resp.started_t = time.perf_counter()
         deadline = resp.started_t + timeout_s
+        sockets: list[StampedSocket] = []  # exact TTFT however late the loop reads
+        watch = WATCH_ARRIVALS.set(sockets if request.stream else None)
         try:
-            await self._exchange(self._session, request, provider, resp, timeout_s, deadline)
+            await self._exchange(
+                self._session, request, provider, resp, timeout_s, deadline, sockets
+            )
         except aiohttp.ConnectionTimeoutError:
             raise RequestError(
                 "connection",
@@ -104,6 +109,9 @@ class Transport:
         except (aiohttp.ClientError, OSError) as exc:
             raise _connection_error(exc) from None
         finally:
+            WATCH_ARRIVALS.reset(watch)
+            for sock in sockets:
+                sock.unwatch()
             resp.ended_t = resp.ended_t or time.perf_counter()  # a complete read set it
 
     async def fetch(self, request: HttpRequest, timeout_s: float) -> tuple[int, bytes]:
@@ -130,6 +138,7 @@ class Transport:
         resp: Response,
         timeout_s: float,
         deadline: float,
+        sockets: list[StampedSocket],
     ) -> None:
         url, headers = request.url, request.headers
         timeout = _timeout(timeout_s)
@@ -139,17 +148,21 @@ class Transport:
             ) as r:
                 resp.http_status = r.status
                 resp.headers = r.headers
+                wire = self._wire.socket_of(r.connection and r.connection.transport)
+                if wire is None and sockets:  # pooled again already: the body came whole
+                    wire = sockets[-1]
+                if wire is not None and not 200 <= r.status < 300:
+                    wire.unwatch()  # no token to time
                 if r.status in REDIRECTS:
                     url, headers = _redirect(url, headers, r)
                     continue
                 if not 200 <= r.status < 300:
                     body = await _read_capped(r.content, MAX_ERROR_BODY)
                     raise provider.error_for_status(r.status, r.headers, body)
-                wire = self._wire.socket_of(r.connection and r.connection.transport)
                 arrival = time.perf_counter if wire is None else wire.arrival
                 if wire is not None and wire.sent_t > resp.started_t:
                     resp.started_t = wire.sent_t  # the request reached the wire only now
-                resp.first_byte_t = arrival()  # the head's
+                resp.first_byte_t = time.perf_counter() if wire is None else wire.first_arrival()
                 try:
                     if not request.stream:
                         body = await _read_body(r, self.max_response_bytes)

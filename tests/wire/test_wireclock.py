@@ -109,3 +109,114 @@ class _FakeTransport:
     def get_extra_info(self, name: str) -> socket.socket:
         assert name == "socket"
         return self._sock
+
+
+GAP_S = 0.06
+TOKENS = 5
+
+
+def spaced_chunks_server(
+    listener: socket.socket, opened: threading.Event, sent: list[float]
+) -> None:
+    """The head with an opening event, then one token every 60 ms, then the end."""
+    conn, _ = listener.accept()
+    with conn:
+        request = b""
+        while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
+            request += conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+            + chunk(b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n')
+        )
+        sent.append(time.perf_counter())
+        opened.set()
+        for i in range(TOKENS):
+            time.sleep(GAP_S)
+            text = b'{"choices":[{"index":0,"delta":{"content":"t%d "}}]}' % i
+            conn.sendall(chunk(b"data: " + text + b"\n\n"))
+            sent.append(time.perf_counter())
+        stop = b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        conn.sendall(chunk(stop + b"data: [DONE]\n\n") + b"0\r\n\r\n")
+        conn.recv(1)
+
+
+@pytest.mark.anyio
+async def test_the_first_token_is_timed_by_its_own_arrival_when_later_ones_queued_behind_it() -> (
+    None
+):
+    # The kernel stamps a read with the arrival of the last packet it copied: a late
+    # loop reading all queued chunks at once would time the first token by the last one.
+    opened = threading.Event()
+    sent: list[float] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(
+            target=spaced_chunks_server, args=(listener, opened, sent), daemon=True
+        )
+        server.start()
+        port = listener.getsockname()[1]
+        model = ModelConfig(
+            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
+        )
+        provider = OpenAIProvider()
+        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        resp = Response(chunk_times=True)
+
+        async def block_the_loop() -> None:
+            while not opened.is_set():
+                await anyio.sleep(0.001)
+            end = time.perf_counter() + GAP_S * (TOKENS + 2)
+            while time.perf_counter() < end:  # busy in Python: every chunk queues up unread
+                pass
+
+        async with Transport() as transport, anyio.create_task_group() as tg:
+            tg.start_soon(block_the_loop)
+            await transport.send(request, provider, resp, 5.0)
+        server.join(5)
+
+    assert resp.text == "".join(f"t{i} " for i in range(TOKENS))
+    assert resp.first_byte_t is not None and resp.first_token_t is not None
+    assert abs(resp.first_byte_t - sent[0]) < GAP_S / 3  # the head: not a token's time
+    # The first token's own arrival, not a later chunk's (each 60 ms later).
+    assert abs(resp.first_token_t - sent[1]) < GAP_S / 3
+
+
+def whole_replies_server(listener: socket.socket, replies: int) -> None:
+    """One keep-alive connection: each reply's head and whole body in one write."""
+    body = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
+    conn, _ = listener.accept()
+    with conn:
+        for _ in range(replies):
+            request = b""
+            while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
+                request += conn.recv(65536)
+            conn.sendall(head % len(body) + body)
+        conn.recv(1)
+
+
+@pytest.mark.anyio
+async def test_a_connection_reused_after_a_body_that_came_whole_with_its_head_reads_again() -> None:
+    # A streamed reply's socket holds its reads after the head until the body's reader is
+    # in place; a body that came whole with the head has no reader, and the next request
+    # on the pooled connection must not find the socket still holding.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=whole_replies_server, args=(listener, 3), daemon=True)
+        server.start()
+        port = listener.getsockname()[1]
+        model = ModelConfig(
+            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
+        )
+        provider = OpenAIProvider()
+        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        async with Transport() as transport:
+            for _ in range(3):
+                resp = Response()
+                await transport.send(request, provider, resp, 3.0)
+                assert resp.text == "hi" and resp.first_byte_t is not None
+            assert any(t.name == "llamabatch-arrivals" for t in threading.enumerate())
+        server.join(5)
+    assert not any(t.name == "llamabatch-arrivals" for t in threading.enumerate())
