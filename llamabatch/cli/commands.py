@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", type=Path, help="run config (TOML or YAML)")
     run.add_argument("--limit", type=int, metavar="N", help="only the first N prompts")
     run.add_argument("--models", metavar="A,B", help="only these models (by name)")
-    run.add_argument("-o", "--output", type=Path, metavar="DIR", help="results directory")
+    run.add_argument("-o", "--output", metavar="DIR", help="results directory")
     run.add_argument(
         "--no-resume", action="store_true", help="start fresh instead of skipping finished rows"
     )
@@ -197,6 +197,7 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from llamabatch.cli.progress import ProgressBar
+    from llamabatch.results.remote import shown
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     progress = ProgressBar(disable=args.quiet)
@@ -223,7 +224,8 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
     if not result.ok and not result.error_count and result.already_done:
         if not args.quiet:
-            print(f"nothing to do: {result.already_done:,} rows already stored in {result.output}")
+            stored = f"{result.already_done:,} rows already stored in {shown(result.output)}"
+            print(f"nothing to do: {stored}")
         return result.exit_code
     if not args.quiet:
         _print_summary(result)
@@ -269,6 +271,7 @@ def _call_run(
 def _print_summary(result: RunResult) -> None:
     from llamabatch.report.summary import format_table, summarize
     from llamabatch.results import read_manifest
+    from llamabatch.results.remote import shown
 
     snapshot = (read_manifest(result.output) or {}).get("config") or {}
     slo = snapshot.get("slo") or None
@@ -277,7 +280,7 @@ def _print_summary(result: RunResult) -> None:
     if rate:
         arrival = snapshot["engine"]["arrival"]
         print(f"\nopen loop: target {rate:g} requests/s per model ({arrival} arrivals)")
-    print(f"\nresults: {result.output}  (run {result.run_id})")
+    print(f"\nresults: {shown(result.output)}  (run {result.run_id})")
     if result.error_count:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(result.errors.items()))
         print(f"{result.error_count} row(s) failed ({kinds}); run again to retry them")

@@ -95,7 +95,7 @@ def _add_report(commands: Any) -> None:
         "also one self-contained HTML page with charts and the outputs of each prompt side by "
         "side; with -o FILE.md, the Markdown.",
     )
-    report.add_argument("results", type=Path, nargs="+", help="results directories")
+    report.add_argument("results", type=results_location, nargs="+", help="results directories")
     report.add_argument("-o", "--output", type=Path, metavar="FILE", help="write .html or .md")
     report.add_argument(
         "--max-prompts",
@@ -112,6 +112,17 @@ def _add_report(commands: Any) -> None:
     report.set_defaults(handler=_report)
 
 
+def results_location(text: str) -> Path:
+    """A results directory, or for a URI (s3://...) the local directory standing in for it."""
+    from llamabatch.config.outputs import output_location
+    from llamabatch.results.remote import stage
+
+    path, uri = output_location(text)
+    if uri is not None:
+        stage(path, uri)
+    return path
+
+
 def _add_compare(commands: Any) -> None:
     from llamabatch.report.thresholds import Thresholds
 
@@ -124,8 +135,8 @@ def _add_compare(commands: Any) -> None:
         "rate rise. Prompts that flipped from pass to fail are listed. Prints Markdown. "
         "Exit codes: 0 no regression, 1 regression, 2 usage or input error.",
     )
-    compare.add_argument("baseline", type=Path, help="baseline results directory")
-    compare.add_argument("candidate", type=Path, help="candidate results directory")
+    compare.add_argument("baseline", type=results_location, help="baseline results directory")
+    compare.add_argument("candidate", type=results_location, help="candidate results directory")
     compare.add_argument(
         "--map",
         action="append",

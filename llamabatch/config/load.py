@@ -24,6 +24,7 @@ from llamabatch.config.endpoints import (
 from llamabatch.config.engine_settings import build_engine, concurrency_setting
 from llamabatch.config.inputs import input_layout
 from llamabatch.config.keys import check_keys
+from llamabatch.config.outputs import output_location
 from llamabatch.config.runmodes import cache_config, cache_override, model_batch, parse_ttl
 from llamabatch.config.schema import (
     DEFAULT_OUTPUT_ROOT,
@@ -95,7 +96,7 @@ def apply_overrides(
     if cache is not None or cache_refresh:
         changes["cache"] = cache_override(config.cache, cache, cache_refresh)
     if output is not None:
-        changes["output"] = Path(output)
+        changes["output"], changes["output_uri"] = output_location(output)
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"--limit must be a positive number, got {limit}")
@@ -199,6 +200,10 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
     if input_path is None:
         raise ConfigError(f"{path}: run.input is required (the prompt set to read)")
     output = run.get("output", str, f"{DEFAULT_OUTPUT_ROOT}/{name}")
+    try:
+        output_dir, output_uri = output_location(output)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     repeats = run.positive("repeats", int, 1)
     limit = run.positive("limit", int)
     skip_invalid = run.get("skip_invalid", bool, False)
@@ -232,7 +237,8 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         slo=slo,
         name=name,
         input=Path(input_path),
-        output=Path(output),
+        output=output_dir,
+        output_uri=output_uri,
         models=models,
         repeats=repeats,
         limit=limit,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from llamabatch.config.endpoints import BatchApi, ServerSpec
+from llamabatch.config.outputs import CREDENTIAL_ENV
 from llamabatch.config.scorers import ScorerSpec
 from llamabatch.errors import ConfigError
 from llamabatch.redact import Redactor
@@ -132,8 +133,9 @@ class RunConfig:
 
     name: str
     input: Path
-    output: Path
+    output: Path  # with `output_uri`: this machine's staging directory (config/outputs.py)
     models: tuple[ModelConfig, ...]
+    output_uri: str | None = None  # results on a pyarrow.fs filesystem (s3://...)
     repeats: int = 1
     limit: int | None = None
     skip_invalid: bool = False
@@ -156,6 +158,7 @@ class RunConfig:
         """The config as plain data, without secrets, for the manifest."""
         data = dataclasses.asdict(self)
         del data["secret_values"]
+        data["output"] = data.pop("output_uri") or data["output"]
         for model in [*data["models"], *data["judge_models"]]:
             if model.pop("api_key", None) is not None:
                 model["api_key"] = REDACTED
@@ -177,6 +180,8 @@ class RunConfig:
             if key:
                 found.append(key)
             found.extend(v for k, v in model.headers.items() if _SECRET_HEADER_RE.search(k))
+        if self.output_uri is not None:  # the filesystem's credentials (config/outputs.py)
+            found.extend(v for name in CREDENTIAL_ENV if (v := os.environ.get(name)))
         return (*found, *self.secret_values)
 
 

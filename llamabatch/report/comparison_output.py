@@ -12,6 +12,7 @@ from typing import Any
 from llamabatch.escape import markdown_cell, xml_text
 from llamabatch.report.comparison import Comparison, Flip, RuleResult
 from llamabatch.results import read_manifest
+from llamabatch.results.remote import shown
 
 MAX_FLIPS_SHOWN = 50
 _SECONDS_RULES = ("latency_p50", "latency_p90", "ttft_p50", "ttft_p90")
@@ -40,8 +41,8 @@ def render_markdown(result: Comparison) -> str:
     lines = [
         f"## llamabatch compare: {verdict}",
         "",
-        f"Baseline `{result.baseline}` (run {_run_id(result.baseline)}) → "
-        f"candidate `{result.candidate}` (run {_run_id(result.candidate)}).",
+        f"Baseline `{shown(result.baseline)}` (run {_run_id(result.baseline)}) → "
+        f"candidate `{shown(result.candidate)}` (run {_run_id(result.candidate)}).",
         "",
     ]
     if regressions:
@@ -103,8 +104,8 @@ def to_json(result: Comparison) -> dict[str, Any]:
     """Everything the comparison found, as plain data (NaN becomes null)."""
     data = {
         "regression": result.regressed,
-        "baseline": {"path": str(result.baseline), "run_id": _run_id(result.baseline)},
-        "candidate": {"path": str(result.candidate), "run_id": _run_id(result.candidate)},
+        "baseline": {"path": shown(result.baseline), "run_id": _run_id(result.baseline)},
+        "candidate": {"path": shown(result.candidate), "run_id": _run_id(result.candidate)},
         "thresholds": dataclasses.asdict(result.thresholds),
         "models": [
             {

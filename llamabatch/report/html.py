@@ -15,6 +15,7 @@ from llamabatch.report import charts
 from llamabatch.report import resultset as rs
 from llamabatch.report.tables import Report, Table, tables
 from llamabatch.results import read_manifest
+from llamabatch.results.remote import shown
 from llamabatch.results.schema import SCORE_PREFIX
 
 DEFAULT_MAX_PROMPTS: Final = 200
@@ -72,7 +73,7 @@ def _plain(value: Any) -> str:
 
 def render_html(report: Report, *, max_prompts: int = DEFAULT_MAX_PROMPTS) -> str:
     results = report.results
-    sources = ", ".join(str(p) for p in results.sources)
+    sources = ", ".join(shown(p) for p in results.sources)
     sections = [html_table(t) for t in tables(report)]
     sections.append(_charts(report))
     sections.append(_prompts(report, max_prompts))

@@ -14,15 +14,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from llamabatch.config import ScorerSpec
 from llamabatch.config.scorers import DEFAULT_PASS_THRESHOLD, specs_from_snapshot
 from llamabatch.errors import UsageError
 from llamabatch.report.stats import reduce_samples
 from llamabatch.report.summary import without_cached_timings
-from llamabatch.results import COLUMNS, part_files, read_manifest
+from llamabatch.results import COLUMNS, read_manifest
 from llamabatch.results.manifest import client_warning
+from llamabatch.results.parts import Parts
+from llamabatch.results.remote import shown, shown_name
 from llamabatch.results.schema import COST_COLUMN, SCORE_PREFIX
 
 
@@ -92,14 +93,14 @@ def read_results_dir(path: Path, skip: frozenset[str] = frozenset()) -> pd.DataF
     """
     if not path.is_dir():
         raise UsageError(f"{path}: not a results directory")
-    parts = part_files(path)
-    if not parts:
-        raise UsageError(f"{path}: holds no results (no part-*.parquet files)")
+    parts = Parts(path)  # here, or at the URI it stages for (s3://...)
+    if not parts.paths:
+        raise UsageError(f"{shown(path)}: holds no results (no part-*.parquet files)")
     tables = []
-    for part in parts:
-        schema = pq.read_schema(part)
+    for part in parts.paths:
+        schema = parts.schema(part)
         columns = [n for n in schema.names if n not in _SKIP_COLUMNS and n not in skip]
-        tables.append(pq.read_table(part, columns=columns))
+        tables.append(parts.read(part, columns=columns))
     frame: pd.DataFrame = pa.concat_tables(tables, promote_options="default").to_pandas()
     return without_cached_timings(frame)
 
@@ -117,7 +118,7 @@ def load_results(paths: Sequence[Path], skip: frozenset[str] = frozenset()) -> R
     runs: list[RunInfo] = []
     model_runs: dict[str, tuple[int, str]] = {}
     for index, (path, frame) in enumerate(zip(paths, frames, strict=True)):
-        prefix = Path(path).name + "/"
+        prefix = shown_name(Path(path)) + "/"
         for model in frame[MODEL].unique():
             model_runs[prefix + model if seen[model] > 1 else model] = (index, model)
         clashing = frame[MODEL].map(lambda m: seen[m] > 1)
@@ -126,13 +127,13 @@ def load_results(paths: Sequence[Path], skip: frozenset[str] = frozenset()) -> R
         runs.append(
             RunInfo(
                 Path(path),
-                Path(path).name,
+                shown_name(Path(path)),
                 str(manifest.get("name") or ""),
                 str(manifest.get("started_at") or ""),
             )
         )
         if (warning := client_warning(manifest.get("client"))) is not None:
-            warnings.append(f"{path}: {warning}")
+            warnings.append(f"{shown(Path(path))}: {warning}")
         snapshot = manifest.get("config") or {}
         for spec in specs_from_snapshot(snapshot):
             specs.setdefault(spec.name, spec)

@@ -28,6 +28,7 @@ from llamabatch.report.stats import (
 )
 from llamabatch.report.summary import UNPRICED, at_least, cost_total, summarize
 from llamabatch.report.timing import itl_distribution, itl_section
+from llamabatch.results.remote import shown
 from llamabatch.results.schema import SCORE_PREFIX
 
 ALPHA = 0.05
@@ -279,7 +280,7 @@ def tables(report: Report) -> list[Table]:
 
 
 def render_markdown(report: Report) -> str:
-    sources = ", ".join(f"`{p}`" for p in report.results.sources)
+    sources = ", ".join(f"`{shown(p)}`" for p in report.results.sources)
     parts = [f"# llamabatch report\n\nResults: {sources} — {len(report.results.frame):,} rows"]
     parts += [f"> **{w}**" for w in report.results.warnings]
     if report.headline:

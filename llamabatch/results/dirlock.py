@@ -5,7 +5,8 @@ directory is deleted or written and held until the last write (a run's
 re-scoring and judges included). The file is never unlinked: a process
 waiting on a deleted lock file would hold a lock nobody else can see, and two
 writers would both think they were alone. It holds the holder's command and
-pid, so a refused writer can say who is in the way.
+pid, so a refused writer can say who is in the way. A staging directory
+(results/remote.py) also takes the lease of the URI it stages for.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from types import TracebackType
 from typing import Final
 
 from llamabatch.errors import UsageError
+from llamabatch.results.remote import Lease, remote_of
 
 LOCK_FILE: Final = ".lock"
 
@@ -32,6 +34,7 @@ class DirectoryLock:
         self.output = output
         self.holder = holder
         self._fd: int | None = None
+        self._lease: Lease | None = None
 
     @property
     def held(self) -> bool:
@@ -64,9 +67,21 @@ class DirectoryLock:
         with contextlib.suppress(OSError):  # only a courtesy for the refused: never fatal
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"llamabatch {self.holder} (pid {os.getpid()})\n".encode(), 0)
+        remote = remote_of(self.output)
+        if remote is not None:  # a staging directory: the results' URI has a lease too
+            lease = Lease(remote, self.holder)
+            try:
+                lease.acquire()
+            except BaseException:
+                os.close(fd)
+                raise
+            self._lease = lease
         self._fd = fd
 
     def release(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
         if self._fd is not None:
             os.close(self._fd)  # releases the flock; the file stays (see the module docstring)
             self._fd = None

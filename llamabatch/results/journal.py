@@ -39,7 +39,7 @@ import pyarrow.json as pajson
 
 from llamabatch.results.atomic import storage, storage_error, write_all
 from llamabatch.results.dirlock import DirectoryLock
-from llamabatch.results.parts import dedupe, part_files, part_path, store_part, unify_parts
+from llamabatch.results.parts import Parts, dedupe, has_part, part_path, unify_parts, write_part
 from llamabatch.results.schema import result_schema
 
 JOURNAL_DIR: Final = "_journal"
@@ -98,7 +98,7 @@ class ResultWriter:
         with storage(self.output):
             recover(self.output)
         # Only a directory that already held rows can end up with two rows for one key.
-        self._had_parts = bool(part_files(self.output))
+        self._had_parts = bool(Parts(self.output).paths)
 
     def start(self, schema: pa.Schema) -> None:
         """Begin journalling rows of `schema`, widened to match the parts already here."""
@@ -122,6 +122,7 @@ class ResultWriter:
         self.schema = schema
         path = self._journal / f"{self.run_id}.schema"
         with storage(path):
+            self._journal.mkdir(parents=True, exist_ok=True)  # another node's staging directory
             path.write_bytes(schema.serialize().to_pybytes())
         self._open_segment()
 
@@ -239,7 +240,7 @@ def _compact(output: Path, run_id: str, seq: int, schema: pa.Schema) -> int:
     data = segment.read_bytes()
     data = data[: data.rfind(b"\n") + 1]
     if data:
-        store_part(_parse_journal(data, schema), part_path(output, run_id, seq))
+        write_part(output, run_id, seq, _parse_journal(data, schema))
         # Arrow's allocator keeps what a part took, per thread; over a long run of wide
         # rows (vectors) that alone grew the process by hundreds of MB.
         pa.default_memory_pool().release_unused()
@@ -336,7 +337,7 @@ def recover(output: Path) -> int:
     recovered = 0
     for segment in sorted(journal.glob("*.jsonl")):
         run_id, _, seq_text = segment.stem.rpartition("-")
-        if part_path(output, run_id, int(seq_text)).exists():
+        if has_part(output, run_id, int(seq_text)):
             segment.unlink()  # compacted, but killed before the segment was deleted
             continue
         schema_file = journal / f"{run_id}.schema"
@@ -360,7 +361,7 @@ def recover_writer(output: Path, writer_id: str) -> int:
     recovered = 0
     for segment in sorted(journal.glob(f"{writer_id}-*.jsonl")):
         seq = int(segment.stem.rpartition("-")[2])
-        if part_path(output, writer_id, seq).exists():
+        if has_part(output, writer_id, seq):
             segment.unlink()
             continue
         recovered += _compact(output, writer_id, seq, schema)

@@ -12,11 +12,17 @@ import pyarrow as pa
 
 from llamabatch._version import __version__
 from llamabatch.results.atomic import replace_atomically, storage
+from llamabatch.results.remote import remote_of
 
 MANIFEST: Final = "_manifest.json"
 
 
 def read_manifest(output: Path) -> dict[str, Any] | None:
+    """The manifest of `output` (or of the URI it stages for), if it has one."""
+    remote = remote_of(output)
+    if remote is not None:
+        raw = remote.read(MANIFEST)
+        return None if raw is None else dict(json.loads(raw))
     path = output / MANIFEST
     if not path.exists():
         return None
@@ -27,6 +33,10 @@ def read_manifest(output: Path) -> dict[str, Any] | None:
 def write_manifest(output: Path, manifest: Mapping[str, Any]) -> None:
     """Replace the manifest atomically (write a temporary file, fsync, rename, fsync the folder)."""
     text = json.dumps(manifest, indent=2, default=str) + "\n"
+    remote = remote_of(output)
+    if remote is not None:  # an object is replaced whole
+        remote.write(MANIFEST, text.encode())
+        return
     with storage(output / MANIFEST):
         replace_atomically(output / MANIFEST, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

@@ -9,10 +9,9 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from llamabatch.prompts.prompt import MASK64, id_hash
-from llamabatch.results.parts import part_files
+from llamabatch.results.parts import Parts
 from llamabatch.results.schema import KEY, TURN
 
 LOAD_BATCH_ROWS = 8_192
@@ -109,14 +108,13 @@ class DoneIndex:
 def load_done(output: Path, *, keep_errors: bool = False) -> DoneIndex:
     """Index the rows already in `output`; errored rows count as done only with `keep_errors`."""
     loader = _Loader(keep_errors)
-    for path in part_files(output):
-        names = set(pq.read_schema(path).names)
+    parts = Parts(output)
+    for path in parts.paths:
+        names = set(parts.schema(path).names)
         columns = [c for c in KEY if c in names] + ["status", "provider", "model_id"]
         columns += ["prompt_hash"] if "prompt_hash" in names else []
         # Batch by batch, single-threaded: memory stays small however large the parts.
-        for batch in pq.ParquetFile(path).iter_batches(
-            batch_size=LOAD_BATCH_ROWS, columns=columns, use_threads=False
-        ):
+        for batch in parts.batches(path, columns, LOAD_BATCH_ROWS):
             loader.add(pa.Table.from_batches([batch]))
             # Arrow's allocator keeps freed batches for reuse; over a million
             # rows that alone was ~50 MB of peak memory.
@@ -195,10 +193,11 @@ def stored_replies(
 
     texts: dict[tuple[str, int], dict[int, str]] = {}
     ids = pa.array(sorted({prompt_id for prompt_id, _ in stored}), pa.string())
-    for path in part_files(output):
-        if TURN not in pq.read_schema(path).names:
+    parts = Parts(output)
+    for path in parts.paths:
+        if TURN not in parts.schema(path).names:
             continue
-        table = pq.read_table(path, columns=["model", "prompt_id", "sample", TURN, "status"])
+        table = parts.read(path, columns=["model", "prompt_id", "sample", TURN, "status"])
         wanted = pc.and_(
             pc.and_(pc.equal(table["model"], model), pc.equal(table["status"], "ok")),
             pc.and_(pc.is_valid(table[TURN]), pc.is_in(table["prompt_id"], value_set=ids)),
@@ -206,7 +205,7 @@ def stored_replies(
         rows = pc.indices_nonzero(wanted)
         if not len(rows):
             continue
-        found = pq.read_table(path, columns=["prompt_id", "sample", TURN, "output_text"]).take(rows)
+        found = parts.read(path, columns=["prompt_id", "sample", TURN, "output_text"]).take(rows)
         for row in found.to_pylist():
             key = (row["prompt_id"], row["sample"])
             if row[TURN] <= stored.get(key, 0):
@@ -331,8 +330,9 @@ def stored_prompt_ids(output: Path, hashes: np.ndarray[Any, Any], most: int) -> 
     """Up to `most` stored prompt ids whose hash is in `hashes`, to name them (blocking)."""
     wanted = {int(h) for h in hashes}
     found: list[str] = []
-    for path in part_files(output):
-        table = pq.read_table(path, columns=["prompt_id"])
+    parts = Parts(output)
+    for path in parts.paths:
+        table = parts.read(path, columns=["prompt_id"])
         for prompt_id in table["prompt_id"].unique().to_pylist():
             if id_hash(prompt_id) in wanted and prompt_id not in found:
                 found.append(prompt_id)

@@ -27,13 +27,14 @@ from llamabatch.results import (
     DoneIndex,
     ResultWriter,
     load_done,
-    part_files,
     read_manifest,
 )
 from llamabatch.results.batchlog import BATCH_DIR, BatchLog
 from llamabatch.results.identity import incompatibilities, model_list_changes, other_prompts
 from llamabatch.results.journal import JOURNAL_DIR
 from llamabatch.results.manifest import MANIFEST, versions
+from llamabatch.results.parts import Parts
+from llamabatch.results.remote import remote_of, stage
 from llamabatch.results.resume import ResumeScan
 from llamabatch.results.schema import is_derived
 from llamabatch.runs.rowcheck import RowCheck
@@ -191,8 +192,10 @@ def announce(observer: Any, line: str) -> None:
         log.info("%s", line)
 
 
-def check_output(output: Path) -> None:
+def check_output(output: Path, uri: str | None = None) -> None:
     """Refuse an output that is not a directory, or one this process cannot write into.
+
+    With a `uri`, `output` is its staging directory: both must take writes.
 
     Writability is tried, not inferred from permission bits (root ignores those, a
     read-only file system does not): a probe file is made and removed in the
@@ -213,10 +216,15 @@ def check_output(output: Path) -> None:
     except OSError as exc:
         message = f"output {output}: cannot write in {parent}: {exc.strerror} {where}"
         raise UsageError(message) from None
+    if uri is not None:
+        stage(output, uri)
+        remote = remote_of(output)
+        assert remote is not None
+        remote.probe()
 
 
 def has_results(output: Path) -> bool:
-    return output.is_dir() and (bool(part_files(output)) or (output / JOURNAL_DIR).is_dir())
+    return output.is_dir() and (bool(Parts(output).paths) or (output / JOURNAL_DIR).is_dir())
 
 
 def prepare_output(output: Path, *, resume: bool, force: bool) -> None:
@@ -228,11 +236,14 @@ def prepare_output(output: Path, *, resume: bool, force: bool) -> None:
             f"{output} already holds results; --no-resume would replace them: "
             "add --force, or choose another --output"
         )
-    for path in part_files(output):
-        path.unlink()
+    parts = Parts(output)
+    for path in parts.paths:
+        parts.delete(path)
     shutil.rmtree(output / JOURNAL_DIR, ignore_errors=True)
     shutil.rmtree(output / scancache.CACHE_DIR, ignore_errors=True)
     (output / MANIFEST).unlink(missing_ok=True)
+    if parts.remote is not None:
+        parts.remote.delete(parts.remote.path(MANIFEST))
     if in_flight := [c.batch_id or c.name for c in BatchLog(output).pending()]:
         log.warning("--no-resume --force forgets batches in flight: %s", ", ".join(in_flight))
     shutil.rmtree(output / BATCH_DIR, ignore_errors=True)

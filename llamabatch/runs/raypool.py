@@ -7,10 +7,14 @@ manifest and the progress bar. Ray runs the rest: one `Limiter` actor, named
 cluster (it serves the coordinator protocol of engine/coordinator.py), and
 each `ShareActor` runs the normal engine on its share of the prompts,
 leasing permits from the limiter in blocks and writing its own journal and
-part files into the run's directory, which must be the same path on every
-node (shared storage). An actor that dies costs its requests in flight: the
-driver turns what it journalled into parts and starts another, which skips
-every stored row.
+part files into the run's directory: the same path on every node (shared
+storage), or a URI on a `pyarrow.fs` filesystem (S3...), where each actor
+journals into its node's staging directory and publishes a part at a time
+(results/remote.py). An actor that dies costs its requests in flight: its
+journal is turned into parts (by the driver, or with a URI by the actor that
+takes its place on its node) and another starts, which skips every stored
+row. With a URI, a run first publishes what earlier runs' actors left in
+every node's staging directory (a killed driver's).
 
 `ray` is an optional dependency (`pip install llamabatch[ray]`), imported
 only here and only when `--ray` is given.
@@ -18,6 +22,8 @@ only here and only when `--ray` is given.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import logging
 from collections.abc import Callable
@@ -26,13 +32,14 @@ from typing import Any, Final
 import anyio
 
 from llamabatch.config import RunConfig
+from llamabatch.config.outputs import staging_dir
 from llamabatch.engine import Observer
 from llamabatch.engine.coordinator import LimitHub
 from llamabatch.engine.lane import model_limits
 from llamabatch.errors import UsageError
 from llamabatch.prompts import ScanReport
 from llamabatch.results import DoneIndex, ResultWriter
-from llamabatch.results.journal import recover_writer
+from llamabatch.results.journal import JOURNAL_DIR, recover_writer
 from llamabatch.results.parts import dedupe
 from llamabatch.runs.share import ShareRun, WorkerSpec, worker_spec
 from llamabatch.runs.workers import MAX_RESTARTS, deliver
@@ -66,12 +73,21 @@ class _ActorLink:
 class ShareActor:
     """One share of a run, in a Ray actor."""
 
-    def __init__(self, spec: WorkerSpec, limiter: Any) -> None:
+    def __init__(self, spec: WorkerSpec, limiter: Any, recover: str | None = None) -> None:
         logging.basicConfig(level=spec.log_level, format="%(levelname)s %(message)s")
         self.share = ShareRun(spec, _ActorLink(limiter))
+        self.recover = recover  # the writer id of a dead actor whose journal may be here
 
     async def run(self) -> None:
+        output_uri = self.share.spec.config.output_uri
+        if self.recover is not None and output_uri is not None:
+            # A staging journal is on the dead actor's machine: this one was placed there.
+            recover = functools.partial(recover_writer, staging_dir(output_uri), self.recover)
+            await anyio.to_thread.run_sync(recover)
         await self.share.run()
+
+    async def node(self) -> str:
+        return str(require_ray().get_runtime_context().get_node_id())
 
     # Async like `run`: Ray calls them on the actor's event loop, where the engine lives.
     async def take_progress(self) -> list[list[Any]]:
@@ -110,7 +126,9 @@ class RayPool:
         self.stopping = anyio.Event()
         self.restarts = 0
         self.started_s = 0.0  # Ray's start-up (init, limiter), apart from the run
+        self.swept = 0  # rows of earlier runs' journals published from the cluster's nodes
         self._actors: dict[int, Any] = {}
+        self._nodes: dict[int, str] = {}  # the node each share's actor runs on
 
     def stop(self) -> None:
         self.stopping.set()
@@ -137,22 +155,26 @@ class RayPool:
             count = self.config.engine.workers
             if count <= 1:
                 count = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            if self.config.output_uri is not None:
+                self.swept = await _sweep(ray, self.config.output_uri, self.writer.run_id)
             self.started_s = anyio.current_time() - began
             async with anyio.create_task_group() as tg:
                 for index in range(count):
                     tg.start_soon(self._keep, ray, limiter, index, count)
         finally:
             with anyio.CancelScope(shield=True):
-                if self.restarts or self.done.errors:
+                if self.restarts or self.done.errors or self.swept:
                     await anyio.to_thread.run_sync(dedupe, self.config.output)
                 ray.shutdown()
 
     async def _keep(self, ray: Any, limiter: Any, index: int, count: int) -> None:
+        dead: str | None = None
         for attempt in range(MAX_RESTARTS + 1):
             writer_id = f"{self.writer.run_id}_a{index}" + (f"r{attempt}" if attempt else "")
-            error = await self._run_actor(ray, limiter, index, count, writer_id)
+            error = await self._run_actor(ray, limiter, index, count, writer_id, dead)
             if error is None:
                 return
+            dead = writer_id
             with anyio.CancelScope(shield=True):
                 kept = await anyio.to_thread.run_sync(recover_writer, self.config.output, writer_id)
             if self.stopping.is_set():
@@ -168,9 +190,12 @@ class RayPool:
         self.stopping.set()
 
     async def _run_actor(
-        self, ray: Any, limiter: Any, index: int, count: int, writer_id: str
+        self, ray: Any, limiter: Any, index: int, count: int, writer_id: str, dead: str | None
     ) -> str | None:
-        """One actor from start to end; None when it finished, else why it did not."""
+        """One actor from start to end; None when it finished, else why it did not.
+
+        `dead`: the writer id of the share's actor that died, whose journal this one
+        publishes first when the output is a URI (it is placed on the same node)."""
         spec = worker_spec(
             self.writer,
             self.config,
@@ -181,8 +206,13 @@ class RayPool:
             count=count,
             writer_id=writer_id,
         )
-        actor = ray.remote(num_cpus=1, max_restarts=0)(ShareActor).remote(spec, limiter)
+        options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
+        if dead is not None and index in self._nodes:
+            options["scheduling_strategy"] = _on_node(self._nodes[index], soft=True)
+        actor = ray.remote(**options)(ShareActor).remote(spec, limiter, dead)
         self._actors[index] = actor
+        with contextlib.suppress(ray.exceptions.RayActorError):
+            self._nodes[index] = await actor.node.remote()
         if self.stopping.is_set():
             actor.stop.remote()
         finished = actor.run.remote()
@@ -210,6 +240,33 @@ class RayPool:
             except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
                 return type(exc).__name__
             await anyio.sleep(POLL_S)
+
+
+async def _sweep(ray: Any, uri: str, run_id: str) -> int:
+    """Publish the journals that earlier runs' actors left in the staging directories of
+    every node (a killed driver's actors); returns the rows published."""
+    alive = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+    task = ray.remote(num_cpus=0)(_publish_journals)
+    calls = [
+        task.options(scheduling_strategy=_on_node(node, soft=False)).remote(uri, run_id)
+        for node in alive
+    ]
+    published = 0
+    for call in calls:  # submitted together above; they run at once
+        published += await call
+    return published
+
+
+def _publish_journals(uri: str, run_id: str) -> int:
+    """This node's journals of `uri` written by runs other than `run_id`, turned into parts."""
+    journal = staging_dir(uri) / JOURNAL_DIR
+    writers = {p.stem for p in journal.glob("*.schema") if not p.stem.startswith(run_id)}
+    return sum(recover_writer(staging_dir(uri), writer) for writer in sorted(writers))
+
+
+def _on_node(node: str, *, soft: bool) -> Any:
+    strategies = importlib.import_module("ray.util.scheduling_strategies")
+    return strategies.NodeAffinitySchedulingStrategy(node_id=node, soft=soft)
 
 
 def require_ray() -> Any:

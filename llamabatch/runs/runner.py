@@ -27,7 +27,6 @@ from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import (
     ResultWriter,
     RowBuilder,
-    part_files,
     result_schema,
     write_manifest,
 )
@@ -78,9 +77,11 @@ class RunResult:
         """The directory's rows: its own part files (a results folder inside is another's)."""
         import pyarrow.dataset as ds
 
-        frame: pd.DataFrame = (
-            ds.dataset(part_files(self.output), format="parquet").to_table().to_pandas()
-        )
+        from llamabatch.results.parts import Parts
+
+        parts = Parts(self.output)  # here, or at the URI it stages for (s3://...)
+        dataset = ds.dataset(parts.paths, format="parquet", filesystem=parts.fs)
+        frame: pd.DataFrame = dataset.to_table().to_pandas()
         return frame
 
 
@@ -191,7 +192,10 @@ async def arun(
     scoring = Scoring.from_config(config)
     # A judge checks its model's key up front; it runs after the requests.
     judge = Judge(scoring.model_scorers, config) if scoring.model_scorers else None
-    check_output(config.output)
+    if config.output_uri is not None and (config.mode == "batch" or judge is not None):
+        what = "batch mode" if config.mode == "batch" else "model-judged scorers"
+        raise UsageError(f"output {config.output_uri}: {what} need(s) a local output directory")
+    check_output(config.output, config.output_uri)
     if check and (problems := await preflight(config)):
         raise UsageError("\n".join([*problems, "(--no-check, or check=False, skips this check)"]))
     # The directory's lock is taken before anything in it is deleted, and held through

@@ -22,6 +22,7 @@ import anyio.abc
 import pyarrow as pa
 
 from llamabatch.config import RunConfig
+from llamabatch.config.outputs import staging_dir
 from llamabatch.engine import Engine, Lane
 from llamabatch.engine.coordinator import HubLink, SharedLimits
 from llamabatch.engine.monitor import LoopMonitor
@@ -30,6 +31,7 @@ from llamabatch.prompts import Layout, Prompt, PromptSet, ScanReport
 from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import ResultWriter, RowBuilder, load_done
 from llamabatch.results.cache import ResponseCache
+from llamabatch.results.remote import stage
 from llamabatch.runs.flushing import flush_periodically, store_cached
 from llamabatch.runs.servers import prompt_renderer
 from llamabatch.scoring import Scoring
@@ -189,6 +191,11 @@ class ShareRun:
     async def run(self, beside: Callable[[anyio.abc.TaskGroup], None] | None = None) -> None:
         """Send the share's work; `beside` starts what runs with it (the parent's channel)."""
         config = self.spec.config
+        if (uri := config.output_uri) is not None:
+            # This machine's staging directory: the journal stays on its local disk.
+            config = replace(config, output=staging_dir(uri))
+            self.spec = replace(self.spec, config=config)
+            stage(config.output, uri)
         writer = ResultWriter(
             config.output, self.spec.writer_id, rows_per_part=config.engine.part_rows
         )

@@ -10,23 +10,27 @@ from pathlib import Path
 import anyio
 import pandas as pd
 import pytest
+from anyio.abc import Process
 
 from llamabatch import SimProfile, SimServer
+from llamabatch.config.outputs import staging_dir
 from tests.helpers import prompt_rows, write_jsonl
 
 pytest.importorskip("ray")
-pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
 PROFILE = SimProfile(ttft_s=0.02, tokens_per_s=400.0, output_tokens=20, jitter=0.0)
 
 
-def write_config(tmp_path: Path, base_url: str, n: int, engine: str = "") -> Path:
+def write_config(
+    tmp_path: Path, base_url: str, n: int, engine: str = "", output: str | None = None
+) -> Path:
     prompts = write_jsonl(tmp_path / "p.jsonl", prompt_rows(n))
     config = tmp_path / "run.toml"
     config.write_text(
         f"""
 [run]
 input = "{prompts}"
-output = "{tmp_path / "out"}"
+output = "{output or tmp_path / "out"}"
 [engine]
 concurrency = 8
 workers = 2
@@ -53,10 +57,7 @@ async def ray_run(config: Path, *, kill_after: SimServer | None = None) -> tuple
                 while not (actors := share_actors(process.pid)):
                     await anyio.sleep(0.1)
             os.kill(actors[0], signal.SIGKILL)
-        assert process.stderr is not None
-        err = b"".join([chunk async for chunk in process.stderr])
-        code = await process.wait()
-    return code, err.decode(errors="replace")
+        return await finish(process)
 
 
 def share_actors(driver: int) -> list[int]:
@@ -84,22 +85,23 @@ def share_actors(driver: int) -> list[int]:
 
 
 async def test_ray_actors_share_the_run_and_a_killed_actor_costs_only_its_requests(
-    tmp_path: Path,
+    tmp_path: Path, output: tuple[str, Path]
 ) -> None:
     n, concurrency = 160, 8
+    where, local = output
     async with SimServer(default=PROFILE) as sim:
-        config = write_config(tmp_path, sim.base_url, n)
+        config = write_config(tmp_path, sim.base_url, n, output=where)
         code, err = await ray_run(config, kill_after=sim)
         assert code == 0, err[-3000:]
         assert "Ray actor" in err and "died" in err, err[-3000:]
         code, err = await ray_run(config)  # a resumed driver finds nothing left to send
         assert code == 0, err[-3000:]
         sent = sim.stats.requests
-    df = pd.read_parquet(tmp_path / "out")
+    df = pd.read_parquet(where)
     assert len(df) == n and df["prompt_id"].is_unique and (df["status"] == "ok").all()
     assert df["run_id"].nunique() == 1
     assert n <= sent <= n + concurrency, sent  # at most the killed actor's requests in flight
-    assert not (tmp_path / "out" / "_journal").exists()
+    assert not (local / "_journal").exists()
 
 
 async def test_ray_actors_share_one_rpm_limit(tmp_path: Path) -> None:
@@ -115,3 +117,133 @@ async def test_ray_actors_share_one_rpm_limit(tmp_path: Path) -> None:
         assert code == 0, err[-3000:]
         assert sim.stats.statuses[429] == 0
     assert len(pd.read_parquet(tmp_path / "out")) == n
+
+
+async def start_ray(config: Path) -> Process:
+    """The CLI's `run CONFIG --ray` in a session of its own (as a terminal runs it)."""
+    argv = [sys.executable, "-m", "llamabatch.cli", "run", str(config), "-q", "--ray"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONUNBUFFERED"] = "1"
+    return await anyio.open_process(argv, env=env, start_new_session=True)
+
+
+async def finish(process: Process) -> tuple[int, str]:
+    """The driver's exit code and stderr. Not "stderr until its end": Ray's node agents
+    inherit the pipe and may keep it open for a minute after the driver is gone."""
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        assert process.stderr is not None
+        async for chunk in process.stderr:
+            chunks.append(chunk)
+
+    async with process, anyio.create_task_group() as tg:
+        tg.start_soon(read)
+        code = await process.wait()
+        await anyio.sleep(1)  # what is still in the pipe
+        tg.cancel_scope.cancel()
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process under `pid` (the local Ray cluster and its actors included)."""
+    parents: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(proc.name)] = int(stat[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, of in parents.items():
+            if of == parent:
+                found.append(child)
+                frontier.append(child)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(params=["local", "s3"])
+def output(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Where a run writes: a local directory, or an s3:// URI on a real S3 server (moto's)."""
+    if request.param == "local":
+        yield str(tmp_path / "out"), tmp_path / "out"
+        return
+    from tests.s3server import s3_server
+
+    with s3_server(tmp_path, monkeypatch) as s3:
+        uri = s3.uri("ray")
+        yield uri, staging_dir(uri)
+
+
+async def test_ctrl_c_of_a_ray_run_stores_what_finished_and_resume_sends_the_rest_once(
+    tmp_path: Path,
+) -> None:
+    n = 200
+    where, local = str(tmp_path / "out"), tmp_path / "out"
+    async with SimServer(default=PROFILE) as sim:
+        config = write_config(tmp_path, sim.base_url, n, "grace_s = 10", where)
+        process = await start_ray(config)
+        await sim.wait_for_requests(40)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+        code, err = await finish(process)
+        assert code == 130, err[-3000:]
+        first = pd.read_parquet(where)
+        sent = sim.stats.requests
+        assert 40 <= len(first) < n and (first["status"] == "ok").all(), err[-3000:]
+        assert len(first) == sent, (len(first), sent)  # every request sent was stored
+        code, err = await finish(await start_ray(config))
+        assert code == 0, err[-3000:]
+        assert sim.stats.requests == n  # each request sent once, across both runs
+    df = pd.read_parquet(where)
+    assert len(df) == n and df["prompt_id"].is_unique and (df["status"] == "ok").all()
+    assert not (local / "_journal").exists()
+
+
+async def test_killed_ray_driver_takes_its_actors_and_resume_completes(
+    tmp_path: Path, output: tuple[str, Path]
+) -> None:
+    n, concurrency = 200, 8
+    where, local = output
+    async with SimServer(default=PROFILE) as sim:
+        config = write_config(tmp_path, sim.base_url, n, output=where)
+        process = await start_ray(config)
+        await sim.wait_for_requests(40)
+        with anyio.fail_after(60):
+            while not share_actors(process.pid):
+                await anyio.sleep(0.1)
+        # Ray's node agents stay a minute or two after their raylet, reporting its death
+        # to a GCS that is gone; they run nothing of the job. Everything else must stop.
+        ray_processes = [p for p in descendants(process.pid) if not cmdline(p).endswith("Agent")]
+        process.kill()
+        await process.wait()
+        killed = anyio.current_time()
+        with anyio.fail_after(60):  # nothing of the run goes on without its driver
+            while [p for p in ray_processes if alive(p)]:
+                await anyio.sleep(0.2)
+        print(f"the run's processes stopped {anyio.current_time() - killed:.1f} s after its driver")
+        await process.aclose()
+        code, err = await finish(await start_ray(config))
+        assert code == 0, err[-3000:]
+        sent = sim.stats.requests
+    df = pd.read_parquet(where)
+    assert len(df) == n and df["prompt_id"].is_unique and (df["status"] == "ok").all()
+    assert n <= sent <= n + concurrency, sent  # at most the requests in flight are sent again
+    assert not (local / "_journal").exists()
