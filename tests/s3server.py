@@ -65,7 +65,8 @@ def s3_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
         }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        s3 = S3(f"http://{host}:{port}", "results", secret, env)
+        # moto keeps its buckets per process, not per server: a bucket of the test's own.
+        s3 = S3(f"http://{host}:{port}", f"results-{secrets.token_hex(4)}", secret, env)
         s3.fs().create_dir(s3.bucket)
         yield s3
     finally:

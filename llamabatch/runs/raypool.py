@@ -237,7 +237,11 @@ class RayPool:
                 if ready:
                     ray.get(finished)
                     return None
-            except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, UsageError):  # the same on every node: no restart
+                    raise UsageError(str(exc.cause)) from None
+                return type(exc).__name__
+            except ray.exceptions.RayActorError as exc:
                 return type(exc).__name__
             await anyio.sleep(POLL_S)
 

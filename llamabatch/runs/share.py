@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import socket
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from llamabatch.config.outputs import staging_dir
 from llamabatch.engine import Engine, Lane
 from llamabatch.engine.coordinator import HubLink, SharedLimits
 from llamabatch.engine.monitor import LoopMonitor
-from llamabatch.errors import RequestError
+from llamabatch.errors import RequestError, UsageError
 from llamabatch.prompts import Layout, Prompt, PromptSet, ScanReport
 from llamabatch.redact import Redactor, redacted_logs
 from llamabatch.results import ResultWriter, RowBuilder, load_done
@@ -225,6 +226,11 @@ class ShareRun:
         beside: Callable[[anyio.abc.TaskGroup], None] | None,
     ) -> None:
         spec, config = self.spec, self.spec.config
+        if not config.input.exists():  # a node of a Ray cluster without the shared storage
+            raise UsageError(
+                f"{config.input}: not found on {socket.gethostname()}; every node needs the "
+                "prompt file at the same path (shared storage, or a copy on each)"
+            )
         load = functools.partial(load_done, config.output, keep_errors=spec.keep_errors)
         done = await anyio.to_thread.run_sync(load)
         prompts = PromptSet(config.input, limit=config.limit, layout=Layout.of(config))

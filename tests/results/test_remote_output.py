@@ -52,7 +52,7 @@ async def test_a_run_writes_its_results_to_s3_and_resumes_from_them(tmp_path: Pa
     assert (rows["status"] == "ok").all()
     assert len(result.dataframe()) == 60
     objects = s3.objects()
-    manifest = json.loads(objects["results/runs/first/_manifest.json"])
+    manifest = json.loads(objects[f"{s3.bucket}/runs/first/_manifest.json"])
     assert manifest["status"] == "finished" and manifest["config"]["output"] == uri
     assert manifest["previous_runs"][0]["counts"]["ok"] == 60
     assert all(k.rsplit("/", 1)[1].startswith(("part-", "_manifest")) for k in objects), objects
@@ -70,9 +70,9 @@ async def test_report_and_compare_read_s3_results(
         await arun(config, output=s3.uri("cand"))
     assert main(["report", s3.uri("base"), s3.uri("cand")]) == 0
     out = capsys.readouterr().out
-    assert "s3://results/base" in out and "base/m1" in out and "cand/m1" in out
+    assert s3.uri("base") in out and "base/m1" in out and "cand/m1" in out
     assert main(["compare", s3.uri("base"), s3.uri("cand")]) == 0
-    assert "Baseline `s3://results/base`" in capsys.readouterr().out
+    assert f"Baseline `{s3.uri('base')}`" in capsys.readouterr().out
 
 
 async def test_credentials_never_go_in_the_uri(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ async def test_a_live_lease_refuses_a_second_run(tmp_path: Path, s3: S3) -> None
     lease = {"holder": "llamabatch run (pid 1 on elsewhere)", "host": "elsewhere", "pid": 1}
     lease |= {"token": "theirs", "renewed": time.time()}
     fs = s3.fs()
-    with fs.open_output_stream("results/leased/_lease.json") as stream:
+    with fs.open_output_stream(f"{s3.bucket}/leased/_lease.json") as stream:
         stream.write(json.dumps(lease).encode())
     async with SimServer(default=FAST) as sim:
         config = sim_config(tmp_path, sim.base_url)
@@ -104,10 +104,10 @@ async def test_a_live_lease_refuses_a_second_run(tmp_path: Path, s3: S3) -> None
             await arun(config, output=uri)
         assert sim.stats.requests == 0
         # A lease its holder stopped renewing lapses.
-        with fs.open_output_stream("results/leased/_lease.json") as stream:
+        with fs.open_output_stream(f"{s3.bucket}/leased/_lease.json") as stream:
             stream.write(json.dumps(lease | {"renewed": time.time() - 120}).encode())
         assert (await arun(config, output=uri)).ok == 5
-    assert "results/leased/_lease.json" not in s3.objects()  # released at the end
+    assert f"{s3.bucket}/leased/_lease.json" not in s3.objects()  # released at the end
 
 
 @pytest.mark.slow
