@@ -22,6 +22,9 @@ from llamabatch.cli.viewing import add_view_command
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, StorageError, UsageError
 from llamabatch.escape import terminal
 
+# Young objects allowed between two young collections during a run (Python's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
 if TYPE_CHECKING:
     from llamabatch.cli.progress import ProgressBar
     from llamabatch.runs.runner import RunResult
@@ -205,6 +208,12 @@ def _run(args: argparse.Namespace) -> int:
     # rescanned by every full collection (~15 ms pauses that delay reading every stream).
     # Here, not in the library: freezing is global state a host application owns.
     gc.freeze()
+    # Each request in flight holds a few dozen young objects (coroutines, futures, its
+    # response); at the default threshold (700) those of 64 requests alone set off a young
+    # collection every ~12 responses, each moving them on to older generations: ~7 % of a
+    # run's CPU. Raised for the run, restored after it.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
     try:
         # Log lines are written above the bar, never onto it (a quiet run has no bar).
         with contextlib.nullcontext() if args.quiet else _above_the_bar():
@@ -214,6 +223,8 @@ def _run(args: argparse.Namespace) -> int:
     except StorageError as exc:  # a full disk: what was stored stays; say how to go on
         progress.close()
         raise StorageError(f"{exc}; make room, then resume with: {_resume_command(args)}") from None
+    finally:
+        gc.set_threshold(*thresholds)
     progress.close()
     if result is None or result.interrupted:
         print(

@@ -1,4 +1,4 @@
-"""A run's process loads only what it uses: start-up is part of every run's CPU."""
+"""What a run's process costs beyond its requests: start-up imports, garbage collection."""
 
 from __future__ import annotations
 
@@ -13,11 +13,24 @@ from tests.helpers import prompt_rows, write_jsonl
 
 # The parent runs the CLI in a fresh interpreter and says which heavy modules it loaded.
 _CHILD = """
-import json, sys
-from llamabatch.cli.commands import main
-code = main(["run", sys.argv[1], *sys.argv[2:]])
+import gc, json, sys
+from llamabatch.cli import commands
+seen = []
+before = gc.get_threshold()
+call_run = commands._call_run
+def spy(*args):
+    seen.append(gc.get_threshold())
+    return call_run(*args)
+commands._call_run = spy
+code = commands.main(["run", sys.argv[1], *sys.argv[2:]])
 heavy = ("pandas", "pyarrow.compute", "tqdm")
-print(json.dumps({"exit": code, "loaded": [m for m in heavy if m in sys.modules]}))
+print(json.dumps({
+    "exit": code,
+    "loaded": [m for m in heavy if m in sys.modules],
+    "gc_during": seen[0],
+    "gc_before": before,
+    "gc_after": gc.get_threshold(),
+}))
 """
 
 
@@ -42,7 +55,7 @@ def _run(tmp_path: Path, *flags: str) -> dict[str, object]:
 def test_a_quiet_chat_run_loads_no_pandas_arrow_compute_or_tqdm(tmp_path: Path) -> None:
     # (Without -q, the summary table at the end reads the results with pandas.)
     result = _run(tmp_path, "-q")
-    assert result == {"exit": 0, "loaded": []}
+    assert (result["exit"], result["loaded"]) == (0, [])
     # ...and its part holds every row with the schema's types (timestamps, null vectors).
     table = pq.read_table(tmp_path / "out")
     assert table.num_rows == 12
@@ -50,3 +63,10 @@ def test_a_quiet_chat_run_loads_no_pandas_arrow_compute_or_tqdm(tmp_path: Path) 
     assert table.schema.field("embedding").type.value_type.bit_width == 32
     assert table["embedding"].null_count == 12
     assert all(t.year >= 2024 for t in table["finished_at"].to_pylist())
+
+
+def test_a_run_raises_the_young_collection_threshold_and_restores_it(tmp_path: Path) -> None:
+    result = _run(tmp_path, "-q")
+    assert result["exit"] == 0
+    assert result["gc_during"][0] >= 10_000  # type: ignore[index]
+    assert result["gc_after"] == result["gc_before"]
