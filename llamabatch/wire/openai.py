@@ -55,8 +55,11 @@ class OpenAIProvider(Provider):
         """Parse a whole stream's events with one JSON call; plain text deltas take a fast path."""
         if _DONE in payloads:
             resp.done = True
-            kept = [i for i, p in enumerate(payloads) if p != _DONE]
-            payloads, times = [payloads[i] for i in kept], [times[i] for i in kept]
+            if payloads[-1] == _DONE and payloads.count(_DONE) == 1:  # where it belongs
+                payloads, times = payloads[:-1], times[:-1]
+            else:
+                kept = [i for i, p in enumerate(payloads) if p != _DONE]
+                payloads, times = [payloads[i] for i in kept], [times[i] for i in kept]
         try:
             events = orjson.loads(b"[" + b",".join(payloads) + b"]")
         except orjson.JSONDecodeError:

@@ -172,3 +172,23 @@ def test_retry_after(headers: dict[str, str], expected: float | None) -> None:
 def test_retry_after_is_read_from_429_headers() -> None:
     err = P.error_for_status(429, {"retry-after": "3"}, b"")
     assert err.retry_after_s == 3.0
+
+
+@pytest.mark.parametrize("done_at", [-1, 1], ids=["at the end", "mid-stream"])
+def test_a_batch_with_done_anywhere_reads_as_the_same_events(done_at: int) -> None:
+    """[DONE] ends the stream wherever it stands; the events around it are kept, in order."""
+    payloads = [
+        orjson.dumps(chunk({"content": "Hel"})),
+        orjson.dumps(chunk({"content": "lo"})),
+        orjson.dumps(chunk({}, "stop")),
+    ]
+    payloads.insert(len(payloads) + 1 + done_at if done_at < 0 else done_at, b"[DONE]")
+    resp = Response()
+    P.handle_batch(payloads, [1.0, 2.0, 3.0, 4.0], resp)
+    one_by_one = events(Response(), *payloads)
+    assert resp.done and one_by_one.done and resp.finish_reason == "stop"
+    assert resp.text == one_by_one.text == "Hello"
+    assert resp.token_chunks == 2
+    first = 1.0
+    last = 2.0 if done_at < 0 else 3.0  # the marker's own time is dropped with it
+    assert (resp.first_token_t, resp.last_token_t) == (first, last)
