@@ -360,10 +360,10 @@ class WireClock:
         self._watcher = ArrivalWatcher() if SUPPORTED else None
 
     def close(self) -> None:
-        """Stop the watcher thread (the connections are closed)."""
+        """Stop the watcher thread (the connections are closed; a new one starts if needed)."""
         if self._watcher is not None:
             self._watcher.close()
-            self._watcher = None
+            self._watcher = ArrivalWatcher()
 
     def socket(self, addr_info: tuple[Any, ...]) -> socket.socket:
         """aiohttp's `socket_factory`: a stamped socket where the system supports it."""
