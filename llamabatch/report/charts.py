@@ -160,7 +160,8 @@ def cost_chart(table: pd.DataFrame) -> str | None:
         return None
     models = table["model"].tolist()
     if UNPRICED in table:  # a model with ok rows lacking a cost: its bar is a lower bound
-        models = [at_least(m, n) for m, n in zip(models, table[UNPRICED].fillna(0), strict=True)]
+        bounds = table[UNPRICED].fillna(0).where(table["cost_per_1k"].notna(), 0)
+        models = [at_least(m, n) for m, n in zip(models, bounds, strict=True)]
     fig, ax = _figure(0.6 + 0.45 * len(models))
     values = table["cost_per_1k"].fillna(0).to_numpy(np.float64)
     ax.barh(models, values, color=[_colour(i) for i in range(len(models))])

@@ -323,7 +323,8 @@ def _volume_table(report: Report) -> Table:
         row = [r["model"], int(r["prompts"]), _one(r["decode_tok_s_p50"]), _one(r["output_tok_s"])]
         row += [int(r["prompt_tokens"]), int(r["completion_tokens"])]
         if has_cost:
-            missing = r[UNPRICED]
+            # No cost at all is unknown ("-"), not a lower bound.
+            missing = 0 if math.isnan(r["cost_usd"]) else r[UNPRICED]
             row += [
                 at_least(_money(r["cost_usd"]), missing),
                 at_least(_money(r["cost_per_1k"]), missing),

@@ -78,6 +78,22 @@ async def test_a_cost_missing_on_some_ok_rows_is_reported_as_a_lower_bound(
     assert "<td>≥ " in render_html(report)
 
 
+async def test_a_model_with_no_cost_at_all_shows_none_not_a_lower_bound(tmp_path: Path) -> None:
+    # One model priced, one not (no usd_per_mtok): the unpriced one's total is unknown,
+    # not "at least nothing" ("≥ -" in the tables, a "≥" bar of 0 in the chart).
+    prompts = eval_prompts(tmp_path / "p.jsonl", 10)
+    out = await eval_run(tmp_path / "out", prompts, {"cheap": 1.0, "pricey": 1.0}, prices=PRICES)
+    results = load_results([out])
+    frame = results.frame
+    frame.loc[frame["model"] == "cheap", "cost_usd"] = None
+    report = build_report(results)
+    markdown = render_markdown(report)
+    volume = markdown.split("## Throughput, tokens and cost")[1].split("##")[0]
+    cheap = next(line for line in volume.splitlines() if line.startswith("| cheap |"))
+    assert "≥" not in cheap and cheap.endswith("| - | - | 10 |"), cheap
+    assert "≥ cheap" not in render_html(report)
+
+
 async def test_four_runs_of_one_config_make_a_trend(tmp_path: Path) -> None:
     prompts = eval_prompts(tmp_path / "p.jsonl", 10)
     runs = []
