@@ -22,9 +22,6 @@ from llamabatch.cli.viewing import add_view_command
 from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, StorageError, UsageError
 from llamabatch.escape import terminal
 
-# Young objects allowed between two young collections during a run (Python's default: 700).
-GC_YOUNG_THRESHOLD = 10_000
-
 if TYPE_CHECKING:
     from llamabatch.cli.progress import ProgressBar
     from llamabatch.runs.runner import RunResult
@@ -201,19 +198,12 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from llamabatch.cli.progress import ProgressBar
     from llamabatch.results.remote import shown
+    from llamabatch.runs.gcsetting import tune_for_the_engine
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     progress = ProgressBar(disable=args.quiet)
-    # What exists now (modules, config) lives as long as this process: frozen, it is not
-    # rescanned by every full collection (~15 ms pauses that delay reading every stream).
-    # Here, not in the library: freezing is global state a host application owns.
-    gc.freeze()
-    # Each request in flight holds a few dozen young objects (coroutines, futures, its
-    # response); at the default threshold (700) those of 64 requests alone set off a young
-    # collection every ~12 responses, each moving them on to older generations: ~7 % of a
-    # run's CPU. Raised for the run, restored after it.
-    thresholds = gc.get_threshold()
-    gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
+    # Here, not in the library: garbage collection is global state a host application owns.
+    thresholds = tune_for_the_engine()  # restored after the run
     try:
         # Log lines are written above the bar, never onto it (a quiet run has no bar).
         with contextlib.nullcontext() if args.quiet else _above_the_bar():

@@ -41,6 +41,7 @@ from llamabatch.prompts import ScanReport
 from llamabatch.results import DoneIndex, ResultWriter
 from llamabatch.results.journal import JOURNAL_DIR, recover_writer
 from llamabatch.results.parts import dedupe
+from llamabatch.runs.gcsetting import tune_for_the_engine
 from llamabatch.runs.share import ShareRun, WorkerSpec, worker_spec
 from llamabatch.runs.workers import MAX_RESTARTS, deliver
 
@@ -75,6 +76,7 @@ class ShareActor:
 
     def __init__(self, spec: WorkerSpec, limiter: Any, recover: str | None = None) -> None:
         logging.basicConfig(level=spec.log_level, format="%(levelname)s %(message)s")
+        tune_for_the_engine()  # the actor's process is its own, as a worker process is
         self.share = ShareRun(spec, _ActorLink(limiter))
         self.recover = recover  # the writer id of a dead actor whose journal may be here
 

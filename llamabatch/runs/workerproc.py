@@ -19,6 +19,7 @@ import anyio
 import anyio.abc
 
 from llamabatch.runs.channel import Channel
+from llamabatch.runs.gcsetting import tune_for_the_engine
 from llamabatch.runs.share import ShareRun, WorkerSpec
 
 PROGRESS_INTERVAL_S = 0.1
@@ -34,6 +35,7 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(
         level=spec.log_level, format=f"%(levelname)s worker {spec.index}: %(message)s"
     )
+    tune_for_the_engine()  # this process is ours, as the command line's is
     anyio.run(_work, spec, socket.socket(fileno=int(argv[0])))
 
 
