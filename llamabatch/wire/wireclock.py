@@ -180,8 +180,11 @@ class StampedSocket(socket.socket):
         self._read += len(data)
         if self._writing:  # the reply's first bytes
             self._writing = False
-            self.first_stamp = stamp
-            self._hold_after(data)
+            # Only a plain HTTP head: under TLS this read may be the server's own record (a
+            # session ticket after the handshake); `first_arrival` then falls back to `arrival`.
+            if data.startswith(b"HTTP/"):
+                self.first_stamp = stamp
+                self._hold_after(data)
         return data
 
     def _hold_after(self, data: bytes) -> None:
