@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import anyio
@@ -119,10 +122,14 @@ async def test_ray_actors_share_one_rpm_limit(tmp_path: Path) -> None:
     assert len(pd.read_parquet(tmp_path / "out")) == n
 
 
-async def start_ray(config: Path) -> Process:
-    """The CLI's `run CONFIG --ray` in a session of its own (as a terminal runs it)."""
+async def start_ray(config: Path, address: str | None = None) -> Process:
+    """The CLI's `run CONFIG --ray` in a session of its own (as a terminal runs it), on a
+    local cluster of its own or on the cluster at `address`."""
     argv = [sys.executable, "-m", "llamabatch.cli", "run", str(config), "-q", "--ray"]
+    argv += ["--ray-address", address] if address else []
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if address:
+        env["RAY_AUTH_MODE"] = "disabled"  # as the test's cluster (see below)
     env["PYTHONUNBUFFERED"] = "1"
     return await anyio.open_process(argv, env=env, start_new_session=True)
 
@@ -247,3 +254,60 @@ async def test_killed_ray_driver_takes_its_actors_and_resume_completes(
     assert len(df) == n and df["prompt_id"].is_unique and (df["status"] == "ok").all()
     assert n <= sent <= n + concurrency, sent  # at most the requests in flight are sent again
     assert not (local / "_journal").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_killed_driver_of_a_ray_cluster_ends_its_actors_there(tmp_path: Path) -> None:
+    # A cluster started apart (`ray start --head`, as on real machines) outlives the driver:
+    # Ray must end the job's actors when the driver dies, and the cluster takes the resume.
+    port = free_port()
+    head = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block"]
+    head += [f"--port={port}", "--num-cpus=2", "--include-dashboard=false"]
+    # Ray's sockets live under --temp-dir: a short path (AF_UNIX allows 107 bytes).
+    temp = tempfile.mkdtemp(prefix="lbray-")
+    head += ["--disable-usage-stats", f"--temp-dir={temp}"]
+    # `ray start` turns on token authentication, which a driver joins only with the head's
+    # token file and RAY_AUTH_MODE=token (see the README); off for this private cluster.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    log = (tmp_path / "head.log").open("wb")  # read by no one: not a pipe that fills up
+    cluster = await anyio.open_process(
+        head, env=env, start_new_session=True, stdout=log, stderr=log
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        n, concurrency = 200, 8
+        async with SimServer(default=PROFILE) as sim:
+            config = write_config(tmp_path, sim.base_url, n)
+            process = await start_ray(config, address)
+            with anyio.fail_after(120):
+                await sim.wait_for_requests(40)
+            with anyio.fail_after(60):
+                while not (actors := share_actors(cluster.pid)):
+                    await anyio.sleep(0.1)
+            process.kill()
+            await process.wait()
+            await process.aclose()
+            with anyio.fail_after(60):  # the cluster ends the dead driver's actors
+                while [p for p in actors if alive(p)]:
+                    await anyio.sleep(0.2)
+            code, err = await finish(await start_ray(config, address))
+            assert code == 0, err[-3000:]
+            sent = sim.stats.requests
+        assert not share_actors(cluster.pid)  # the resumed driver's actors ended with it
+    finally:
+        cluster.send_signal(signal.SIGTERM)  # `ray start --block` stops what it started
+        with anyio.move_on_after(60):
+            await cluster.wait()
+        if cluster.returncode is None:
+            os.killpg(cluster.pid, signal.SIGKILL)
+        await cluster.aclose()
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+    df = pd.read_parquet(tmp_path / "out")
+    assert len(df) == n and df["prompt_id"].is_unique and (df["status"] == "ok").all()
+    assert n <= sent <= n + concurrency, sent
