@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 
@@ -212,11 +213,14 @@ async def test_a_connection_reused_after_a_body_that_came_whole_with_its_head_re
         )
         provider = OpenAIProvider()
         request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        switch = sys.getswitchinterval()
         async with Transport() as transport:
             for _ in range(3):
                 resp = Response()
                 await transport.send(request, provider, resp, 3.0)
                 assert resp.text == "hi" and resp.first_byte_t is not None
             assert any(t.name == "llamabatch-arrivals" for t in threading.enumerate())
+            assert sys.getswitchinterval() == min(switch, wireclock.WATCH_SWITCH_S)
         server.join(5)
     assert not any(t.name == "llamabatch-arrivals" for t in threading.enumerate())
+    assert sys.getswitchinterval() == switch
