@@ -58,8 +58,9 @@ async def cancel_batches(output: Path) -> list[tuple[str, str]]:
     It writes to the batch log, so it is a writer like a run: refused while one holds
     the directory (a run polling its batches would not see the log change under it).
     """
+    _log(output)  # not a batch run's directory: refused before a lock file is left there
     with DirectoryLock(output, "batches --cancel"):
-        log = _log(output)
+        log = _log(output)  # as it is now that no run can change it
         models = _models(output)
         outcomes = []
         async with Transport() as transport:

@@ -254,3 +254,9 @@ async def test_a_conversation_is_refused_in_batch_mode(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match=r"prompt 'c' is a conversation .*run it online"):
             await arun(config, batch=True)
     assert sum(sim.batches.submitted.values()) == 0
+
+
+async def test_cancel_in_a_directory_without_batches_leaves_nothing_there(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no batches"):
+        await cancel_batches(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no lock file left in someone else's folder
