@@ -100,7 +100,7 @@ class BodyTap(asyncio.Protocol):
         self._taken = 0  # body bytes taken from aiohttp's buffer
         self._framed = 0  # body bytes framed
         self._edge = b""
-        self._times: list[float] = []  # `stamps` on the perf_counter clock, when last framed
+        self._times: list[float] = []  # `stamps` on the perf_counter clock, as framed
         # The socket's arrivals are watched until the first token is known (see wireclock):
         # till then each read is parsed as it comes.
         self._watching = stamped is not None and stamped.watched
@@ -213,7 +213,9 @@ class BodyTap(asyncio.Protocol):
         body = b"".join(self._parts)
         self._parts = []
         start, self._framed = self._framed, self._framed + len(body)
-        times = self._times = perf_times(self.stamps)
+        times = self._times
+        if len(times) < len(self.stamps):  # each read converted once: one time throughout
+            times += perf_times(self.stamps[len(times) :])
         offsets = self.offsets
         last = len(offsets) - 1
         split = self._decoder.split_all(body)
