@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,34 @@ async def test_library_runs_leave_the_garbage_collector_alone(tmp_path: Path) ->
     assert result.exit_code == 0
     # gc.freeze() is the command line's choice (its own process), never a library call's.
     assert (gc.get_freeze_count(), gc.isenabled()) == (0, enabled)
+
+
+@pytest.mark.anyio
+async def test_library_runs_leave_the_switch_interval_alone(tmp_path: Path) -> None:
+    # Streamed replies over HTTP (the simulator's server), so the arrival watcher runs.
+    prompts = write_jsonl(tmp_path / "p.jsonl", prompt_rows(3))
+    config = llamabatch.config_from_dict(
+        {
+            "run": {"input": str(prompts), "output": str(tmp_path / "out")},
+            "models": [
+                {"name": "m", "provider": "sim", "sim": {"ttft_s": 0.01, "tokens_per_s": 500}}
+            ],
+        }
+    )
+    seen: list[float] = []
+
+    class Note:
+        def on_start(self, pending: int) -> None:
+            pass
+
+        def on_row(self, row: object) -> None:
+            seen.append(sys.getswitchinterval())
+
+        def on_retry(self, model: str, error: str, delay_s: float) -> None:
+            pass
+
+    switch = sys.getswitchinterval()
+    result = await llamabatch.arun(config, observer=Note())
+    assert result.exit_code == 0 and len(seen) == 3
+    # The GIL switch interval is the host application's: set only by processes llamabatch owns.
+    assert seen == [switch] * 3 and sys.getswitchinterval() == switch

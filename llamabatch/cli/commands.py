@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import logging
 import shlex
 import sys
@@ -198,12 +197,12 @@ def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from llamabatch.cli.progress import ProgressBar
     from llamabatch.results.remote import shown
-    from llamabatch.runs.gcsetting import tune_for_the_engine
+    from llamabatch.runs.gcsetting import restore, tune_for_the_engine
 
     models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     progress = ProgressBar(disable=args.quiet)
-    # Here, not in the library: garbage collection is global state a host application owns.
-    thresholds = tune_for_the_engine()  # restored after the run
+    # Here, not in the library: GC and the switch interval are global state a host owns.
+    before = tune_for_the_engine()  # restored after the run
     try:
         # Log lines are written above the bar, never onto it (a quiet run has no bar).
         with contextlib.nullcontext() if args.quiet else _above_the_bar():
@@ -214,7 +213,7 @@ def _run(args: argparse.Namespace) -> int:
         progress.close()
         raise StorageError(f"{exc}; make room, then resume with: {_resume_command(args)}") from None
     finally:
-        gc.set_threshold(*thresholds)
+        restore(before)
     progress.close()
     if result is None or result.interrupted:
         print(

@@ -20,8 +20,10 @@ edge-triggered epoll) notes each arrival as it happens (how many bytes had
 arrived, and the newest packet's stamp, by peeking), and the loop's reads
 end where those arrivals end, each timed by its own arrival. The watcher
 keeps the GIL for all the arrivals of one wake-up, so while the loop is busy
-in Python it is late by about the interpreter's switch interval (1 ms while a
-watcher runs), not by a whole loop turn (a machine short of CPU delays it too). The reads after
+in Python it is late by about the interpreter's switch interval, not by a
+whole loop turn (a machine short of CPU delays it too). Processes llamabatch
+owns (the command line's, workers, Ray actors) run with 1 ms instead of 5
+(runs/gcsetting.py); a library call leaves the host's setting alone. The reads after
 a streamed reply's head are held until the task has put the body's tap in
 place (bodytap), so each is timed on its own.
 
@@ -331,13 +333,11 @@ class ArrivalWatcher:
             self._watched.clear()
             os.write(self._wake[1], b"x")
         thread.join()
-        _SWITCH.leave()
         self._epoll.close()
         for fd in self._wake:
             os.close(fd)
 
     def _start(self) -> None:
-        _SWITCH.enter()
         self._epoll = select.epoll()
         self._wake = os.pipe()
         self._epoll.register(self._wake[0], select.EPOLLIN)
@@ -353,39 +353,6 @@ class ArrivalWatcher:
                 sock = watched.get(fd)
                 if sock is not None:
                     sock.note_arrival(peek)
-
-
-class _SwitchInterval:
-    """A shorter GIL switch interval while any watcher runs.
-
-    A thread woken for an arrival waits for the GIL until the loop's thread
-    lets go of it: at most the switch interval while the loop runs Python.
-    Measured at 1,024 streams on a loaded 2-core machine (kernel stamp to
-    note, p99): 29 and 68 ms with the default 5 ms, 14 and 14 ms with 1 ms. It
-    only matters while a thread waits for the GIL.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._saved = 0.0
-
-    def enter(self) -> None:
-        with self._lock:
-            if self._users == 0:
-                self._saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(self._saved, WATCH_SWITCH_S))
-            self._users += 1
-
-    def leave(self) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0:
-                sys.setswitchinterval(self._saved)
-
-
-WATCH_SWITCH_S = 0.001
-_SWITCH = _SwitchInterval()
 
 
 class WireClock:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from llamabatch.runs.gcsetting import SWITCH_INTERVAL_S
 from tests.helpers import prompt_rows, write_jsonl
 
 # The parent runs the CLI in a fresh interpreter and says which heavy modules it loaded.
@@ -16,10 +17,10 @@ _CHILD = """
 import gc, json, sys
 from llamabatch.cli import commands
 seen = []
-before = gc.get_threshold()
+before = (gc.get_threshold(), sys.getswitchinterval())
 call_run = commands._call_run
 def spy(*args):
-    seen.append(gc.get_threshold())
+    seen.append((gc.get_threshold(), sys.getswitchinterval()))
     return call_run(*args)
 commands._call_run = spy
 code = commands.main(["run", sys.argv[1], *sys.argv[2:]])
@@ -29,7 +30,7 @@ print(json.dumps({
     "loaded": [m for m in heavy if m in sys.modules],
     "gc_during": seen[0],
     "gc_before": before,
-    "gc_after": gc.get_threshold(),
+    "gc_after": (gc.get_threshold(), sys.getswitchinterval()),
 }))
 """
 
@@ -65,8 +66,9 @@ def test_a_quiet_chat_run_loads_no_pandas_arrow_compute_or_tqdm(tmp_path: Path) 
     assert all(t.year >= 2024 for t in table["finished_at"].to_pylist())
 
 
-def test_a_run_raises_the_young_collection_threshold_and_restores_it(tmp_path: Path) -> None:
+def test_a_run_tunes_gc_and_the_switch_interval_and_restores_them(tmp_path: Path) -> None:
     result = _run(tmp_path, "-q")
     assert result["exit"] == 0
-    assert result["gc_during"][0] >= 10_000  # type: ignore[index]
-    assert result["gc_after"] == result["gc_before"]
+    (young, *_), switch = result["gc_during"]  # type: ignore[misc]
+    assert young >= 10_000 and switch == SWITCH_INTERVAL_S
+    assert result["gc_after"] == result["gc_before"]  # thresholds and switch interval

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import llamabatch
-from llamabatch.runs.gcsetting import GC_YOUNG_THRESHOLD
+from llamabatch.runs.gcsetting import GC_YOUNG_THRESHOLD, SWITCH_INTERVAL_S
 from tests.helpers import prompt_rows, write_jsonl
 
 # Each process of the run notes, as it exits, its young-generation threshold and how
@@ -21,7 +21,8 @@ def _note() -> None:
     path = os.path.join(os.environ["GC_NOTES"], str(os.getpid()))
     with open(path, "w") as fh:
         young, frozen = gc.get_threshold()[0], gc.get_freeze_count()
-        json.dump({"argv": sys.argv, "young": young, "frozen": frozen}, fh)
+        switch = sys.getswitchinterval()
+        json.dump({"argv": sys.argv, "young": young, "frozen": frozen, "switch": switch}, fh)
 
 atexit.register(_note)
 """
@@ -49,3 +50,4 @@ def test_worker_processes_collect_garbage_like_the_run_process(tmp_path: Path) -
     assert len(workers) == 2, seen
     for worker in workers:
         assert worker["young"] >= GC_YOUNG_THRESHOLD and worker["frozen"] > 0, worker
+        assert worker["switch"] == SWITCH_INTERVAL_S, worker

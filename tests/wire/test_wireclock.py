@@ -220,7 +220,8 @@ async def test_a_connection_reused_after_a_body_that_came_whole_with_its_head_re
                 await transport.send(request, provider, resp, 3.0)
                 assert resp.text == "hi" and resp.first_byte_t is not None
             assert any(t.name == "llamabatch-arrivals" for t in threading.enumerate())
-            assert sys.getswitchinterval() == min(switch, wireclock.WATCH_SWITCH_S)
+            # The switch interval is the host's: only processes llamabatch owns shorten it.
+            assert sys.getswitchinterval() == switch
         server.join(5)
     assert not any(t.name == "llamabatch-arrivals" for t in threading.enumerate())
     assert sys.getswitchinterval() == switch
