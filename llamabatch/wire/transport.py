@@ -80,7 +80,7 @@ class Transport:
         assert self._session is not None, "use `async with Transport()`"
         resp.started_t = time.perf_counter()
         deadline = resp.started_t + timeout_s
-        sockets: list[StampedSocket] = []  # exact TTFT however late the loop reads
+        sockets: list[tuple[StampedSocket, int]] = []  # exact TTFT however late the loop reads
         watch = WATCH_ARRIVALS.set(sockets if request.stream else None)
         try:
             await self._exchange(
@@ -110,8 +110,11 @@ class Transport:
             raise _connection_error(exc) from None
         finally:
             WATCH_ARRIVALS.reset(watch)
-            for sock in sockets:
-                sock.unwatch()
+            # Only this request's watches: a connection it used may be pooled and written
+            # to by another request before this runs (none in aiohttp 3.14: no await
+            # between the pool's release and here; the numbers keep it so regardless).
+            for sock, number in sockets:
+                sock.unwatch(number)
             resp.ended_t = resp.ended_t or time.perf_counter()  # a complete read set it
 
     async def fetch(self, request: HttpRequest, timeout_s: float) -> tuple[int, bytes]:
@@ -138,7 +141,7 @@ class Transport:
         resp: Response,
         timeout_s: float,
         deadline: float,
-        sockets: list[StampedSocket],
+        sockets: list[tuple[StampedSocket, int]],
     ) -> None:
         url, headers = request.url, request.headers
         timeout = _timeout(timeout_s)
@@ -150,9 +153,11 @@ class Transport:
                 resp.headers = r.headers
                 wire = self._wire.socket_of(r.connection and r.connection.transport)
                 if wire is None and sockets:  # pooled again already: the body came whole
-                    wire = sockets[-1]
+                    wire = sockets[-1][0]
                 if wire is not None and not 200 <= r.status < 300:
-                    wire.unwatch()  # no token to time
+                    for sock, number in sockets:  # no token to time
+                        if sock is wire:
+                            sock.unwatch(number)
                 if r.status in REDIRECTS:
                     url, headers = _redirect(url, headers, r)
                     continue

@@ -57,10 +57,11 @@ _TIMESPEC = struct.Struct("@qq")
 _ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if SUPPORTED else 0
 RECV_BYTES = 64 * 1024  # below glibc's mmap threshold (128 KiB): a heap buffer per read
 # Set (by the transport) while a streamed request is sent: the sockets it is written
-# to are added to the list, and their arrivals watched until its first token is known
-# (or the request is over: the transport then unwatches them).
-WATCH_ARRIVALS: contextvars.ContextVar[list[StampedSocket] | None] = contextvars.ContextVar(
-    "llamabatch_watch_arrivals", default=None
+# to are added to the list, each with its request's number on that socket (`request`),
+# and their arrivals watched until its first token is known (or the request is over:
+# the transport then unwatches them, each only if no later request has used it since).
+WATCH_ARRIVALS: contextvars.ContextVar[list[tuple[StampedSocket, int]] | None] = (
+    contextvars.ContextVar("llamabatch_watch_arrivals", default=None)
 )
 
 
@@ -76,7 +77,8 @@ class StampedSocket(socket.socket):
     that notes it per read and converts many at once (`perf_times`).
     `sent_t`: when the current request's first byte was written (the first
     write after a read). Times are on the `time.perf_counter` clock; `sent_t`
-    is 0.0 until known.
+    is 0.0 until known. `request`: how many requests were written to it (the
+    current one's number).
     """
 
     __slots__ = (
@@ -86,6 +88,7 @@ class StampedSocket(socket.socket):
         "_watcher",
         "_writing",
         "first_stamp",
+        "request",
         "sent_t",
         "stamp",
     )
@@ -93,6 +96,7 @@ class StampedSocket(socket.socket):
     def __init__(self, family: int = -1, kind: int = -1, proto: int = -1, fileno: Any = None):
         super().__init__(family, kind, proto, fileno)  # the signature `dup()` calls
         self.sent_t = 0.0
+        self.request = 0
         self.stamp: bytes | None = None  # the latest read's raw timespec
         self._writing = False
         self._read = 0  # bytes read over the socket's life
@@ -117,8 +121,15 @@ class StampedSocket(socket.socket):
         watcher = self._watcher
         return watcher is not None and watcher.watches(self)
 
-    def unwatch(self) -> None:
-        """Stop noting arrivals (the first token is known, or the request is over)."""
+    def unwatch(self, request: int | None = None) -> None:
+        """Stop noting arrivals (the first token is known, or the request is over).
+
+        With `request`, only while that request is still the socket's current
+        one: once its reply is read, aiohttp may pool the connection and give
+        it to another request, whose own watch (and hold) must stay.
+        """
+        if request is not None and request != self.request:
+            return
         self._held = False
         if self._watcher is not None:
             self._watcher.unwatch(self)
@@ -209,12 +220,13 @@ class StampedSocket(socket.socket):
 
     def _wrote_first(self) -> None:
         self.sent_t = time.perf_counter()
+        self.request += 1
         self._writing = True
         self.first_stamp = None
         self._held = False
         watch = WATCH_ARRIVALS.get()
         if watch is not None and self._watcher is not None:
-            watch.append(self)
+            watch.append((self, self.request))
             self._watcher.watch(self)
 
     def note_arrival(self, peek: _Peek) -> None:

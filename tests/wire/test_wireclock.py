@@ -6,12 +6,14 @@ import socket
 import sys
 import threading
 import time
+from typing import Any
 
 import anyio
 import pytest
 
 from llamabatch.config import ModelConfig
 from llamabatch.wire import Response, wireclock
+from llamabatch.wire import transport as transport_module
 from llamabatch.wire.openai import OpenAIProvider
 from llamabatch.wire.transport import Transport
 
@@ -225,3 +227,74 @@ async def test_a_connection_reused_after_a_body_that_came_whole_with_its_head_re
         server.join(5)
     assert not any(t.name == "llamabatch-arrivals" for t in threading.enumerate())
     assert sys.getswitchinterval() == switch
+
+
+def second_reply_waits_server(listener: socket.socket, go: threading.Event) -> None:
+    """One keep-alive connection: the first reply whole at once, the second after `go`."""
+    body = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
+    conn, _ = listener.accept()
+    with conn:
+        for reply in range(2):
+            request = b""
+            while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
+                request += conn.recv(65536)
+            if reply:
+                go.wait(10)
+            conn.sendall(head % len(body) + body)
+        conn.recv(1)
+
+
+@pytest.mark.anyio
+async def test_a_request_that_ends_leaves_the_watch_of_the_next_request_on_its_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A's body comes whole with its head, so aiohttp pools the connection at once; B takes
+    # it and writes (and so watches it) before A's task gets round to its end. A's cleanup
+    # must not stop B's watch: B's first token is still to come.
+    go = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=second_reply_waits_server, args=(listener, go))
+        server.daemon = True
+        server.start()
+        port = listener.getsockname()[1]
+        model = ModelConfig(
+            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
+        )
+        provider = OpenAIProvider()
+        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        a_reads, b_wrote = anyio.Event(), anyio.Event()
+        read_stream = transport_module.read_stream
+
+        async def a_late(*args: Any) -> None:
+            if not a_reads.is_set():  # A's: wait until B has written on the pooled connection
+                a_reads.set()
+                await b_wrote.wait()
+            await read_stream(*args)
+
+        monkeypatch.setattr(transport_module, "read_stream", a_late)
+        resp_a, resp_b, a_done = Response(), Response(), anyio.Event()
+
+        async def send_a(transport: Transport) -> None:
+            await transport.send(request, provider, resp_a, 5.0)
+            a_done.set()  # its `finally` has run
+
+        async with Transport() as transport, anyio.create_task_group() as tg:
+            with anyio.fail_after(10):
+                tg.start_soon(send_a, transport)
+                await a_reads.wait()
+                (sock,) = transport._wire._sockets.values()
+                a_sent = sock.sent_t
+                tg.start_soon(transport.send, request, provider, resp_b, 5.0)
+                while sock.sent_t == a_sent:  # B's first write on the one connection
+                    await anyio.sleep(0.002)
+                b_wrote.set()
+                await a_done.wait()
+                assert resp_a.text == "hi"
+                assert sock.watched  # B's watch: its reply has not come yet
+                go.set()
+        assert resp_b.text == "hi" and not sock.watched
+        server.join(5)
