@@ -120,21 +120,29 @@ class _Budget:
         return True
 
     def wait_s(self, amount: float, now: float) -> float:
-        """Seconds to wait before spending `amount`; spends it when no wait is needed.
+        """Seconds to wait before `amount` may be spent (0: `spend` it now)."""
+        if self.remaining is None or now >= self.reset_at or self.remaining >= amount:
+            return 0.0
+        return self.reset_at - now
+
+    def spend(self, amount: float, now: float) -> None:
+        """Spend `amount`, which `wait_s` allowed at `now`.
 
         Past the reset time the budget is unknown: one request goes out as a
         probe and its response headers say what is left, so a sliding-window
         limit is not met by every waiting worker at once.
         """
         if self.remaining is None:
-            return 0.0
-        if now >= self.reset_at:
+            return
+        if now >= self.reset_at:  # the probe: the others wait for its headers
             self.remaining = amount
             self.reset_at = now + PROBE_WAIT_S
-        if self.remaining < amount:
-            return self.reset_at - now
         self.remaining -= amount
-        return 0.0
+
+    def refund(self, amount: float) -> None:
+        """Give back what `spend` took for a request that did not go."""
+        if self.remaining is not None:
+            self.remaining += amount
 
 
 class NoLimit:
@@ -157,7 +165,9 @@ class Admission:
     `x-ratelimit-reset-*` budgets when it sends them; and AIMD on 429s: each
     burst of 429s halves the model's concurrency and pauses the model for the
     Retry-After, and every success grows it back by 1/limit, up to the
-    configured cap. Time spent here is queue time, never latency.
+    configured cap. A 429 whose headers say the request budget is spent only
+    pauses: the budget paces the model, and halving its concurrency would only
+    slow the next window's requests. Time spent here is queue time, never latency.
     """
 
     def __init__(
@@ -232,6 +242,8 @@ class Admission:
         """
         await self._unpaused(tokens)
         while not await self._paced(tokens):
+            self._requests.refund(1.0)
+            self._tokens.refund(tokens)
             await self._unpaused(tokens)  # a 429 paused the model meanwhile: wait it out
         self._sent += 1
         self._tokens_sent += tokens
@@ -242,12 +254,17 @@ class Admission:
         """Wait out a pause and the server's budgets (see `wait`)."""
         while True:
             now = time.monotonic()
+            # Nothing is spent until nothing makes the request wait: a probe spent while a
+            # pause holds it back would keep every other request waiting for its headers.
             delay = max(
                 self.paused_until - now,
                 self._requests.wait_s(1.0, now),
                 self._tokens.wait_s(tokens, now),
             )
             if delay <= 0:
+                # Reserved now; given back if a pause comes first (see `wait`).
+                self._requests.spend(1.0, now)
+                self._tokens.spend(tokens, now)
                 return
             if delay > self.max_wait_s:
                 raise RequestError(
@@ -337,6 +354,8 @@ class Admission:
         self.rate_limited += 1
         pause = retry_after_s if retry_after_s is not None else RATE_LIMIT_PAUSE_S
         self.paused_until = max(self.paused_until, now + pause)
+        if self._requests.remaining is not None and self._requests.remaining < 1:
+            return  # the server's budget headers say it is spent: they pace, not concurrency
         if now - self._last_cut >= DECREASE_COOLDOWN_S:
             self._last_cut = now
             self.limiter.total_tokens = max(1, self.concurrency // 2)

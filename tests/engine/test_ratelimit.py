@@ -1,4 +1,5 @@
-"""Per-model admission: a pause after a 429 holds every request, queued or not."""
+"""Per-model admission: a pause after a 429 holds every request, queued or not; the probe
+after a budget's reset; a 429 for a spent budget."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import time
 import anyio
 import pytest
 
-from llamabatch.engine.ratelimit import Admission
+from llamabatch.engine.ratelimit import PROBE_WAIT_S, Admission
 
 pytestmark = pytest.mark.anyio
+SPENT = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "0.05s"}
 
 
 @pytest.mark.parametrize("limit", ["rpm", "learned"])
@@ -37,3 +39,35 @@ async def test_a_request_queued_on_a_bucket_waits_out_a_pause_set_meanwhile(limi
         admission.on_rate_limited(0.5)  # a 429 (Retry-After: 0.5) meanwhile
         paused_until = admission.paused_until
     assert sent[0] >= paused_until  # sent after the pause, not when the bucket let it go
+
+
+async def test_a_request_held_by_a_pause_does_not_spend_the_probe() -> None:
+    # The budget resets (0.05 s) during a 429's pause (0.3 s). A request arriving in between
+    # must not take the probe while it waits for the pause: if it did, it would go at the
+    # pause's end with nothing left to spend, waiting PROBE_WAIT_S for headers that no
+    # request is sent to fetch (2 s stalls of a sliding-window limit, shared or not).
+    admission = Admission(concurrency=8, rpm=None, tpm=None)
+    ticket = await admission.wait(1.0)
+    admission.observe_headers(SPENT, ticket)
+    admission.on_rate_limited(0.3)
+    await anyio.sleep(0.1)
+    started = time.monotonic()
+    with anyio.fail_after(PROBE_WAIT_S):
+        await admission.wait(1.0)  # the probe, once the pause is over
+    assert 0.15 <= time.monotonic() - started < 1.0
+    with anyio.move_on_after(0.3):  # the others wait for the probe's headers
+        await admission.wait(1.0)
+        pytest.fail("a second request went before the probe's headers came back")
+
+
+async def test_a_429_for_a_spent_budget_pauses_without_halving_concurrency() -> None:
+    # The budget headers pace the model; halving its concurrency would only slow the
+    # requests of the budget's next window. A 429 without them still halves it (AIMD).
+    for headers, after in ((SPENT, 8), ({}, 4)):
+        admission = Admission(concurrency=8, rpm=None, tpm=None)
+        ticket = await admission.wait(1.0)
+        admission.observe_headers(headers, ticket)
+        admission.on_rate_limited(0.2)
+        assert admission.concurrency == after, headers
+        assert admission.paused_until > time.monotonic() + 0.1  # a pause either way
+        assert admission.rate_limited == 1
