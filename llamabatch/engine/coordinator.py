@@ -36,6 +36,9 @@ from llamabatch.errors import RequestError
 REPORT_INTERVAL_S = 0.05  # outcomes are batched at most this long (a 429 goes at once)
 LEASE_BLOCKS = 4  # tickets asked per lease: this many times the engine's concurrency
 TICKETS_KEPT = 100_000  # per model, tickets whose budget headers may still come back
+# A ticket leased this long before another may reach the server after it (sent by another
+# engine, or later in its block): the other's budget figure may not count it yet.
+UNSENT_WINDOW_S = 0.1
 BUDGET_HEADERS = (
     "x-ratelimit-remaining-requests",
     "x-ratelimit-reset-requests",
@@ -65,6 +68,8 @@ class LimitHub:
     def __init__(self, limits: Sequence[tuple[Admission, CircuitBreaker]]) -> None:
         self.admissions = [a for a, _ in limits]
         self.breakers = [b for _, b in limits]
+        for admission in self.admissions:
+            admission.unsent_window_s = UNSENT_WINDOW_S
 
     def state(self, model: int) -> dict[str, Any]:
         admission, breaker = self.admissions[model], self.breakers[model]

@@ -8,7 +8,7 @@ import anyio
 import pytest
 
 from llamabatch.engine.breaker import CircuitBreaker
-from llamabatch.engine.coordinator import LimitHub, SharedLimits
+from llamabatch.engine.coordinator import UNSENT_WINDOW_S, LimitHub, SharedLimits
 from llamabatch.engine.ratelimit import Admission
 from llamabatch.errors import RequestError
 
@@ -103,3 +103,25 @@ async def test_a_success_reaches_the_coordinator_only_while_it_counts_failures()
     breaker.record(None, ("a", 2), probe=False)
     await limits.flush()
     assert not coordinator.breakers[0].failing
+
+
+async def test_tickets_leased_just_before_a_budget_figure_count_as_spent() -> None:
+    # Engine A leases 4 tickets; engine B leases the next and its response says 9 are left
+    # (the server saw B's request, not A's, which A sends a moment later). Given out again,
+    # A's 4 would meet 429s: the coordinator takes them as spent (5 left), unless they were
+    # leased well before B's (then the server has seen them).
+    budget = {"x-ratelimit-reset-requests": "5s"}
+    for pause, left in ((0.0, 5), (UNSENT_WINDOW_S + 0.05, 9)):
+        admission = hub().admissions[0]
+        first = await admission.wait(1.0)
+        admission.observe_headers({**budget, "x-ratelimit-remaining-requests": "10"}, first)
+        leased_by_a = [admission.try_take(1.0) for _ in range(4)]
+        assert None not in leased_by_a
+        await anyio.sleep(pause)
+        ticket_of_b = admission.try_take(1.0)
+        assert ticket_of_b is not None
+        admission.observe_headers({**budget, "x-ratelimit-remaining-requests": "9"}, ticket_of_b)
+        granted = 0
+        while admission.try_take(1.0) is not None:
+            granted += 1
+        assert granted == left, pause
