@@ -22,6 +22,7 @@ LEARN_WINDOW_S = 10.0  # successes counted when learning a rate from 429s
 LEARN_BACKOFF = 0.9  # pace at this fraction of the rate that succeeded
 LEARN_GROWTH = 1.002  # each success raises a learned rate by 0.2 %
 PROBE_WAIT_S = 2.0  # after a budget resets, others wait this long for the probe's headers
+UNSENT_RECHECK_S = 0.25  # a budget figure lowered for tickets maybe unsent: re-asked this soon
 
 
 def parse_duration(text: str) -> float | None:
@@ -340,13 +341,19 @@ class Admission:
         now = time.monotonic()
         tokens_then = self._ticket_tokens.pop(ticket, self._tokens_sent)
         issued_at = self._ticket_times.pop(ticket, None)
+        unsent = self._maybe_unsent(ticket, issued_at)
         changed = self._requests.update(
             headers.get("x-ratelimit-remaining-requests"),
             headers.get("x-ratelimit-reset-requests"),
             now,
             ticket,
-            self._sent - ticket + self._maybe_unsent(ticket, issued_at),
+            self._sent - ticket + unsent,
         )
+        if changed and unsent:
+            # Taken as spent, they may have been counted already: the figure may be low. If
+            # no newer one comes, a probe asks the server soon, not at a far reset.
+            budget = self._requests
+            budget.reset_at = min(budget.reset_at, now + UNSENT_RECHECK_S)
         changed |= self._tokens.update(
             headers.get("x-ratelimit-remaining-tokens"),
             headers.get("x-ratelimit-reset-tokens"),
