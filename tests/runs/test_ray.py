@@ -311,3 +311,20 @@ async def test_killed_driver_of_a_ray_cluster_ends_its_actors_there(tmp_path: Pa
     df = pd.read_parquet(tmp_path / "out")
     assert len(df) == n and df["prompt_id"].is_unique and (df["status"] == "ok").all()
     assert n <= sent <= n + concurrency, sent
+
+
+async def test_an_actor_without_the_prompt_file_fails_the_run_in_one_line(tmp_path: Path) -> None:
+    # As on a node without the shared storage: the driver validated the file, the actors
+    # cannot read it. One line and exit 2, not actors started again and again.
+    async with SimServer(default=PROFILE) as sim:
+        config = write_config(tmp_path, sim.base_url, 20)
+        process = await start_ray(config)
+        with anyio.fail_after(60):
+            while not (tmp_path / "out" / "_manifest.json").exists():  # validated, Ray starting
+                await anyio.sleep(0.02)
+        (tmp_path / "p.jsonl").unlink()
+        code, err = await finish(process)
+        assert sim.stats.requests == 0
+    assert code == 2, err[-3000:]
+    assert "p.jsonl: not found on" in err and "every node needs the prompt file" in err, err
+    assert "died" not in err, err[-3000:]
