@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from llamabatch.report.html import chart_notes, headline_html, html_table
+from llamabatch.report.summary import at_least
 from llamabatch.report.tables import Report, tables
 from llamabatch.results.schema import SCORE_PREFIX
 from llamabatch.view.rows import PAGE_SIZE, Page, RowQuery
@@ -92,7 +93,11 @@ def runs_page(summaries: Sequence[RunSummary]) -> str:
 def _run_row(s: RunSummary) -> str:
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(s.error_types.items()))
     status = e(s.status) + (' <span class="badge live">live</span>' if s.live else "")
-    cost = "-" if math.isnan(s.cost_usd) else f"{s.cost_usd:.4f}"
+    cost = "-"
+    if not math.isnan(s.cost_usd):
+        cost = at_least(f"{s.cost_usd:.4f}", s.cost_missing_rows)
+        if s.cost_missing_rows:  # a lower bound: say by how many rows
+            cost += f' <span class="muted">({s.cost_missing_rows:,} rows w/o cost)</span>'
     cells = [
         f'<input type="checkbox" name="run" value="{e(s.key)}" aria-label="{e(s.key)}">',
         f'<a href="{e(run_url(s.key))}">{e(s.key)}</a>',

@@ -25,6 +25,7 @@ class RunSummary:
     ok: int = 0
     error_types: dict[str, int] = field(default_factory=dict)
     cost_usd: float = math.nan
+    cost_missing_rows: int = 0  # ok rows without a cost: `cost_usd` is then a lower bound
     scores: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -58,15 +59,18 @@ def summarize_run(run: Run) -> RunSummary:
     models = [m for m in configured if m in present] + sorted(present - set(configured))
     kinds = table.filter(pc.is_valid(table["error_type"])).group_by("error_type")
     counts = kinds.aggregate([("error_type", "count")]).to_pylist()
-    cost = math.nan
+    ok = pc.equal(table["status"], "ok")
+    cost, missing = math.nan, 0
     if COST_COLUMN in names and table[COST_COLUMN].null_count < len(table):
         cost = float(pc.sum(table[COST_COLUMN]).as_py() or 0.0)
+        missing = int(pc.sum(pc.and_(ok, pc.is_null(table[COST_COLUMN]))).as_py() or 0)
     return dataclasses.replace(
         base,
         models=models,
         rows=len(table),
-        ok=int(pc.sum(pc.equal(table["status"], "ok")).as_py() or 0),
+        ok=int(pc.sum(ok).as_py() or 0),
         error_types={r["error_type"]: r["error_type_count"] for r in counts},
         cost_usd=cost,
+        cost_missing_rows=missing,
         scores=[c[len(SCORE_PREFIX) :] for c in names if c.startswith(SCORE_PREFIX)],
     )

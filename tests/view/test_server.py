@@ -71,6 +71,20 @@ async def test_runs_page_lists_runs_with_counts(client: TestClient) -> None:  # 
     assert "good, meh" in body
 
 
+async def test_runs_page_marks_a_cost_missing_on_ok_rows(tmp_path: Path) -> None:
+    prompts = eval_prompts(tmp_path / "p.jsonl", 4)
+    prices = {"m": {"input": 1.0, "output": 1.0}}
+    whole = await eval_run(tmp_path / "r" / "whole", prompts, {"m": 1.0}, prices=prices)
+    shutil.copytree(whole, tmp_path / "r" / "partial")
+    edit_rows(tmp_path / "r" / "partial", "q01", "m", cost_usd=None)  # no count from the server
+    async with TestClient(TestServer(build_app(Catalog([tmp_path / "r"])))) as c:
+        body = await text(c, "/")
+    (row,) = [r for r in body.split("<tr>") if 'href="/run/partial"' in r]
+    assert "<td>≥ " in row and "(1 rows w/o cost)" in row
+    (row,) = [r for r in body.split("<tr>") if 'href="/run/whole"' in r]
+    assert "≥" not in row
+
+
 async def test_rows_filter_by_model_status_and_score(client: TestClient) -> None:  # type: ignore[type-arg]
     body = await text(client, "/run/cand/rows?model=good&status=ok")
     assert body.count('<tr class="">') == 12
