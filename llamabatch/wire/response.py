@@ -114,6 +114,29 @@ class Response:
             self.last_token_t = last
         self.token_chunks += count
 
+    def settle(self) -> None:
+        """Put the attempt's times in the order their events had (at its end).
+
+        The head, the tokens and the end are timed on two clocks (kernel stamps
+        converted to perf_counter, perf_counter itself), which can disagree by
+        microseconds: the head is no later than the first token, chunk times
+        never go back, and the end is no earlier than the last event.
+        """
+        if self.first_token_t is not None and self.first_byte_t is not None:
+            self.first_byte_t = min(self.first_byte_t, self.first_token_t)
+        last = self.ended_t
+        for t in (self.first_byte_t, self.first_token_t, self.first_answer_t, self.last_token_t):
+            if t is not None and t > last:
+                last = t
+        if self.chunks:
+            latest = self.chunks[0][0]
+            for i, (t, tokens) in enumerate(self.chunks):
+                if t < latest:
+                    self.chunks[i] = (latest, tokens)
+                latest = max(latest, t)
+            last = max(last, latest)
+        self.ended_t = last
+
     @property
     def text(self) -> str:
         """The answer, without end-of-turn markers a server left at its end."""

@@ -116,6 +116,7 @@ class Transport:
             for sock, number in sockets:
                 sock.unwatch(number)
             resp.ended_t = resp.ended_t or time.perf_counter()  # a complete read set it
+            resp.settle()
 
     async def fetch(self, request: HttpRequest, timeout_s: float) -> tuple[int, bytes]:
         """One small request (a model list, a tokenizer): its status and (capped) body."""

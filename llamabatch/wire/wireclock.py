@@ -292,14 +292,32 @@ class _MsgHdr(ctypes.Structure):
 def perf_times(stamps: list[bytes | float]) -> list[float]:
     """Raw kernel stamps (`stamp`) on the `time.perf_counter` clock; floats pass unchanged.
 
-    One reading of both clocks serves the whole list.
+    All share one reading of both clocks, renewed every `REFERENCE_S` (they
+    drift apart by NTP's slew): one per call was off by however long the
+    thread was held between its two reads (a GIL switch to the watcher), and
+    could put a first token after its response's end.
     """
-    now_ns, now = time.time_ns(), time.perf_counter()
+    ref, ref_ns = _REFERENCE if time.perf_counter() - _REFERENCE[0] <= REFERENCE_S else _renew()
     try:
         pairs = _TIMESPEC.iter_unpack(b"".join(stamps))  # type: ignore[arg-type]
     except TypeError:  # not all raw: some reads had no stamp
         return [s if isinstance(s, float) else perf_times([s])[0] for s in stamps]
-    return [now - max(now_ns - s * 1_000_000_000 - n, 0) * 1e-9 for s, n in pairs]
+    return [ref - (ref_ns - s * 1_000_000_000 - n) * 1e-9 for s, n in pairs]
+
+
+def _renew() -> tuple[float, int]:
+    """Both clocks read: `time_ns` between two perf_counter reads, the tightest of a few."""
+    global _REFERENCE
+    best = float("inf")
+    for _ in range(5):
+        before, ns, after = time.perf_counter(), time.time_ns(), time.perf_counter()
+        if after - before < best:
+            best, _REFERENCE = after - before, ((before + after) / 2, ns)
+    return _REFERENCE
+
+
+REFERENCE_S = 1.0
+_REFERENCE = (-REFERENCE_S - 1.0, 0)  # (perf_counter, time_ns) at the same moment
 
 
 class ArrivalWatcher:

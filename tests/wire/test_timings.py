@@ -149,3 +149,23 @@ def test_llama_api_reasoning_and_text_deltas(kind: str) -> None:
         [event("progress", first), event("progress", {"type": "text", "text": "y"})],
     )
     assert timings(resp, 2)["ttfa_s"] == (1.5 if kind == "reasoning" else 0.5)
+
+
+def test_times_on_two_clocks_are_settled_in_the_order_their_events_had() -> None:
+    """Head <= first token <= end and chunk times never going back, though the clocks disagree.
+
+    Kernel stamps (converted) and perf_counter can differ by microseconds; a
+    row whose ttft_s exceeds its latency_s is impossible for an honest measurement.
+    """
+    resp = Response(chunk_times=True)
+    resp.started_t, resp.first_byte_t = 1.0, 1.0021
+    resp.mark(1.002, tokens=1)
+    resp.mark(1.0015, tokens=1)  # converted with another reading: 0.5 ms early
+    resp.mark(1.003, tokens=1)
+    resp.ended_t = 1.0025
+    resp.settle()
+    row = timings(resp, 3)
+    assert row["ttfb_s"] <= row["ttft_s"] <= row["ttfa_s"] <= row["latency_s"]  # type: ignore[operator]
+    times = chunk_columns(resp)["chunk_times_s"]  # to the microsecond
+    assert times == sorted(times) and times[0] >= 0 and times[-1] <= row["latency_s"] + 1e-6  # type: ignore[operator]
+    assert resp.ended_t == 1.003 and resp.first_byte_t == 1.002

@@ -6,16 +6,19 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from llamabatch import SimServer, arun
 from llamabatch.config import ModelConfig
 from llamabatch.wire import Response, wireclock
 from llamabatch.wire import transport as transport_module
 from llamabatch.wire.openai import OpenAIProvider
 from llamabatch.wire.transport import Transport
+from tests.helpers import FAST, sim_config
 
 pytestmark = pytest.mark.skipif(not wireclock.SUPPORTED, reason="kernel receive stamps are Linux")
 
@@ -298,3 +301,69 @@ async def test_a_request_that_ends_leaves_the_watch_of_the_next_request_on_its_c
                 go.set()
         assert resp_b.text == "hi" and not sock.watched
         server.join(5)
+
+
+def test_a_thread_held_between_the_two_clock_reads_does_not_move_converted_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stamp converted twice gets one time, though a conversion's thread was held 30 ms.
+
+    Each conversion read both clocks; a GIL switch to the arrival watcher (or a
+    preemption) between the reads put everything it converted that much later:
+    a first token after its response's end (ttft_s > latency_s under load).
+    """
+    stamp = wireclock._TIMESPEC.pack(*divmod(time.time_ns() - 5_000_000, 1_000_000_000))
+    first = wireclock.perf_times([stamp])[0]
+    real_ns, held = time.time_ns, [True]
+
+    def time_ns_then_held() -> int:
+        ns = real_ns()
+        if held.pop() if held else False:
+            time.sleep(0.03)  # the thread switched out before the perf_counter read
+        return ns
+
+    monkeypatch.setattr(
+        wireclock, "REFERENCE_S", 0.0, raising=False
+    )  # every conversion reads the clocks anew
+    monkeypatch.setattr(time, "time_ns", time_ns_then_held)
+    again = wireclock.perf_times([stamp])[0]
+    assert not held  # the hold happened in that conversion
+    assert abs(again - first) < 0.005, f"moved by {(again - first) * 1e3:.1f} ms"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("every", [2, 3])
+async def test_rows_keep_head_first_token_and_end_in_order_when_clock_reads_are_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: int
+) -> None:
+    """ttfb_s <= ttft_s <= ttfa_s <= latency_s, chunk times in order within the latency.
+
+    Every 2nd (3rd) read of the realtime clock is held 20 ms before the
+    perf_counter read, as a loaded machine may do: before the fix, Ollama rows
+    had ttft_s 22 ms with latency_s 2 ms (the failure seen once under load).
+    """
+    real_ns, calls = time.time_ns, [0]
+
+    def time_ns_sometimes_held() -> int:
+        ns = real_ns()
+        calls[0] += 1
+        if calls[0] % every == 0:
+            time.sleep(0.02)
+        return ns
+
+    monkeypatch.setattr(time, "time_ns", time_ns_sometimes_held)
+    async with SimServer(default=FAST) as sim:
+        config = sim_config(
+            tmp_path,
+            sim.root_url,
+            n_prompts=4,
+            model_settings={"provider": "ollama"},
+            run={"chunk_times": True},
+        )
+        result = await arun(config)
+    df = result.dataframe()
+    assert result.exit_code == 0 and (df["status"] == "ok").all()
+    assert (df["ttfb_s"] <= df["ttft_s"]).all() and (df["ttft_s"] <= df["ttfa_s"]).all()
+    assert (df["ttft_s"] <= df["latency_s"]).all(), df[["ttft_s", "latency_s"]]
+    for times, latency in zip(df["chunk_times_s"], df["latency_s"], strict=True):
+        assert list(times) == sorted(times) and times[0] > 0 and times[-1] <= latency + 1e-6
