@@ -250,12 +250,7 @@ class Admission:
             self._requests.refund(1.0)
             self._tokens.refund(tokens)
             await self._unpaused(tokens)  # a 429 paused the model meanwhile: wait it out
-        self._sent += 1
-        self._tokens_sent += tokens
-        self._ticket_tokens[self._sent] = self._tokens_sent
-        if self.unsent_window_s:
-            self._ticket_times[self._sent] = time.monotonic()
-        return self._sent
+        return self._issue(tokens)
 
     async def _unpaused(self, tokens: float) -> None:
         """Wait out a pause and the server's budgets (see `wait`)."""
@@ -317,6 +312,10 @@ class Admission:
         for budget, amount in budgets:
             if budget.remaining is not None:
                 budget.remaining -= amount
+        return self._issue(tokens)
+
+    def _issue(self, tokens: float) -> int:
+        """The next ticket, noting what was sent as of it (and when, for unsent tickets)."""
         self._sent += 1
         self._tokens_sent += tokens
         self._ticket_tokens[self._sent] = self._tokens_sent
