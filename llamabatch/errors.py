@@ -5,6 +5,7 @@
     │   ├── ConfigError
     │   ├── PromptError
     │   └── StorageError      the results directory cannot be written (disk full): the run stops
+    │       └── LeaseLost     another run took over a remote output's lease: the run stops
     └── RequestError          one request attempt failed; becomes a row with status "error"
 
 Third-party exceptions (aiohttp, sockets) are translated into `RequestError` in
@@ -77,6 +78,10 @@ class StorageError(UsageError):
     it again (once there is room) resumes. A usage error for the command line:
     one line, exit 2.
     """
+
+
+class LeaseLost(StorageError):
+    """Another run holds the lease of the URI this run writes to (results/remote.py)."""
 
 
 class RequestError(LlamabatchError):

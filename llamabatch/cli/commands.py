@@ -18,7 +18,7 @@ from llamabatch.cli.evaluate import add_evaluation_commands
 from llamabatch.cli.options import add_field_options, field_values
 from llamabatch.cli.validate import add_validate_command
 from llamabatch.cli.viewing import add_view_command
-from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, StorageError, UsageError
+from llamabatch.errors import EXIT_INTERRUPTED, EXIT_USAGE, LeaseLost, StorageError, UsageError
 from llamabatch.escape import terminal
 
 if TYPE_CHECKING:
@@ -209,6 +209,10 @@ def _run(args: argparse.Namespace) -> int:
             result = _call_run(args, progress, models)
     except KeyboardInterrupt:
         result = None
+    except LeaseLost as exc:  # another run writes there now: its rows wait here
+        progress.close()
+        how = f"once that run is done, publish this run's rows with: {_resume_command(args)}"
+        raise LeaseLost(f"{exc}; {how}") from None
     except StorageError as exc:  # a full disk: what was stored stays; say how to go on
         progress.close()
         raise StorageError(f"{exc}; make room, then resume with: {_resume_command(args)}") from None

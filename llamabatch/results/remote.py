@@ -18,6 +18,14 @@ run refuses a URI whose lease is younger than `LEASE_TTL_S` (or held by a live
 process of this machine). Unlike `flock` it is not exclusive for two runs
 started within the same moment; they would write parts of their own and
 duplicates would be dropped by key, at the cost of requests sent twice.
+
+A renewal first reads the lease and rewrites it only while it still holds this
+run's token: a run that could not renew for `LEASE_TTL_S` (a stalled network)
+may find another run holding it. Then the lease is lost (`LeaseLost`): this
+process writes nothing more to the URI (its rows stay in the local journal)
+and the run stops. `pyarrow.fs` has no conditional write (S3's If-Match), so
+the read and the write are two calls; a run taking the lease between them is
+refused by its own second look (`acquire` reads the lease again after writing).
 """
 
 from __future__ import annotations
@@ -38,11 +46,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from llamabatch.errors import StorageError, UsageError
+from llamabatch.errors import LeaseLost, StorageError, UsageError
 
 MARKER: Final = "_remote"
 LEASE: Final = "_lease.json"
 LEASE_TTL_S: Final = 60.0
+RENEW_S = LEASE_TTL_S / 3  # how often the holder renews its lease
 log = logging.getLogger(__name__)
 _REMOTES: dict[tuple[str, tuple[tuple[str, str], ...]], Remote] = {}
 _OBJECT_STORES: Final = frozenset({"s3", "gcs"})
@@ -94,6 +103,12 @@ class Remote:
             raise UsageError(f"output {uri}: {exc} (set [run] output, or --output)") from None
         self.root = root.rstrip("/")
         self._atomic = self.fs.type_name in _OBJECT_STORES
+        self.lost: str | None = None  # why this process may no longer write here (`LeaseLost`)
+
+    def writable(self) -> None:
+        """Raise `LeaseLost` once another run holds this URI's lease."""
+        if self.lost is not None:
+            raise LeaseLost(self.lost)
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"
@@ -118,6 +133,7 @@ class Remote:
 
     def write_table(self, table: pa.Table, path: str) -> None:
         """Write (or replace) one part whole: readers never see half of it."""
+        self.writable()
         with self.errors("write"):
             if self._atomic:
                 pq.write_table(table, path, filesystem=self.fs, compression="zstd")
@@ -136,10 +152,12 @@ class Remote:
         return data
 
     def write(self, name: str, data: bytes) -> None:
+        self.writable()
         with self.errors("write"), self.fs.open_output_stream(self.path(name)) as stream:
             stream.write(data)
 
     def delete(self, path: str) -> None:
+        self.writable()
         with self.errors("delete"):
             try:
                 self.fs.delete_file(path)
@@ -195,6 +213,7 @@ class Lease:
 
     def acquire(self) -> None:
         self._refuse_if_held()
+        self.remote.lost = None  # an earlier run of this process lost it; this one holds it
         self._write()
         self._refuse_if_held()  # another run wrote its lease over ours at the same moment
         self._renewer = threading.Thread(target=self._renew, name="llamabatch-lease", daemon=True)
@@ -206,6 +225,8 @@ class Lease:
         self._stop.set()
         self._renewer.join()
         self._renewer = None
+        if self.remote.lost is not None:
+            return  # another run's now
         current = self._read()
         if current is not None and current.get("token") == self.record["token"]:
             self.remote.delete(self.remote.path(LEASE))
@@ -238,12 +259,33 @@ class Lease:
         record = {**self.record, "renewed": time.time()}
         self.remote.write(LEASE, json.dumps(record).encode())
 
+    def renew(self) -> bool:
+        """Rewrite the lease if it is still this run's; False (and `remote.lost` set) if not."""
+        try:
+            current = self._read()
+        except StorageError as exc:
+            log.warning("could not renew the lease on %s: %s", self.remote.uri, exc)
+            return True  # not known to be lost: try again at the next renewal
+        if current is None or current.get("token") != self.record["token"]:
+            holder = "no one (its lease was deleted)"
+            if current is not None:
+                holder = str(current.get("holder", "another llamabatch run"))
+            self.remote.lost = (
+                f"{self.remote.uri}: this run lost its lease (not renewed for "
+                f"{LEASE_TTL_S:.0f} s?) and {holder} holds it now; it stopped and writes nothing "
+                "more there (its rows stay in the local journal)"
+            )
+            return False
+        try:
+            self._write()
+        except StorageError as exc:
+            log.warning("could not renew the lease on %s: %s", self.remote.uri, exc)
+        return True
+
     def _renew(self) -> None:
-        while not self._stop.wait(LEASE_TTL_S / 3):
-            try:
-                self._write()
-            except StorageError as exc:
-                log.warning("could not renew the lease on %s: %s", self.remote.uri, exc)
+        while not self._stop.wait(RENEW_S):
+            if not self.renew():
+                return
 
 
 def _alive(pid: int) -> bool:

@@ -24,6 +24,7 @@ from llamabatch.errors import RequestError, raise_sole_usage_error
 from llamabatch.prompts import PromptSet
 from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
 from llamabatch.results.cache import ResponseCache
+from llamabatch.results.remote import Remote, remote_of
 from llamabatch.runs.batch import BatchDriver
 from llamabatch.runs.flushing import flush_periodically, store_cached
 from llamabatch.runs.servers import local_servers, prompt_renderer
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from llamabatch.runs.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+LEASE_POLL_S = 0.5  # how soon a run stops once its output's lease is lost
 RAY_DRIVER = {  # what a --ray run's client figures cover
     "loop_lag": "the Ray driver's event loop (the actors', which time the requests, not counted)",
     "cpu_s": "the Ray driver process only (actors, the limiter and Ray's own not counted)",
@@ -148,6 +150,8 @@ class ActiveRun:
                     if self.cache is not None:
                         tg.start_soon(store_cached, self.cache)
                     tg.start_soon(self.monitor.watch)
+                    if (remote := remote_of(config.output)) is not None:
+                        tg.start_soon(_watch_lease, remote)
                     with anyio.CancelScope() as scope:
                         if self.handle_signals:
                             tg.start_soon(_watch_signals, engine, scope, config.engine.grace_s)
@@ -212,6 +216,13 @@ class ActiveRun:
             },
             "client": client,
         }
+
+
+async def _watch_lease(remote: Remote) -> None:
+    """Stop the run (`LeaseLost`) once another run holds its output's lease."""
+    while True:
+        await anyio.sleep(LEASE_POLL_S)
+        remote.writable()
 
 
 async def _watch_signals(

@@ -238,8 +238,8 @@ async def arun(
         write_manifest(config.output, manifest)
         try:
             status = await _drive(active, redactor, manifest, responses)
-        except StorageError as exc:
-            raise StorageError(
+        except StorageError as exc:  # LeaseLost stays itself: the command line says more
+            raise type(exc)(
                 f"{exc}; the run stopped (nothing more is sent) with {writer.written} new "
                 "rows stored"
             ) from None
