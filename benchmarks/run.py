@@ -746,12 +746,18 @@ def machine() -> list[str]:
         f"- CPU: {model}, {os.cpu_count()} cores; {platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}, llamabatch {llamabatch.__version__}, "
         f"aiohttp {aiohttp.__version__}, orjson {orjson.__version__}",
-        "- Command: `python benchmarks/run.py " + " ".join(sys.argv[1:]) + "`",
         "- On a shared VM the same client's CPU time varies by up to ±25 % between runs: "
         "hence min / median / max, and ratios taken run by run, side by side.",
         "- llamabatch is byte-compiled before measuring, as an installed package is "
         "(`PYTHONDONTWRITEBYTECODE` would otherwise recompile it at every start).",
     ]
+
+
+def this_run(load_before: float) -> str:
+    """The header line naming this run: when, its command, and the load it started at."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    command = " ".join(["python benchmarks/run.py", *sys.argv[1:]])
+    return f"- {when}: `{command}` (load average {load_before:.1f} at the start)"
 
 
 def _scaling(name: str) -> Callable[[argparse.Namespace, Path], list[str]]:
@@ -801,6 +807,7 @@ def main() -> None:
         (60, 2.0, 150) if quick else (600, 10.0, 3_000)
     )
     output = args.output or (HERE / ("RESULTS-quick.md" if quick else "RESULTS.md"))
+    load_before = os.getloadavg()[0]
     byte_compile()
     fresh: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="llamabatch-bench-") as tmp:
@@ -810,7 +817,8 @@ def main() -> None:
             body = section(args, Path(tmp))
             print("\n".join(body), flush=True)
             fresh[title] = body
-    output.write_text(merge_results(output, machine(), fresh))
+    header = [*machine(), this_run(load_before)]
+    output.write_text(merge_results(output, header, fresh, partial=bool(args.only)))
     print(f"wrote {output}")
 
 
@@ -828,15 +836,29 @@ def byte_compile() -> None:
     compileall.compile_dir(Path(llamabatch.__file__).parent, quiet=1)
 
 
-def merge_results(output: Path, header: list[str], fresh: dict[str, list[str]]) -> str:
+def merge_results(
+    output: Path, header: list[str], fresh: dict[str, list[str]], *, partial: bool
+) -> str:
     """The report with `fresh` sections replacing their namesakes; every other section kept.
 
     Sections this script did not run this time (`--only`), and those other
     scripts measured (`view_rows.py`, `batch_mode.py`, ...), stay as they were,
-    in their places; new sections go where SECTIONS puts them.
+    in their places; new sections go where SECTIONS puts them. A partial run
+    keeps the header's notes on earlier runs (the sections it kept were measured
+    by them): its machine lines are renewed and its own line added at the end.
     """
-    old = output.read_text().split("\n## ") if output.exists() else []
+    text = output.read_text() if output.exists() else ""
+    old = text.split("\n## ")
     kept = {part.split("\n", 1)[0]: part.split("\n", 1)[1] for part in old[1:]}
+    if partial:
+        notes = [
+            line
+            for line in old[0].splitlines()
+            if line.startswith("- ")
+            and line not in header
+            and not line.startswith(("- CPU: ", "- Python "))
+        ]
+        header = [*header[:-1], *notes, header[-1]]
     titles = [title for title, _ in SECTIONS.values()]
     order = [t for t in titles if t in fresh or t in kept]
     order += [t for t in kept if t not in titles]

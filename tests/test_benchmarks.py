@@ -88,3 +88,27 @@ def test_embeddings_memory_benchmark_smoke() -> None:
     )
     assert "Exit code 0" in result.stdout and "'ok': 3000" in result.stdout
     assert re.search(r"Peak RSS of the run \(VmHWM\): \*\*\d+ MB\*\*", result.stdout)
+
+
+def test_a_partial_run_keeps_the_header_notes_of_the_sections_it_kept(tmp_path: Path) -> None:
+    from benchmarks.run import SECTIONS, merge_results
+
+    (cpu_title, _), (ttft_title, _) = SECTIONS["cpu"], SECTIONS["ttft"]
+    report = tmp_path / "RESULTS.md"
+    report.write_text(
+        "# llamabatch benchmarks\n\n- CPU: old cpu\n- Python 3.10\n"
+        "- 2026-11-30: `python benchmarks/run.py` (the first run)\n"
+        f"\n## {cpu_title}\n\nold cpu table\n\n## {ttft_title}\n\nold ttft table\n"
+    )
+    header = ["- CPU: new cpu", "- Python 3.11", "- 2026-12-02: `--only ttft`"]
+    partial = merge_results(report, header, {ttft_title: ["new ttft table"]}, partial=True)
+    assert partial.splitlines()[2:6] == [
+        "- CPU: new cpu",
+        "- Python 3.11",
+        "- 2026-11-30: `python benchmarks/run.py` (the first run)",
+        "- 2026-12-02: `--only ttft`",
+    ]
+    assert "old cpu table" in partial and "new ttft table" in partial
+    assert "old ttft table" not in partial
+    whole = merge_results(report, header, {ttft_title: ["new ttft table"]}, partial=False)
+    assert "the first run" not in whole and "- CPU: old cpu" not in whole
