@@ -71,8 +71,10 @@ async def test_report_and_compare_read_s3_results(
     assert main(["report", s3.uri("base"), s3.uri("cand")]) == 0
     out = capsys.readouterr().out
     assert s3.uri("base") in out and "base/m1" in out and "cand/m1" in out
-    assert main(["compare", s3.uri("base"), s3.uri("cand")]) == 0
-    assert f"Baseline `{s3.uri('base')}`" in capsys.readouterr().out
+    # Latency is left out: two runs on a busy machine differ by more than its limits.
+    assert main(["compare", "--no-latency", s3.uri("base"), s3.uri("cand")]) == 0
+    out = capsys.readouterr().out
+    assert f"Baseline `{s3.uri('base')}`" in out and "m1: 12 rows matched" in out
 
 
 async def test_credentials_never_go_in_the_uri(tmp_path: Path) -> None:
