@@ -42,6 +42,7 @@ from llamabatch.results import DoneIndex, ResultWriter
 from llamabatch.results.journal import JOURNAL_DIR, recover_writer
 from llamabatch.results.parts import dedupe
 from llamabatch.runs.gcsetting import tune_for_the_engine
+from llamabatch.runs.rayjoin import join
 from llamabatch.runs.share import ShareRun, WorkerSpec, worker_spec
 from llamabatch.runs.workers import MAX_RESTARTS, deliver
 
@@ -141,8 +142,9 @@ class RayPool:
         ray = require_ray()
         began = anyio.current_time()
         if not ray.is_initialized():
-            ray.init(
-                address=self.address,
+            await join(
+                ray,
+                self.address,
                 include_dashboard=False,
                 logging_level=logging.WARNING,
                 # A local cluster of our own: no metrics or event-loop statistics to keep.

@@ -180,9 +180,11 @@ async def arun(
     if ray:
         if config.mode == "batch":
             raise UsageError("--ray and batch mode do not mix: Batch APIs need no actors")
+        from llamabatch.runs.rayjoin import check_reachable
         from llamabatch.runs.raypool import require_ray
 
         require_ray()  # installed? (before anything is sent)
+        await anyio.to_thread.run_sync(check_reachable, ray_address)  # a dead address: one line
     if config.mode == "batch":
         check_batch(config)  # a model without a Batch API is refused before anything is sent
     prompts = PromptSet(config.input, limit=config.limit, layout=Layout.of(config))
