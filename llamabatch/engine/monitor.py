@@ -82,15 +82,17 @@ def combine(parent: Mapping[str, Any], workers: Sequence[Mapping[str, Any]]) -> 
     The workers' loops time the requests: the worst one's lag is the run's.
     """
     lagged = [w for w in workers if w.get("loop_lag_p99_ms") is not None]
-    cpu = parent["cpu_s"] + sum(w["cpu_s"] for w in workers)
+    # One process's CPU not measured (a killed Ray actor's): the total is not known either.
+    known = [w["cpu_s"] for w in workers if w.get("cpu_s") is not None]
+    cpu = parent["cpu_s"] + sum(known) if len(known) == len(workers) else None
     wall = parent["wall_s"]
     lag = {f: max(w[f] for w in lagged) for f in LAG_FIELDS} if lagged else {}
     return {
         **{f: parent[f] for f in LAG_FIELDS},
         **lag,
-        "cpu_s": round(cpu, 3),
+        "cpu_s": None if cpu is None else round(cpu, 3),
         "wall_s": wall,
-        "cpu_share": round(cpu / wall, 3) if wall > 0 else 0.0,
+        "cpu_share": None if cpu is None else round(cpu / wall, 3) if wall > 0 else 0.0,
         "max_rss_mb": round(
             parent["max_rss_mb"] + sum(w.get("max_rss_mb") or 0 for w in workers), 1
         ),

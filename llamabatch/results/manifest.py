@@ -58,9 +58,11 @@ def client_warning(client: dict[str, Any] | None) -> str | None:
     """One line saying the figures are inflated, when the client was the bottleneck."""
     if not client or not client.get("client_bound"):
         return None
+    share = client.get("cpu_share")
+    cpu = "not known" if share is None else f"{share:.0%} of a core"
     return (
         f"warning: the client was the bottleneck (event-loop lag p99 "
-        f"{client['loop_lag_p99_ms']:.0f} ms, CPU {client['cpu_share']:.0%} of a core): "
+        f"{client['loop_lag_p99_ms']:.0f} ms, CPU {cpu}): "
         "latency and TTFT figures may include client-side delay; lower concurrency or use a "
         "faster machine"
     )

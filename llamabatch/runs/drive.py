@@ -36,10 +36,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 LEASE_POLL_S = 0.5  # how soon a run stops once its output's lease is lost
-RAY_DRIVER = {  # what a --ray run's client figures cover
-    "loop_lag": "the Ray driver's event loop (the actors', which time the requests, not counted)",
-    "cpu_s": "the Ray driver process only (actors, the limiter and Ray's own not counted)",
-    "max_rss_mb": "the Ray driver process only",
+RAY_SOURCES = {  # what a --ray run's client figures cover
+    "loop_lag": "the share actors' event loops, which time the requests: the highest of each "
+    "percentile over the actors (a killed actor's is not known)",
+    "cpu_s": "the driver process, every share actor's process and the limiter actor's (user + "
+    "system, each actor's process from its start); null when an actor was killed (its CPU is "
+    "not known); Ray's own processes (GCS, raylet, agents) are not counted",
+    "max_rss_mb": "the sum of the driver's and each actor process's peak resident memory (a "
+    "killed actor's is not known)",
+    "client_bound": "any share actor's own flag (loop lag p99 or its CPU share of a core)",
 }
 
 
@@ -187,14 +192,14 @@ class ActiveRun:
             "tally": self.tally,
             "keep_errors": self.keep_errors,
         }
+        # Keys name endpoints as configured, before the run started its servers.
+        endpoints = self.cache.endpoints if self.cache is not None else {}
         if self.ray:
             from llamabatch.runs.raypool import RayPool
 
-            return RayPool(**shared, address=self.ray_address)
+            return RayPool(**shared, address=self.ray_address, cache_endpoints=endpoints)
         from llamabatch.runs.workers import WorkerPool
 
-        # Keys name endpoints as configured, before the run started its servers.
-        endpoints = self.cache.endpoints if self.cache is not None else {}
         return WorkerPool(**shared, cache_endpoints=endpoints)
 
     def summary(self) -> dict[str, Any]:
@@ -202,11 +207,12 @@ class ActiveRun:
         # A batch-mode run times no request: its loop lag cannot distort any figure.
         sent = 0 if self.config.mode == "batch" else self.tally.ok + sum(self.tally.errors.values())
         client = self.monitor.report(sent=sent)
-        clients = getattr(self.pool, "clients", None)  # worker processes' figures
+        clients = getattr(self.pool, "clients", None)  # worker processes' or actors' figures
         if clients is not None:
             client = combine(client, clients)
-        elif self.ray:
-            client["sources"] = RAY_DRIVER
+            if self.ray:
+                client["sources"] = RAY_SOURCES
+                client["actors"] = client.pop("workers")
         return {
             "counts": {
                 "ok": self.tally.ok,

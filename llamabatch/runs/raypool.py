@@ -26,7 +26,11 @@ import contextlib
 import functools
 import importlib
 import logging
-from collections.abc import Callable
+import os
+import resource
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -36,6 +40,7 @@ from llamabatch.config.outputs import staging_dir
 from llamabatch.engine import Observer
 from llamabatch.engine.coordinator import LimitHub
 from llamabatch.engine.lane import model_limits
+from llamabatch.engine.monitor import peak_rss_mb
 from llamabatch.errors import UsageError
 from llamabatch.prompts import ScanReport
 from llamabatch.results import DoneIndex, ResultWriter
@@ -61,6 +66,10 @@ class Limiter:
     async def call(self, method: str, *args: Any) -> Any:
         return await self.hub.call(method, *args)
 
+    async def figures(self) -> dict[str, Any]:
+        """This actor's process: its CPU and peak memory so far."""
+        return {"limiter": True, **_process_figures()}
+
 
 class _ActorLink:
     """The coordinator protocol carried by Ray calls to the limiter actor."""
@@ -81,13 +90,17 @@ class ShareActor:
         self.share = ShareRun(spec, _ActorLink(limiter))
         self.recover = recover  # the writer id of a dead actor whose journal may be here
 
-    async def run(self) -> None:
+    async def run(self) -> dict[str, Any]:
+        """Run the share; the figures of this actor's process (see `monitor.combine`)."""
         output_uri = self.share.spec.config.output_uri
         if self.recover is not None and output_uri is not None:
             # A staging journal is on the dead actor's machine: this one was placed there.
             recover = functools.partial(recover_writer, staging_dir(output_uri), self.recover)
             await anyio.to_thread.run_sync(recover)
         await self.share.run()
+        figures = self.share.monitor.report(sent=self.share.progress.count)
+        del figures["sources"]
+        return {**figures, **_process_figures()}
 
     async def node(self) -> str:
         return str(require_ray().get_runtime_context().get_node_id())
@@ -117,8 +130,12 @@ class RayPool:
         tally: Observer,
         keep_errors: bool,
         address: str | None,
+        cache_endpoints: Mapping[str, str] | None = None,
     ) -> None:
+        if config.cache is not None:  # actors need not share the driver's working directory
+            config = replace(config, cache=replace(config.cache, path=config.cache.path.absolute()))
         self.config = config
+        self.cache_endpoints = dict(cache_endpoints or {})
         self.writer = writer
         self.done = done
         self.scan = scan
@@ -130,8 +147,10 @@ class RayPool:
         self.restarts = 0
         self.started_s = 0.0  # Ray's start-up (init, limiter), apart from the run
         self.swept = 0  # rows of earlier runs' journals published from the cluster's nodes
+        self.clients: list[dict[str, Any]] = []  # each actor's figures (see monitor.combine)
         self._actors: dict[int, Any] = {}
         self._nodes: dict[int, str] = {}  # the node each share's actor runs on
+        self._here: str | None = None  # with a response cache: this machine's node
 
     def stop(self) -> None:
         self.stopping.set()
@@ -150,12 +169,15 @@ class RayPool:
                 # A local cluster of our own: no metrics or event-loop statistics to keep.
                 _system_config=None if self.address else LOCAL_SYSTEM_CONFIG,
             )
+        limiter = None
         try:
             limiter = (
                 ray.remote(num_cpus=0)(Limiter)
                 .options(name=f"llamabatch-limits-{self.writer.run_id}")
                 .remote(self.config)
             )
+            if self.config.cache is not None:
+                self._here = _one_machine(ray, self.config.cache.path, self.address)
             count = self.config.engine.workers
             if count <= 1:
                 count = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -169,6 +191,8 @@ class RayPool:
             with anyio.CancelScope(shield=True):
                 if self.restarts or self.done.errors or self.swept:
                     await anyio.to_thread.run_sync(dedupe, self.config.output)
+                if limiter is not None:
+                    self.clients.append(await _limiter_figures(ray, limiter))
                 ray.shutdown()
 
     async def _keep(self, ray: Any, limiter: Any, index: int, count: int) -> None:
@@ -209,9 +233,12 @@ class RayPool:
             index=index,
             count=count,
             writer_id=writer_id,
+            cache_endpoints=self.cache_endpoints,
         )
         options: dict[str, Any] = {"num_cpus": 1, "max_restarts": 0}
-        if dead is not None and index in self._nodes:
+        if self._here is not None:  # the cache's file is here: so are the actors
+            options["scheduling_strategy"] = _on_node(self._here, soft=False)
+        elif dead is not None and index in self._nodes:
             options["scheduling_strategy"] = _on_node(self._nodes[index], soft=True)
         actor = ray.remote(**options)(ShareActor).remote(spec, limiter, dead)
         self._actors[index] = actor
@@ -220,26 +247,31 @@ class RayPool:
         if self.stopping.is_set():
             actor.stop.remote()
         finished = actor.run.remote()
+        # What a killed actor used is not known: null, not a guess.
+        client: dict[str, Any] = {"actor": index, "writer_id": writer_id, "cpu_s": None}
         try:
-            return await self._follow(ray, actor, finished)
+            return await self._follow(ray, actor, finished, client)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True), anyio.move_on_after(EXIT_WAIT_S):
                 actor.cancel.remote()
-                await self._follow(ray, actor, finished)
+                await self._follow(ray, actor, finished, client)
             raise
         finally:
             del self._actors[index]
             ray.kill(actor)
+            self.clients.append(client)
 
-    async def _follow(self, ray: Any, actor: Any, finished: Any) -> str | None:
-        """Relay the actor's progress until it ends."""
+    async def _follow(
+        self, ray: Any, actor: Any, finished: Any, client: dict[str, Any]
+    ) -> str | None:
+        """Relay the actor's progress until it ends; its figures go into `client`."""
         while True:
             ready, _ = ray.wait([finished], timeout=0)
             try:
                 for message in await actor.take_progress.remote():
                     deliver(self.tally, message)
                 if ready:
-                    ray.get(finished)
+                    client.update(ray.get(finished))
                     return None
             except ray.exceptions.RayTaskError as exc:
                 if isinstance(exc.cause, UsageError):  # the same on every node: no restart
@@ -248,6 +280,32 @@ class RayPool:
             except ray.exceptions.RayActorError as exc:
                 return type(exc).__name__
             await anyio.sleep(POLL_S)
+
+
+def _one_machine(ray: Any, cache: Path, address: str | None) -> str:
+    """This machine's node, when the cluster is this machine alone; else a UsageError (a
+    response cache is one SQLite file, which processes of one machine only may share)."""
+    here = str(ray.get_runtime_context().get_node_id())
+    nodes = [node["NodeID"] for node in ray.nodes() if node.get("Alive")]
+    remote = (address or os.environ.get("RAY_ADDRESS", "")).startswith("ray://")
+    if nodes != [here] or remote:
+        raise UsageError(
+            f"--ray with a response cache ({cache}) needs a Ray cluster of this machine alone "
+            f"(this one has {len(nodes)} nodes{', joined as a Ray client' if remote else ''}): "
+            "a SQLite file cannot be shared across machines; drop the cache, or use --workers"
+        )
+    return here
+
+
+async def _limiter_figures(ray: Any, limiter: Any) -> dict[str, Any]:
+    """The limiter actor's figures; its CPU is null if it cannot answer (gone)."""
+    with anyio.move_on_after(EXIT_WAIT_S):
+        try:
+            figures: dict[str, Any] = await limiter.figures.remote()
+            return figures
+        except ray.exceptions.RayError:
+            pass
+    return {"limiter": True, "cpu_s": None}
 
 
 async def _sweep(ray: Any, uri: str, run_id: str) -> int:
@@ -275,6 +333,16 @@ def _publish_journals(uri: str, run_id: str) -> int:
 def _on_node(node: str, *, soft: bool) -> Any:
     strategies = importlib.import_module("ray.util.scheduling_strategies")
     return strategies.NodeAffinitySchedulingStrategy(node_id=node, soft=soft)
+
+
+def _process_figures() -> dict[str, Any]:
+    """This process's CPU (user + system, since it started: an actor's process is its own)
+    and peak memory."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+        "max_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def require_ray() -> Any:

@@ -174,9 +174,6 @@ async def arun(
     config = apply_overrides(config, output=output, limit=limit, models=models)
     config = apply_overrides(config, batch=batch, cache=cache, cache_refresh=cache_refresh)
     config = with_workers(config, workers)
-    if ray and config.cache is not None and config.mode != "batch":
-        # Actors on other machines would share one SQLite file over network storage.
-        raise UsageError("--ray cannot share a response cache yet: drop one")
     if ray:
         if config.mode == "batch":
             raise UsageError("--ray and batch mode do not mix: Batch APIs need no actors")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from anyio.abc import Process
 
 from llamabatch import SimProfile, SimServer
 from llamabatch.config.outputs import staging_dir
+from llamabatch.results.manifest import read_manifest
 from tests.helpers import prompt_rows, write_jsonl
 
 pytest.importorskip("ray")
@@ -97,6 +99,9 @@ async def test_ray_actors_share_the_run_and_a_killed_actor_costs_only_its_reques
         code, err = await ray_run(config, kill_after=sim)
         assert code == 0, err[-3000:]
         assert "Ray actor" in err and "died" in err, err[-3000:]
+        client = read_manifest(local)["client"]  # type: ignore[index]
+        assert [a["cpu_s"] for a in client["actors"]].count(None) == 1  # the killed one's
+        assert client["cpu_s"] is None and client["cpu_share"] is None  # not known: not guessed
         code, err = await ray_run(config)  # a resumed driver finds nothing left to send
         assert code == 0, err[-3000:]
         sent = sim.stats.requests
@@ -328,3 +333,38 @@ async def test_an_actor_without_the_prompt_file_fails_the_run_in_one_line(tmp_pa
     assert code == 2, err[-3000:]
     assert "p.jsonl: not found on" in err and "every node needs the prompt file" in err, err
     assert "died" not in err, err[-3000:]
+
+
+async def test_ray_actors_share_the_response_cache_and_the_manifest_counts_every_actor(
+    tmp_path: Path,
+) -> None:
+    n = 30
+    cache = tmp_path / "cache.sqlite3"
+    async with SimServer(default=PROFILE) as sim:
+        config = write_config(tmp_path, sim.base_url, n)
+        config.write_text(config.read_text().replace("[run]\n", f'[run]\ncache = "{cache}"\n'))
+        code, err = await ray_run(config)
+        assert code == 0, err[-3000:]
+        assert sim.stats.requests == n
+        again = config.read_text().replace(str(tmp_path / "out"), str(tmp_path / "again"))
+        config.write_text(again)
+        code, err = await ray_run(config)  # a new output: every answer is in the cache
+        assert code == 0, err[-3000:]
+        assert sim.stats.requests == n  # nothing sent again
+    first = pd.read_parquet(tmp_path / "out")
+    rows = pd.read_parquet(tmp_path / "again")
+    assert len(rows) == n and rows["cached"].all() and not first["cached"].any()
+    assert sorted(rows["output_text"]) == sorted(first["output_text"])
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    client = manifest["client"]
+    actors = [a for a in client["actors"] if "actor" in a]
+    limiter = [a for a in client["actors"] if a.get("limiter")]
+    assert sorted(a["actor"] for a in actors) == [0, 1] and len(limiter) == 1
+    assert client["processes"] == 4  # the driver, two share actors, the limiter
+    assert all(a["cpu_s"] > 0 and a["max_rss_mb"] > 0 for a in actors + limiter)
+    parts = client["parent"]["cpu_s"] + sum(a["cpu_s"] for a in actors + limiter)
+    assert client["cpu_s"] == pytest.approx(parts, abs=0.01)
+    assert client["loop_lag_p99_ms"] == max(a["loop_lag_p99_ms"] for a in actors)
+    assert "share actor" in client["sources"]["cpu_s"]
+    assert manifest["counts"]["ok"] == n
+    assert json.loads((tmp_path / "again" / "_manifest.json").read_text())["counts"]["cached"] == n

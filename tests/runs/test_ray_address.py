@@ -82,3 +82,35 @@ async def test_an_address_where_no_ray_cluster_answers_fails_in_bounded_time(
     assert code == 2, err
     assert f"--ray-address {address}: the Ray cluster there did not let this driver join" in err
     assert "Traceback" not in err and "SIGTERM handler" not in err, err
+
+
+class OneCluster:
+    """What `_one_machine` asks of Ray: this driver's node and the cluster's live nodes."""
+
+    def __init__(self, here: str, nodes: list[str]) -> None:
+        self.here, self.node_ids = here, nodes
+
+    def get_runtime_context(self) -> OneCluster:
+        return self
+
+    def get_node_id(self) -> str:
+        return self.here
+
+    def nodes(self) -> list[dict[str, object]]:
+        return [{"NodeID": n, "Alive": True} for n in self.node_ids] + [
+            {"NodeID": "gone", "Alive": False}
+        ]
+
+
+def test_a_response_cache_is_refused_on_a_cluster_of_several_machines(tmp_path: Path) -> None:
+    from llamabatch.errors import UsageError
+    from llamabatch.runs.raypool import _one_machine
+
+    cache = tmp_path / "c.sqlite3"
+    assert _one_machine(OneCluster("a", ["a"]), cache, None) == "a"  # actors are pinned there
+    with pytest.raises(
+        UsageError, match=r"needs a Ray cluster of this machine alone \(this one has 2 nodes\)"
+    ):
+        _one_machine(OneCluster("a", ["a", "b"]), cache, None)
+    with pytest.raises(UsageError, match="joined as a Ray client"):
+        _one_machine(OneCluster("a", ["a"]), cache, "ray://head:10001")
