@@ -65,7 +65,7 @@ def _add_score(commands: Any) -> None:
         "verdict for the same request. Exit codes: 0 done, 3 some judge verdicts failed "
         "(recorded in verdict_<name>), 2 usage or config error.",
     )
-    score.add_argument("results", type=Path, help="results directory")
+    score.add_argument("results", type=results_location, help="results directory (or URI)")
     score.add_argument("--config", type=Path, help="take scorers and prices from this config")
     score.set_defaults(handler=_score)
 
@@ -73,10 +73,11 @@ def _add_score(commands: Any) -> None:
 def _score(args: argparse.Namespace) -> int:
     import anyio
 
+    from llamabatch.results.remote import shown
     from llamabatch.runs.score import score_results
 
     report = anyio.run(score_results, args.results, args.config)
-    print(f"{args.results}: rescored {report.rows} rows in {report.parts} part(s)", end="")
+    print(f"{shown(args.results)}: rescored {report.rows} rows in {report.parts} part(s)", end="")
     if report.judged:
         print(f"; {report.judged} judge call(s), {report.judge_errors} failed", end="")
     print()

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from llamabatch.cli.evaluate import results_location
 from llamabatch.errors import UsageError
 from llamabatch.view.address import DEFAULT_HOST, DEFAULT_PORT
 
@@ -27,7 +28,11 @@ def add_view_command(commands: Any) -> None:
         "127.0.0.1 unless told otherwise. Ctrl-C stops it.",
     )
     view.add_argument(
-        "results", type=Path, nargs="*", metavar="RESULTS", help="results directories"
+        "results",
+        type=results_location,
+        nargs="*",
+        metavar="RESULTS",
+        help="results directories (or URIs such as s3://bucket/run)",
     )
     view.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default: {DEFAULT_HOST})"

@@ -115,16 +115,24 @@ class Remote:
 
     def parts(self) -> list[str]:
         """The part files' paths on the filesystem, sorted."""
+        return sorted(i.path for i in self._part_infos())
+
+    def part_stamps(self) -> list[tuple[str, int, int]]:
+        """Each part's name, size and modification time (ns): they change when a part does."""
+        stamps = [(i.base_name, i.size, i.mtime_ns or 0) for i in self._part_infos()]
+        return sorted(stamps)
+
+    def _part_infos(self) -> list[pafs.FileInfo]:
         selector = pafs.FileSelector(self.root, allow_not_found=True)
         with self.errors("list"):
             infos = self.fs.get_file_info(selector)
-        return sorted(
-            i.path
+        return [
+            i
             for i in infos
             if i.type == pafs.FileType.File
             and i.base_name.startswith("part-")
             and i.base_name.endswith(".parquet")
-        )
+        ]
 
     def exists(self, name: str) -> bool:
         with self.errors("read"):

@@ -20,8 +20,10 @@ from llamabatch.config.load import load_config
 from llamabatch.config.schema import REDACTED
 from llamabatch.config.scorers import specs_from_snapshot
 from llamabatch.errors import UsageError
-from llamabatch.results import part_files, read_manifest, write_manifest
+from llamabatch.results import read_manifest, write_manifest
 from llamabatch.results.dirlock import DirectoryLock
+from llamabatch.results.parts import Parts
+from llamabatch.results.remote import remote_of, shown
 from llamabatch.runs.judge import Judge, rescore_judged
 from llamabatch.scoring import RescoreReport
 from llamabatch.scoring.apply import Scoring
@@ -62,8 +64,8 @@ def _model(data: Mapping[str, Any]) -> ModelConfig:
 
 async def score_results(output: Path, config_path: Path | None = None) -> RescoreReport:
     """Re-score every part of `output`; the manifest records the scorers now in force."""
-    if not output.is_dir() or not part_files(output):
-        raise UsageError(f"{output}: holds no results (no part-*.parquet files)")
+    if not output.is_dir() or not Parts(output).paths:
+        raise UsageError(f"{shown(output)}: holds no results (no part-*.parquet files)")
     manifest = read_manifest(output) or {}
     if config_path is not None:
         config = dataclasses.replace(load_config(config_path), output=output)
@@ -75,6 +77,8 @@ async def score_results(output: Path, config_path: Path | None = None) -> Rescor
     if not scoring.active:
         raise UsageError(f"{config_path or output}: no [[scorers]] or prices configured")
     judge = Judge(scoring.model_scorers, config) if scoring.model_scorers else None
+    if judge is not None and remote_of(output) is not None:  # as `run` refuses them
+        raise UsageError(f"{shown(output)}: model-judged scorers need a local results directory")
     with DirectoryLock(output, "score"):  # no run writes here meanwhile, nor another score
         manifest = read_manifest(output) or {}  # as it is now, under the lock
         report = await rescore_judged(output, scoring, judge)

@@ -12,10 +12,9 @@ from typing import Any, Protocol
 
 import anyio
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from llamabatch.results import COLUMNS, part_files, result_schema
-from llamabatch.results.parts import store_part
+from llamabatch.results import COLUMNS, result_schema
+from llamabatch.results.parts import Parts
 from llamabatch.results.schema import is_derived
 from llamabatch.scoring.apply import Scoring
 
@@ -47,13 +46,13 @@ def rescore_rows(rows: list[dict[str, Any]], scoring: Scoring) -> None:
         scoring.apply(row)
 
 
-def read_part(path: Path) -> tuple[pa.Schema, list[dict[str, Any]]]:
-    table = pq.read_table(path)
+def read_part(parts: Parts, path: str) -> tuple[pa.Schema, list[dict[str, Any]]]:
+    table = parts.read(path)
     return table.schema, table.to_pylist()
 
 
-def write_part(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
-    store_part(pa.Table.from_pylist(rows, schema=schema), path)
+def write_part(parts: Parts, path: str, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
+    parts.store(pa.Table.from_pylist(rows, schema=schema), path)
 
 
 async def rescore(
@@ -65,12 +64,13 @@ async def rescore(
 ) -> RescoreReport:
     """Recompute derived columns of every part (or only stale ones) and rewrite them."""
     report = RescoreReport()
-    for path in part_files(output):
-        schema = await anyio.to_thread.run_sync(pq.read_schema, path)
+    parts = Parts(output)  # here, or at the URI the directory stages for (s3://...)
+    for path in parts.paths:
+        schema = await anyio.to_thread.run_sync(parts.schema, path)
         stale = needs_rescore(schema, scoring)
         if only_stale and not stale and judge is None:
             continue
-        schema, rows = await anyio.to_thread.run_sync(read_part, path)
+        schema, rows = await anyio.to_thread.run_sync(read_part, parts, path)
         rescore_rows(rows, scoring)
         judged = 0
         if judge is not None:
@@ -79,7 +79,8 @@ async def rescore(
             report.judge_errors += errors
         if only_stale and not stale and not judged:
             continue  # nothing changed: leave the part as it is
-        await anyio.to_thread.run_sync(write_part, path, rows, part_schema(schema, scoring))
+        new_schema = part_schema(schema, scoring)
+        await anyio.to_thread.run_sync(write_part, parts, path, rows, new_schema)
         report.parts += 1
         report.rows += len(rows)
     return report

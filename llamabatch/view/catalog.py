@@ -13,18 +13,21 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from llamabatch.errors import UsageError
 from llamabatch.results import part_files, read_manifest
 from llamabatch.results.journal import JOURNAL_DIR, journal_table
 from llamabatch.results.manifest import MANIFEST
+from llamabatch.results.parts import Parts
+from llamabatch.results.remote import remote_of, shown_name
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (
-        (path / MANIFEST).is_file() or bool(part_files(path)) or (path / JOURNAL_DIR).is_dir()
-    )
+    if not path.is_dir():
+        return False
+    if remote_of(path) is not None:  # it stages for a URI (s3://...), where the run is
+        return True
+    return (path / MANIFEST).is_file() or bool(part_files(path)) or (path / JOURNAL_DIR).is_dir()
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,10 @@ class Run:
 
     def signature(self) -> tuple[Any, ...]:
         """Changes whenever the stored rows change (parts written, journal grown)."""
-        stamps = []
-        for path in [*part_files(self.path), *sorted((self.path / JOURNAL_DIR).glob("*.jsonl"))]:
+        remote = remote_of(self.path)
+        stamps: list[tuple[str, int, int]] = [] if remote is None else remote.part_stamps()
+        local = [] if remote is not None else part_files(self.path)
+        for path in [*local, *sorted((self.path / JOURNAL_DIR).glob("*.jsonl"))]:
             try:
                 stat = path.stat()
             except FileNotFoundError:  # compacted between listing and stat
@@ -57,15 +62,20 @@ class Run:
 
     def dataset(self) -> ds.Dataset:
         """The stored rows: every part and, for a live run, the rows still in its journal."""
-        parts = part_files(self.path)
-        schemas = [pq.read_schema(p) for p in parts]
+        stored = Parts(self.path)  # here, or at the URI it stages for
+        parts = stored.paths
+        schemas = [stored.schema(p) for p in parts]
         journal = journal_table(self.path)
         if journal is not None:
             schemas.append(journal.schema)
         if not schemas:
             raise LookupError(f"{self.key} holds no rows yet")
         schema = pa.unify_schemas(schemas, promote_options="permissive")
-        children = [ds.dataset(parts, schema=schema, format="parquet")] if parts else []
+        children = []
+        if parts:
+            children.append(
+                ds.dataset(parts, schema=schema, format="parquet", filesystem=stored.fs)
+            )
         if journal is not None:
             children.append(ds.dataset(_conform(journal, schema)))
         return children[0] if len(children) == 1 else ds.dataset(children)
@@ -99,10 +109,10 @@ class Catalog:
                     continue
                 if not path.resolve().is_relative_to(root):
                     continue  # a link leading out of the given directories
-                key = path.name
-                n = 2
+                name = shown_name(path)  # a URI's last part, for a directory staging for it
+                key, n = name, 2
                 while key in taken:
-                    key, n = f"{path.name}~{n}", n + 1
+                    key, n = f"{name}~{n}", n + 1
                 taken.add(key)
                 found.append(Run(key, path))
         return found
