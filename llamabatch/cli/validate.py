@@ -29,7 +29,7 @@ def add_validate_command(commands: Any) -> None:
         "Given a run config instead, read its input with its [run] format and columns and "
         "show the first model's request bodies. Exit 0 when valid, 2 otherwise.",
     )
-    validate.add_argument("prompts", type=Path, help="prompt file, or a run config (TOML/YAML)")
+    validate.add_argument("prompts", help="prompt file, or a run config (TOML/YAML)")
     validate.add_argument("--format", choices=FORMATS, help="skip detection (as [run] format)")
     validate.add_argument(
         "--columns",
@@ -49,10 +49,12 @@ def add_validate_command(commands: Any) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from llamabatch.config.inputs import local_input
     from llamabatch.prompts import PromptSet
 
-    config = _config(args.prompts)
-    path = config.input if config is not None else args.prompts
+    given = local_input(args.prompts, "prompt file")  # s3://...: one line, not "not found"
+    config = _config(given)
+    path = config.input if config is not None else given
     prompts = PromptSet(path, layout=_layout(args, config))
     counts = _Counts(args.show)
     check = None

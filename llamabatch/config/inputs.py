@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
+from llamabatch.config.outputs import is_uri
 from llamabatch.config.settings import Table
+from llamabatch.errors import ConfigError
 
 # The same names as llamabatch.prompts.formats (config cannot import prompts; a test pins them).
 INPUT_FORMATS: Final = ("sharegpt", "openai-batch", "alpaca", "rows")
@@ -31,3 +35,17 @@ def input_layout(sec: Table) -> dict[str, Any]:
     if first_turn_only and fmt not in (None, "sharegpt"):
         raise sec.error("first_turn_only", f'applies to format = "sharegpt", not {fmt!r}')
     return {"format": fmt, "columns": dict(columns), "first_turn_only": first_turn_only}
+
+
+def local_input(text: str, setting: str = "run.input") -> Path:
+    """The prompt file's path; a URI other than file:// is refused in one line (not read yet)."""
+    if not is_uri(text):
+        return Path(text)
+    parts = urlsplit(text)
+    if parts.scheme == "file":
+        return Path(parts.path)
+    shown = f"{parts.scheme}://{parts.netloc}{parts.path}"  # no query: it may hold options
+    raise ConfigError(
+        f"{setting} {shown}: prompt files are read from a local path only; copy it here first "
+        f"(e.g. aws s3 cp {shown} prompts.jsonl; for --ray, to the same path on every node)"
+    )

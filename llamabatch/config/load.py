@@ -22,7 +22,7 @@ from llamabatch.config.endpoints import (
     server_spec,
 )
 from llamabatch.config.engine_settings import build_engine, concurrency_setting
-from llamabatch.config.inputs import input_layout
+from llamabatch.config.inputs import input_layout, local_input
 from llamabatch.config.keys import check_keys
 from llamabatch.config.outputs import output_location
 from llamabatch.config.runmodes import cache_config, cache_override, model_batch, parse_ttl
@@ -199,6 +199,10 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
     input_path = run.get("input", str)
     if input_path is None:
         raise ConfigError(f"{path}: run.input is required (the prompt set to read)")
+    try:
+        input_file = local_input(input_path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     output = run.get("output", str, f"{DEFAULT_OUTPUT_ROOT}/{name}")
     try:
         output_dir, output_uri = output_location(output)
@@ -236,7 +240,7 @@ def _build(data: dict[str, Any], path: Path) -> RunConfig:
         judge_models=_judge_models(scorers, models, path),
         slo=slo,
         name=name,
-        input=Path(input_path),
+        input=input_file,
         output=output_dir,
         output_uri=output_uri,
         models=models,
