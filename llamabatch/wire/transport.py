@@ -23,7 +23,7 @@ from llamabatch.wire.bodytap import parsing, read_stream, too_large
 from llamabatch.wire.provider import ResponseFormat
 from llamabatch.wire.request import HttpRequest
 from llamabatch.wire.response import Response
-from llamabatch.wire.wireclock import WATCH_ARRIVALS, StampedSocket, WireClock
+from llamabatch.wire.wireclock import EXCHANGES, Exchange, WireClock
 
 log = logging.getLogger(__name__)
 MAX_REDIRECTS = 5
@@ -62,10 +62,12 @@ class Transport:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        self._wire.close()
+        session, self._session = self._session, None
+        try:
+            if session is not None:
+                await session.close()
+        finally:
+            self._wire.close()  # the watcher thread, whatever closing the connections raised
 
     async def send(
         self, request: HttpRequest, provider: ResponseFormat, resp: Response, timeout_s: float
@@ -80,11 +82,11 @@ class Transport:
         assert self._session is not None, "use `async with Transport()`"
         resp.started_t = time.perf_counter()
         deadline = resp.started_t + timeout_s
-        sockets: list[tuple[StampedSocket, int]] = []  # exact TTFT however late the loop reads
-        watch = WATCH_ARRIVALS.set(sockets if request.stream else None)
+        exchanges: list[Exchange] = []  # its own times; exact TTFT however late the loop reads
+        noted = EXCHANGES.set((exchanges, request.stream))
         try:
             await self._exchange(
-                self._session, request, provider, resp, timeout_s, deadline, sockets
+                self._session, request, provider, resp, timeout_s, deadline, exchanges
             )
         except aiohttp.ConnectionTimeoutError:
             raise RequestError(
@@ -109,12 +111,12 @@ class Transport:
         except (aiohttp.ClientError, OSError) as exc:
             raise _connection_error(exc) from None
         finally:
-            WATCH_ARRIVALS.reset(watch)
+            EXCHANGES.reset(noted)
             # Only this request's watches: a connection it used may be pooled and written
             # to by another request before this runs (none in aiohttp 3.14: no await
             # between the pool's release and here; the numbers keep it so regardless).
-            for sock, number in sockets:
-                sock.unwatch(number)
+            for exchange in exchanges if request.stream else ():
+                exchange.socket.unwatch(exchange.number)
             resp.ended_t = resp.ended_t or time.perf_counter()  # a complete read set it
             resp.settle()
 
@@ -142,7 +144,7 @@ class Transport:
         resp: Response,
         timeout_s: float,
         deadline: float,
-        sockets: list[tuple[StampedSocket, int]],
+        exchanges: list[Exchange],
     ) -> None:
         url, headers = request.url, request.headers
         timeout = _timeout(timeout_s)
@@ -152,23 +154,27 @@ class Transport:
             ) as r:
                 resp.http_status = r.status
                 resp.headers = r.headers
+                # This request's own times: its connection may be pooled and written to by
+                # the next request before this task reads them (a body read whole).
                 wire = self._wire.socket_of(r.connection and r.connection.transport)
-                if wire is None and sockets:  # pooled again already: the body came whole
-                    wire = sockets[-1][0]
+                exchange = wire.exchange if wire is not None else None
+                if wire is None and exchanges:  # pooled again already: the body came whole
+                    exchange = exchanges[-1]
+                    wire = exchange.socket
                 if wire is not None and not 200 <= r.status < 300:
-                    for sock, number in sockets:  # no token to time
-                        if sock is wire:
-                            sock.unwatch(number)
+                    for watched in exchanges:  # no token to time
+                        if watched.socket is wire:
+                            wire.unwatch(watched.number)
                 if r.status in REDIRECTS:
                     url, headers = _redirect(url, headers, r)
                     continue
                 if not 200 <= r.status < 300:
                     body = await _read_capped(r.content, MAX_ERROR_BODY)
                     raise provider.error_for_status(r.status, r.headers, body)
-                arrival = time.perf_counter if wire is None else wire.arrival
-                if wire is not None and wire.sent_t > resp.started_t:
-                    resp.started_t = wire.sent_t  # the request reached the wire only now
-                resp.first_byte_t = time.perf_counter() if wire is None else wire.first_arrival()
+                arrival = time.perf_counter if exchange is None else exchange.arrival
+                if exchange is not None and exchange.sent_t > resp.started_t:
+                    resp.started_t = exchange.sent_t  # the request reached the wire only now
+                resp.first_byte_t = arrival() if exchange is None else exchange.first_arrival()
                 try:
                     if not request.stream:
                         body = await _read_body(r, self.max_response_bytes)

@@ -34,35 +34,64 @@ turn after the request was started.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import ctypes
-import os
 import platform
-import select
 import socket
-import struct
 import sys
-import threading
 import time
 import weakref
 from typing import Any
+
+from llamabatch.wire.arrivals import ANCILLARY, RECV_BYTES, TIMESPEC, ArrivalWatcher, Peek
 
 # Linux's SO_TIMESTAMPNS (asm-generic value; Python's socket module lacks it).
 # Architectures with their own socket option numbers are left out.
 _SO_TIMESTAMPNS = 35
 _GENERIC_ABI = {"x86_64", "amd64", "i386", "i686", "aarch64", "arm64", "armv7l", "riscv64"}
 SUPPORTED = sys.platform == "linux" and platform.machine().lower() in _GENERIC_ABI
-_TIMESPEC = struct.Struct("@qq")
-_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size) if SUPPORTED else 0
-RECV_BYTES = 64 * 1024  # below glibc's mmap threshold (128 KiB): a heap buffer per read
-# Set (by the transport) while a streamed request is sent: the sockets it is written
-# to are added to the list, each with its request's number on that socket (`request`),
-# and their arrivals watched until its first token is known (or the request is over:
+_TIMESPEC = TIMESPEC
+_ANCILLARY = ANCILLARY if SUPPORTED else 0
+# Set (by the transport) while a request is sent: (a list, watch). Its exchange on each
+# socket it is written to is added to the list; with `watch` (a streamed request), the
+# socket's arrivals are watched until its first token is known (or the request is over:
 # the transport then unwatches them, each only if no later request has used it since).
-WATCH_ARRIVALS: contextvars.ContextVar[list[tuple[StampedSocket, int]] | None] = (
-    contextvars.ContextVar("llamabatch_watch_arrivals", default=None)
+EXCHANGES: contextvars.ContextVar[tuple[list[Exchange], bool] | None] = contextvars.ContextVar(
+    "llamabatch_exchanges", default=None
 )
+_OPEN: Any = object()  # an exchange's reply still being read
+
+
+class Exchange:
+    """One request and its reply on a connection: times that stay its own.
+
+    A kept-alive connection goes back to aiohttp's pool once a reply is read,
+    before its task may have looked at the reply's times; the next request
+    written to it must not move them. `sent_t`: when the request's first byte
+    was written (`time.perf_counter`); `number`: which request on the socket.
+    """
+
+    __slots__ = ("_last", "first_stamp", "number", "sent_t", "socket")
+
+    def __init__(self, sock: StampedSocket, number: int, sent_t: float) -> None:
+        self.socket = sock
+        self.number = number
+        self.sent_t = sent_t
+        self.first_stamp: bytes | None = None  # the reply's first read's raw stamp
+        self._last: bytes | None = _OPEN  # the reply's last read's, once the next was written
+
+    def arrival(self) -> float:
+        """When this reply's bytes read so far arrived (now, if no read was stamped)."""
+        stamp = self.socket.stamp if self._last is _OPEN else self._last
+        return time.perf_counter() if stamp is None else perf_times([stamp])[0]
+
+    def first_arrival(self) -> float:
+        """When the reply's first bytes arrived (however late its task looked)."""
+        stamp = self.first_stamp
+        return self.arrival() if stamp is None else perf_times([stamp])[0]
+
+    def close(self, stamp: bytes | None) -> None:
+        """The next request was written: this reply's reads ended with `stamp`."""
+        self._last = stamp
 
 
 class StampedSocket(socket.socket):
@@ -78,7 +107,7 @@ class StampedSocket(socket.socket):
     `sent_t`: when the current request's first byte was written (the first
     write after a read). Times are on the `time.perf_counter` clock; `sent_t`
     is 0.0 until known. `request`: how many requests were written to it (the
-    current one's number).
+    current one's number). `exchange`: the current request's own times.
     """
 
     __slots__ = (
@@ -87,7 +116,7 @@ class StampedSocket(socket.socket):
         "_read",
         "_watcher",
         "_writing",
-        "first_stamp",
+        "exchange",
         "request",
         "sent_t",
         "stamp",
@@ -104,17 +133,12 @@ class StampedSocket(socket.socket):
         self._arrivals: list[tuple[int, bytes]] = []
         self._watcher: ArrivalWatcher | None = None
         self._held = False
-        self.first_stamp: bytes | None = None  # the current reply's first read's raw stamp
+        self.exchange: Exchange | None = None
 
     def arrival(self) -> float:
         """When the bytes read so far arrived (now, if no read was stamped)."""
         stamp = self.stamp  # converted here, not per read: reads are the hot path
         return time.perf_counter() if stamp is None else perf_times([stamp])[0]
-
-    def first_arrival(self) -> float:
-        """When the current reply's first bytes arrived (however late its task looked)."""
-        stamp = self.first_stamp
-        return self.arrival() if stamp is None else perf_times([stamp])[0]
 
     @property
     def watched(self) -> bool:
@@ -195,8 +219,8 @@ class StampedSocket(socket.socket):
             self._writing = False
             # Only a plain HTTP head: under TLS this read may be the server's own record (a
             # session ticket after the handshake); `first_arrival` then falls back to `arrival`.
-            if data.startswith(b"HTTP/"):
-                self.first_stamp = stamp
+            if data.startswith(b"HTTP/") and self.exchange is not None:
+                self.exchange.first_stamp = stamp
                 self._hold_after(data)
         return data
 
@@ -222,71 +246,22 @@ class StampedSocket(socket.socket):
         self.sent_t = time.perf_counter()
         self.request += 1
         self._writing = True
-        self.first_stamp = None
         self._held = False
-        watch = WATCH_ARRIVALS.get()
-        if watch is not None and self._watcher is not None:
-            watch.append((self, self.request))
-            self._watcher.watch(self)
+        if self.exchange is not None:
+            self.exchange.close(self.stamp)
+        self.exchange = exchange = Exchange(self, self.request, self.sent_t)
+        noted = EXCHANGES.get()
+        if noted is not None:
+            noted[0].append(exchange)
+            if noted[1] and self._watcher is not None:
+                self._watcher.watch(self)
 
-    def note_arrival(self, peek: _Peek) -> None:
+    def note_arrival(self, peek: Peek) -> None:
         """(The watcher thread.) Note how many bytes have arrived and the newest one's stamp."""
         read = self._read  # taken first: a read in between makes the count low, never high
         noted = peek(self)
         if noted is not None:
             self._arrivals.append((read + noted[0], noted[1]))
-
-
-class _Peek:
-    """MSG_PEEK all that is queued on a socket: (its size, the newest packet's raw stamp).
-
-    Called through `ctypes.PyDLL`, which keeps the GIL over the call: the
-    socket module lets go of it around every call, and taking it back while
-    the loop runs Python code can wait a switch interval (5 ms) per socket.
-    The call never blocks (MSG_DONTWAIT).
-    """
-
-    def __init__(self) -> None:
-        libc = ctypes.PyDLL(None, use_errno=True)
-        self._recvmsg = libc.recvmsg
-        self._recvmsg.restype = ctypes.c_ssize_t
-        self._buffer = ctypes.create_string_buffer(RECV_BYTES)
-        self._control = ctypes.create_string_buffer(_ANCILLARY)
-        self._iov = _IOVec(ctypes.cast(self._buffer, ctypes.c_void_p), RECV_BYTES)
-        self._msg = _MsgHdr()
-        self._msg.iov = ctypes.pointer(self._iov)
-        self._msg.iovlen = 1
-        self._msg.control = ctypes.cast(self._control, ctypes.c_void_p)
-        self._ref = ctypes.byref(self._msg)
-        self._flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
-        self._header = _ANCILLARY - _TIMESPEC.size  # cmsghdr, aligned: then the timespec
-
-    def __call__(self, sock: socket.socket) -> tuple[int, bytes] | None:
-        fd = sock.fileno()
-        if fd < 0:
-            return None
-        msg = self._msg
-        msg.controllen = _ANCILLARY
-        n = self._recvmsg(fd, self._ref, self._flags)
-        if n <= 0 or msg.controllen < _ANCILLARY:
-            return None
-        return n, self._control.raw[self._header : _ANCILLARY]
-
-
-class _IOVec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-
-class _MsgHdr(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_void_p),
-        ("namelen", ctypes.c_uint32),
-        ("iov", ctypes.POINTER(_IOVec)),
-        ("iovlen", ctypes.c_size_t),
-        ("control", ctypes.c_void_p),
-        ("controllen", ctypes.c_size_t),
-        ("flags", ctypes.c_int),
-    ]
 
 
 def perf_times(stamps: list[bytes | float]) -> list[float]:
@@ -318,71 +293,6 @@ def _renew() -> tuple[float, int]:
 
 REFERENCE_S = 1.0
 _REFERENCE = (-REFERENCE_S - 1.0, 0)  # (perf_counter, time_ns) at the same moment
-
-
-class ArrivalWatcher:
-    """A thread noting each arrival on the sockets it watches, while the loop may be busy."""
-
-    def __init__(self) -> None:
-        self._watched: dict[int, StampedSocket] = {}
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._epoll: Any = None  # made with the thread, on the first watch
-        self._wake = (-1, -1)
-
-    def watches(self, sock: StampedSocket) -> bool:
-        return self._watched.get(sock.fileno()) is sock
-
-    def watch(self, sock: StampedSocket) -> None:
-        fd = sock.fileno()
-        with self._lock:
-            if self._watched.get(fd) is sock:
-                return
-            if self._thread is None:
-                self._start()
-            self._watched[fd] = sock
-            try:  # edge-triggered: one wake per arrival, not per loop turn until it is read
-                self._epoll.register(fd, select.EPOLLIN | select.EPOLLET)
-            except FileExistsError:  # a closed socket's number, reused
-                self._epoll.modify(fd, select.EPOLLIN | select.EPOLLET)
-
-    def unwatch(self, sock: StampedSocket) -> None:
-        fd = sock.fileno()
-        with self._lock:
-            if self._watched.get(fd) is not sock:
-                return
-            del self._watched[fd]
-            with contextlib.suppress(OSError):
-                self._epoll.unregister(fd)
-
-    def close(self) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-            if thread is None:
-                return
-            self._watched.clear()
-            os.write(self._wake[1], b"x")
-        thread.join()
-        self._epoll.close()
-        for fd in self._wake:
-            os.close(fd)
-
-    def _start(self) -> None:
-        self._epoll = select.epoll()
-        self._wake = os.pipe()
-        self._epoll.register(self._wake[0], select.EPOLLIN)
-        self._thread = threading.Thread(target=self._run, name="llamabatch-arrivals", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        epoll, wake, watched, peek = self._epoll, self._wake[0], self._watched, _Peek()
-        while True:
-            for fd, _ in epoll.poll():
-                if fd == wake:
-                    return
-                sock = watched.get(fd)
-                if sock is not None:
-                    sock.note_arrival(peek)
 
 
 class WireClock:
