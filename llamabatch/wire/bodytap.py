@@ -10,6 +10,12 @@ once at the end, each event timed by the read that completed it, so TTFT,
 chunk times and inter-token times are what a wake per read would give, or
 closer (a read is timed when it reached the machine, not when a task woke).
 
+A chunked body (what servers streaming SSE send) is decoded by the tap
+itself when it knows where aiohttp's parser stopped (the reply's first read
+was held, see wireclock, and ended at a chunk boundary): the body then never
+goes through aiohttp's per-chunk Python calls, and only the last chunk is
+passed on, so aiohttp still ends the message and pools the connection.
+
 The task wakes early only when it must: an `"error"` in a read (what came so
 far is parsed, and an error event ends the response), the max_response_bytes
 cap, a broken connection, or the deadline.
@@ -29,6 +35,7 @@ from typing import Any
 import aiohttp
 
 from llamabatch.errors import RequestError
+from llamabatch.wire.chunked import ChunkedBody, ChunkError
 from llamabatch.wire.provider import Decoder, ResponseFormat
 from llamabatch.wire.response import Response
 from llamabatch.wire.wireclock import perf_times
@@ -59,7 +66,7 @@ async def read_stream(
     if not stream.is_eof() and stream.exception() is None:
         if transport is None:
             raise RequestError("connection", "connection closed mid-response", retryable=True)
-        tap.attach(transport)
+        tap.attach(transport, chunked=_plain_chunked(r))
         timer = asyncio.get_running_loop().call_later(
             max(deadline - time.perf_counter(), 0.0), tap.expire
         )
@@ -107,19 +114,29 @@ class BodyTap(asyncio.Protocol):
         # What ended the response early (an error event, the size cap, the deadline): kept
         # here too, as aiohttp takes no exception once the read that brought it ended the body.
         self.failure: BaseException | None = None
+        # Set when the tap decodes the chunked body itself (see chunked.py); None once the
+        # last chunk went to aiohttp. `_direct`: the body never reaches aiohttp's buffer.
+        self._chunks: ChunkedBody | None = None
+        self._direct = False
 
     def _now(self) -> bytes | float:
         stamp = self._stamped.stamp if self._stamped is not None else None
         return time.perf_counter() if stamp is None else stamp
 
-    def attach(self, transport: asyncio.BaseTransport) -> None:
-        """Tap the transport's reads, after checking the body that came with the head."""
+    def attach(self, transport: asyncio.BaseTransport, *, chunked: bool = False) -> None:
+        """Tap the transport's reads, after checking the body that came with the head.
+
+        `chunked`: the body is plain chunked transfer coding; the tap decodes it
+        itself when it knows aiohttp's parser stopped at a chunk boundary.
+        """
         self._inner = transport.get_protocol()
         self._transport = transport
         transport.set_protocol(self)
-        if self._stamped is not None:
-            self._stamped.release()  # a held head: reads go on, each noted here
+        held = self._stamped.release() if self._stamped is not None else None
         self._take()
+        if chunked and held is not None:
+            self._chunks = _at_boundary(held, self._taken)
+            self._direct = self._chunks is not None
         if self._taken > self._limit:
             self._fail(too_large(self._limit))
         elif self._watching or _ERROR_KEY in self._parts[-1]:
@@ -133,6 +150,9 @@ class BodyTap(asyncio.Protocol):
     # The transport's calls, passed on to aiohttp's protocol.
 
     def data_received(self, data: bytes) -> None:
+        if self._chunks is not None:
+            self._chunk_received(data)
+            return
         self._inner.data_received(data)
         stream = self._stream
         total = stream.total_bytes
@@ -151,6 +171,36 @@ class BodyTap(asyncio.Protocol):
             self._edge = data[-_EDGE:]
         if stream.is_eof():
             self.detach()  # aiohttp may pool the connection now: its next reads are not ours
+
+    def _chunk_received(self, data: bytes) -> None:
+        """A read of a chunked body the tap decodes: noted like aiohttp's would be."""
+        try:
+            body, last = self._chunks.feed(data)  # type: ignore[union-attr]
+        except ChunkError as exc:
+            self._fail(RequestError("protocol", f"bad chunked body: {exc}", retryable=True))
+            return
+        if body:
+            self._parts.append(body)
+            self._taken = total = self._taken + len(body)
+            self.offsets.append(total)
+            stamped = self._stamped
+            stamp = stamped.stamp if stamped is not None else None
+            self.stamps.append(time.perf_counter() if stamp is None else stamp)
+            if total > self._limit:
+                self._fail(too_large(self._limit))
+                return
+            edge = self._edge
+            if self._watching or _ERROR_KEY in body or (edge and _ERROR_KEY in edge + body[:_EDGE]):
+                self._check()
+                if self.failure is not None:  # detached: the connection is dropped
+                    return
+            # A key is never split at a line's end: most reads end one (a whole event).
+            self._edge = b"" if body[-1] == 10 else body[-_EDGE:]
+        if last is not None:  # aiohttp ends the message (and pools the connection)
+            self._chunks = None
+            self._inner.data_received(last)
+            if self._stream.is_eof():
+                self.detach()
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received()  # type: ignore[no-any-return]
@@ -204,8 +254,9 @@ class BodyTap(asyncio.Protocol):
 
     def _take(self) -> None:
         """Move aiohttp's buffered body here (so it never pauses reading for a full buffer)."""
-        self._parts.append(self._stream.read_nowait())
-        self._taken = self._stream.total_bytes
+        if not self._direct:
+            self._parts.append(self._stream.read_nowait())
+            self._taken = self._stream.total_bytes
 
     def _frame(self) -> tuple[list[bytes], list[float]]:
         """The events completed by the body so far, each timed by the read that completed it."""
@@ -221,9 +272,12 @@ class BodyTap(asyncio.Protocol):
         split = self._decoder.split_all(body)
         if split is not None:
             payloads, ends = split
-            reads = map(
-                bisect_left, repeat(offsets), map(add, ends, repeat(start)), repeat(0), repeat(last)
-            )
+            ends = list(map(add, ends, repeat(start)))
+            # A server writing per event: each read ended an event, read k the event k.
+            k = bisect_left(offsets, ends[0], 0, last) if ends else 0
+            if offsets[k : k + len(ends)] == ends:
+                return payloads, times[k : k + len(ends)]
+            reads = map(bisect_left, repeat(offsets), ends, repeat(0), repeat(last))
             return payloads, list(map(times.__getitem__, reads))
         # Not plain events from an event boundary: frame read by read, as they came.
         payloads, event_times = [], []
@@ -237,6 +291,31 @@ class BodyTap(asyncio.Protocol):
             event_times += [times[min(k, last)]] * len(events)
             position = end
         return payloads, event_times
+
+
+def _plain_chunked(r: aiohttp.ClientResponse) -> bool:
+    """The body is HTTP/1.1 chunked transfer coding of the content itself (not compressed)."""
+    headers = r.headers
+    return (
+        r.version == aiohttp.HttpVersion11
+        and headers.get("Transfer-Encoding", "").lower() == "chunked"
+        and headers.get("Content-Encoding", "identity").lower() == "identity"
+    )
+
+
+def _at_boundary(head: bytes, body_bytes: int) -> ChunkedBody | None:
+    """A decoder in the state aiohttp's parser is in after `head` (the reply's first read).
+
+    None unless that read ends at a chunk boundary, carrying exactly the
+    `body_bytes` aiohttp has: then its parser waits for a chunk-size line.
+    """
+    end = head.find(b"\r\n\r\n")
+    chunks = ChunkedBody()
+    try:
+        body, last = chunks.feed(head[end + 4 :]) if end >= 0 else (b"", b"")
+    except ChunkError:
+        return None
+    return chunks if last is None and chunks.idle and len(body) == body_bytes else None
 
 
 def handle(

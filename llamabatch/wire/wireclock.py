@@ -112,6 +112,7 @@ class StampedSocket(socket.socket):
 
     __slots__ = (
         "_arrivals",
+        "_head",
         "_held",
         "_read",
         "_watcher",
@@ -133,6 +134,7 @@ class StampedSocket(socket.socket):
         self._arrivals: list[tuple[int, bytes]] = []
         self._watcher: ArrivalWatcher | None = None
         self._held = False
+        self._head: bytes | None = None
         self.exchange: Exchange | None = None
 
     def arrival(self) -> float:
@@ -237,16 +239,24 @@ class StampedSocket(socket.socket):
             and self.watched
         ):
             self._held = True
+            self._head = data
 
-    def release(self) -> None:
-        """Read again after a held head (the body's reader is in place)."""
-        self._held = False
+    def release(self) -> bytes | None:
+        """Read again after a held head (the body's reader is in place).
+
+        Returns the held read (the head and whatever of the body came with it:
+        all that aiohttp's parser has seen of the reply), or None if none was held.
+        """
+        head, self._head = self._head, None
+        held, self._held = self._held, False
+        return head if held else None
 
     def _wrote_first(self) -> None:
         self.sent_t = time.perf_counter()
         self.request += 1
         self._writing = True
         self._held = False
+        self._head = None
         if self.exchange is not None:
             self.exchange.close(self.stamp)
         self.exchange = exchange = Exchange(self, self.request, self.sent_t)
