@@ -42,6 +42,7 @@ from llamabatch.wire.wireclock import perf_times
 
 # Exceptions a wire format's parser raises on valid JSON of an unexpected shape.
 SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+PACE_S = 0.01  # past its first answer token, a stream is read at most this often (Pacer)
 DRAIN_BYTES = 64 * 1024  # taken from aiohttp's buffer at this size, before it pauses reading
 _ERROR_KEY = b'"error"'
 _EDGE = len(_ERROR_KEY) - 1  # a read's last bytes, for an error key split across two reads
@@ -54,14 +55,16 @@ async def read_stream(
     stamped: Any,
     limit: int,
     deadline: float,
+    pacer: Pacer | None = None,
 ) -> None:
     """Read a streamed body to its end, filling `resp` (events timed by their arrival).
 
     `stamped`: the connection's stamped socket (wireclock), or None (times are
-    then when the tap saw each read); `deadline`: `time.perf_counter` time.
+    then when the tap saw each read); `deadline`: `time.perf_counter` time;
+    `pacer`: spaces the reads of a stream whose first answer token is known.
     """
     stream = r.content
-    tap = BodyTap(stream, provider, resp, stamped, limit)
+    tap = BodyTap(stream, provider, resp, stamped, limit, pacer)
     transport = r.connection.transport if r.connection is not None else None
     if not stream.is_eof() and stream.exception() is None:
         if transport is None:
@@ -91,6 +94,7 @@ class BodyTap(asyncio.Protocol):
         resp: Response,
         stamped: Any,
         limit: int,
+        pacer: Pacer | None = None,
     ) -> None:
         self._stream = stream
         self._provider = provider
@@ -118,6 +122,11 @@ class BodyTap(asyncio.Protocol):
         # last chunk went to aiohttp. `_direct`: the body never reaches aiohttp's buffer.
         self._chunks: ChunkedBody | None = None
         self._direct = False
+        self._pacer = pacer
+        # Reads spaced by the pacer: once the first answer token is known, if its stream's
+        # reads come closer than the pacer's period (None: not known yet).
+        self._paced: bool | None = False
+        self._paced_t = 0.0  # when the tap saw the first token's read
 
     def _now(self) -> bytes | float:
         stamp = self._stamped.stamp if self._stamped is not None else None
@@ -201,6 +210,16 @@ class BodyTap(asyncio.Protocol):
             self._inner.data_received(last)
             if self._stream.is_eof():
                 self.detach()
+        elif self._paced is not False and self._transport is not None:
+            pacer: Pacer = self._pacer  # type: ignore[assignment]
+            if self._paced is None:  # a fast stream? (the first token's read, then the next)
+                # Pausing costs two syscalls: more than a read that comes that late anyway.
+                now = time.perf_counter()
+                if self._paced_t:
+                    self._paced = now - self._paced_t < pacer.period_s
+                self._paced_t = now
+            if self._paced:
+                pacer.pause(self._transport)
 
     def eof_received(self) -> bool | None:
         return self._inner.eof_received()  # type: ignore[no-any-return]
@@ -251,6 +270,16 @@ class BodyTap(asyncio.Protocol):
         if self._watching and self._resp.first_token_t is not None:
             self._watching = False
             self._stamped.unwatch()
+            # Raw chunk times need every read; without them only the last token's time
+            # (itl_mean_s) can move, and only while the reply's last events are still due.
+            resp = self._resp
+            if (
+                self._direct
+                and self._pacer is not None
+                and resp.chunks is None
+                and resp.first_answer_t is not None
+            ):
+                self._paced = None
 
     def _take(self) -> None:
         """Move aiohttp's buffered body here (so it never pauses reading for a full buffer)."""
@@ -291,6 +320,38 @@ class BodyTap(asyncio.Protocol):
             event_times += [times[min(k, last)]] * len(events)
             position = end
         return payloads, event_times
+
+
+class Pacer:
+    """Reads of the streams past their first answer token: at most one each per PACE_S.
+
+    A server writing one event per token makes a read (a loop turn, a syscall,
+    a tap call) per token; a paused stream's bytes wait in the kernel, which
+    stamps the latest packet's arrival, and one read takes them all. TTFT and
+    TTFA are known before a stream is paced, and the end is stamped when its
+    last packet arrived, so `ttft_s`, `ttfa_s` and `latency_s` stay exact; only
+    `last_token_t` (so `itl_mean_s`) may take the time of the events after the
+    last token that came in the same read (at most PACE_S later). With raw
+    chunk times (`[run] chunk_times`) streams are not paced; nor are streams
+    whose reads come PACE_S or more apart (most at a real server's token rate:
+    pausing one would cost more than the read it saves).
+    """
+
+    def __init__(self, period_s: float = PACE_S) -> None:
+        self.period_s = period_s
+        self._paused: list[asyncio.BaseTransport] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def pause(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+        self._paused.append(transport)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.period_s, self._resume)
+
+    def _resume(self) -> None:
+        paused, self._paused, self._timer = self._paused, [], None
+        for transport in paused:
+            transport.resume_reading()  # type: ignore[attr-defined]  # closed: ignored
 
 
 def _plain_chunked(r: aiohttp.ClientResponse) -> bool:

@@ -19,7 +19,7 @@ import anyio
 
 from llamabatch.config.schema import DEFAULT_MAX_RESPONSE_BYTES
 from llamabatch.errors import RequestError
-from llamabatch.wire.bodytap import parsing, read_stream, too_large
+from llamabatch.wire.bodytap import Pacer, parsing, read_stream, too_large
 from llamabatch.wire.provider import ResponseFormat
 from llamabatch.wire.request import HttpRequest
 from llamabatch.wire.response import Response
@@ -43,6 +43,7 @@ class Transport:
         self.max_response_bytes = max_response_bytes
         self._session: aiohttp.ClientSession | None = None
         self._wire = WireClock()
+        self._pacer = Pacer()
 
     async def __aenter__(self) -> Transport:
         connector = aiohttp.TCPConnector(
@@ -182,7 +183,9 @@ class Transport:
                         with parsing(resp):
                             provider.parse_body(body, resp, resp.ended_t)
                         return
-                    await read_stream(r, provider, resp, wire, self.max_response_bytes, deadline)
+                    await read_stream(
+                        r, provider, resp, wire, self.max_response_bytes, deadline, self._pacer
+                    )
                 except RequestError:
                     r.close()  # the rest of the body is unwanted: drop the connection
                     raise
