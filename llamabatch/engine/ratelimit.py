@@ -26,12 +26,17 @@ UNSENT_RECHECK_S = 0.25  # a budget figure lowered for tickets maybe unsent: re-
 
 
 def parse_duration(text: str) -> float | None:
-    """Seconds in a rate-limit reset value: `1s`, `6m0s`, `12ms`, `1h2m3.5s` or a bare number."""
+    """Seconds in a rate-limit reset value: `1s`, `6m0s`, `12ms`, `1h2m3.5s` or a bare number.
+
+    A negative value (`-0.002s`: a reset just past when the server wrote it) is 0.
+    """
     text = text.strip()
     try:
         return max(0.0, float(text))
     except ValueError:
         pass
+    if text.startswith("-"):
+        return 0.0 if parse_duration(text[1:]) is not None else None
     parts = _DURATION_RE.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return None
@@ -129,13 +134,15 @@ class _Budget:
     def spend(self, amount: float, now: float) -> None:
         """Spend `amount`, which `wait_s` allowed at `now`.
 
-        Past the reset time the budget is unknown: one request goes out as a
-        probe and its response headers say what is left, so a sliding-window
-        limit is not met by every waiting worker at once.
+        A reset only adds to a budget, so what is known to be left is spent
+        first, past the reset too. With nothing known left past the reset, the
+        budget is unknown: one request goes out as a probe and its response
+        headers say what is left, so a sliding-window limit is not met by
+        every waiting worker at once.
         """
         if self.remaining is None:
             return
-        if now >= self.reset_at:  # the probe: the others wait for its headers
+        if now >= self.reset_at and self.remaining < amount:  # the probe: the others wait
             self.remaining = amount
             self.reset_at = now + PROBE_WAIT_S
         self.remaining -= amount
@@ -300,7 +307,7 @@ class Admission:
         budgets = ((self._requests, 1.0), (self._tokens, tokens))
         for budget, amount in budgets:
             remaining = budget.remaining
-            if remaining is not None and (remaining < amount or now >= budget.reset_at):
+            if remaining is not None and remaining < amount:
                 return None  # spent, or unknown until a probe's headers say (see `wait`)
         buckets = [b for b in (self.rpm, self.tpm, self.learned) if b is not None]
         amounts = [tokens if b is self.tpm else 1.0 for b in buckets]

@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from llamabatch.engine.ratelimit import PROBE_WAIT_S, Admission
+from llamabatch.engine.ratelimit import PROBE_WAIT_S, Admission, parse_duration
 
 pytestmark = pytest.mark.anyio
 SPENT = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "0.05s"}
@@ -71,3 +71,39 @@ async def test_a_429_for_a_spent_budget_pauses_without_halving_concurrency() -> 
         assert admission.concurrency == after, headers
         assert admission.paused_until > time.monotonic() + 0.1  # a pause either way
         assert admission.rate_limited == 1
+
+
+async def test_a_known_budget_is_spent_past_its_reset_before_a_probe() -> None:
+    # A reset only adds to a budget (a sliding window frees a slot, a bucket refills): the
+    # 5 requests known to be left go at once past it, where every request used to wait for
+    # one probe's headers. Only then is the budget unknown and one probe goes alone.
+    admission = Admission(concurrency=8, rpm=None, tpm=None)
+    ticket = await admission.wait(1.0)
+    budget = {"x-ratelimit-remaining-requests": "5", "x-ratelimit-reset-requests": "0.01s"}
+    admission.observe_headers(budget, ticket)
+    await anyio.sleep(0.02)  # past the reset
+    assert None not in [admission.try_take(1.0) for _ in range(5)]
+    assert admission.try_take(1.0) is None  # none known left: not without a probe
+    with anyio.fail_after(1.0):
+        await admission.wait(1.0)  # the probe
+    assert admission.try_take(1.0) is None  # the others wait for its headers
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("12ms", 0.012),
+        ("0.5", 0.5),
+        ("-0.000s", 0.0),
+        ("-3ms", 0.0),
+        ("-1", 0.0),
+        ("soon", None),
+        ("-", None),
+    ],
+)
+def test_reset_durations(text: str, seconds: float | None) -> None:
+    # A reset just past when the server wrote it ("-0.000s") is now, not unknown: taken as
+    # unknown it meant a 1 s default wait at every turn of a sliding window.
+    assert parse_duration(text) == seconds
