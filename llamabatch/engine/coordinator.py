@@ -31,6 +31,7 @@ import anyio
 
 from llamabatch.engine.breaker import OUTAGE_TYPES, CircuitBreaker
 from llamabatch.engine.ratelimit import NO_LIMIT, RATE_LIMIT_PAUSE_S, Admission, NoLimit
+from llamabatch.engine.unsent import UnsentTickets
 from llamabatch.errors import RequestError
 
 REPORT_INTERVAL_S = 0.05  # outcomes are batched at most this long (a 429 goes at once)
@@ -69,7 +70,7 @@ class LimitHub:
         self.admissions = [a for a, _ in limits]
         self.breakers = [b for _, b in limits]
         for admission in self.admissions:
-            admission.unsent_window_s = UNSENT_WINDOW_S
+            admission.unsent = UnsentTickets(UNSENT_WINDOW_S)
 
     def state(self, model: int) -> dict[str, Any]:
         admission, breaker = self.admissions[model], self.breakers[model]

@@ -12,6 +12,7 @@ from typing import Final
 
 import anyio
 
+from llamabatch.engine.unsent import UnsentTickets
 from llamabatch.errors import RequestError
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
@@ -202,9 +203,8 @@ class Admission:
         self._tokens_sent = 0.0
         self._ticket_tokens: dict[int, float] = {}
         # A coordinator's admission (see engine/coordinator.py) hands tickets to other
-        # processes, which send them a little later, out of order: > 0 there.
-        self.unsent_window_s = 0.0
-        self._ticket_times: dict[int, float] = {}
+        # processes, which send them a little later, out of order: set there.
+        self.unsent: UnsentTickets | None = None
         self.learned: TokenBucket | None = None
         self._successes: deque[float] = deque()
 
@@ -326,8 +326,8 @@ class Admission:
         self._sent += 1
         self._tokens_sent += tokens
         self._ticket_tokens[self._sent] = self._tokens_sent
-        if self.unsent_window_s:
-            self._ticket_times[self._sent] = time.monotonic()
+        if self.unsent is not None:
+            self.unsent.issue(self._sent, time.monotonic())
         return self._sent
 
     def forget_tickets(self, keep: int) -> None:
@@ -340,14 +340,17 @@ class Admission:
         if drop > 0:
             for ticket in list(itertools.islice(self._ticket_tokens, drop)):
                 del self._ticket_tokens[ticket]
-                self._ticket_times.pop(ticket, None)
+                if self.unsent is not None:
+                    self.unsent.drop(ticket)
 
     def observe_headers(self, headers: Mapping[str, str], ticket: int) -> None:
         """Learn the server's budgets from the response to request `ticket`."""
         now = time.monotonic()
         tokens_then = self._ticket_tokens.pop(ticket, self._tokens_sent)
-        issued_at = self._ticket_times.pop(ticket, None)
-        unsent = self._maybe_unsent(ticket, issued_at)
+        # Tickets issued just before `ticket` and not answered yet: another process may
+        # send them after this request reached the server, so its figure may not count
+        # them yet. Taken as spent, they are not given out twice.
+        unsent = 0 if self.unsent is None else self.unsent.close(ticket)
         changed = self._requests.update(
             headers.get("x-ratelimit-remaining-requests"),
             headers.get("x-ratelimit-reset-requests"),
@@ -370,24 +373,6 @@ class Admission:
         if changed:
             self._changed.set()
             self._changed = anyio.Event()
-
-    def _maybe_unsent(self, ticket: int, issued_at: float | None) -> int:
-        """Tickets issued just before `ticket` (within `unsent_window_s`) and not answered yet.
-
-        Another process may send them after `ticket`'s request reached the server, so
-        its figure may not count them yet: taken as spent, they are not given out twice.
-        """
-        if issued_at is None:
-            return 0
-        since = issued_at - self.unsent_window_s
-        count = 0
-        for older in reversed(self._ticket_times):
-            if older > ticket:
-                continue
-            if self._ticket_times[older] < since:
-                break
-            count += 1
-        return count
 
     def on_rate_limited(self, retry_after_s: float | None) -> None:
         """Multiplicative decrease, and pause the model until the server's Retry-After."""
