@@ -36,6 +36,9 @@ from llamabatch.errors import RequestError
 
 REPORT_INTERVAL_S = 0.05  # outcomes are batched at most this long (a 429 goes at once)
 LEASE_BLOCKS = 4  # tickets asked per lease: this many times the engine's concurrency
+# While a budget paces a model, an engine leases its whole share at once (not just what
+# waits now) if the budget has this many times the run's concurrency left.
+ROOM_FOR_A_BLOCK = 4
 TICKETS_KEPT = 100_000  # per model, tickets whose budget headers may still come back
 # A ticket leased this long before another may reach the server after it (sent by another
 # engine, or later in its block): the other's budget figure may not count it yet.
@@ -81,15 +84,16 @@ class LimitHub:
             "open": breaker.is_open,
             "failing": bool(breaker.failing),
             "paced": admission.paced,
+            "room": admission.requests_left,
         }
 
     async def lease(self, model: int, count: int, tokens: float) -> dict[str, Any]:
         """Wait for one ticket, then take up to `count` in all that need no wait."""
         admission = self.admissions[model]
+        if (first := admission.take_now(count)) is not None:
+            return {"tickets": [first, count], "state": self.state(model)}  # the common case
         try:
-            first = admission.take_now()
-            if first is None:
-                first = await admission.wait(tokens)
+            first = await admission.wait(tokens)
         except RequestError as refused:
             return {"error": _error_fields(refused)}
         n = 1
@@ -222,7 +226,8 @@ class LeasedAdmission:
         self.limits = limits
         self.model = model
         self.max_concurrency = share
-        self.fraction = share / max(1, total)
+        self.total = max(1, total)
+        self.fraction = share / self.total
         self.max_wait_s = max_wait_s
         self.limiter = anyio.CapacityLimiter(share)
         self.rate_limited = 0
@@ -234,6 +239,7 @@ class LeasedAdmission:
         self._waiting = 0  # requests waiting for a ticket
         self._leased = False
         self._stock_paced = False  # the tickets in hand were leased while a limit paced
+        self._room: float | None = None  # requests the server's budget has left, if known
 
     @property
     def concurrency(self) -> int:
@@ -278,10 +284,15 @@ class LeasedAdmission:
         self._leasing = leasing = anyio.Event()
         try:
             # Paced by a limit, ask for what the requests waiting now need: a server's budget
-            # counts what was sent, and a stock of tickets would be sent later.
+            # counts what was sent, and a stock of tickets would be sent later (unless the
+            # budget has ample room: then the share, sent within a round trip to the server,
+            # and the requests need not each wait for a lease).
             # The first block is one round: until a response says, a server's budget is unknown.
             rounds = LEASE_BLOCKS if self._leased else 1
-            block = self._waiting if self._paced else rounds * self.max_concurrency
+            block = rounds * self.max_concurrency
+            if self._paced:
+                ample = self._room is not None and self._room >= ROOM_FOR_A_BLOCK * self.total
+                block = max(self._waiting, self.max_concurrency) if ample else self._waiting
             self._leased = True
             got = await self.limits.link.call("lease", self.model, max(1, block), tokens)
         finally:
@@ -301,6 +312,7 @@ class LeasedAdmission:
             self.paused_until = max(self.paused_until, time.monotonic() + state["pause_s"])
         self.rate_limited = max(self.rate_limited, state["limited"])
         self._paced = bool(state["paced"])
+        self._room = state.get("room")
         if self._paced and not self._stock_paced:
             self._next = self._end  # a block leased before the pacing: the budget moved on
         share = max(1, min(self.max_concurrency, round(state["concurrency"] * self.fraction)))

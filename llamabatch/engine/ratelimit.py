@@ -222,6 +222,11 @@ class Admission:
         return self.limiter if self.rate_limited else NO_LIMIT
 
     @property
+    def requests_left(self) -> float | None:
+        """Requests the server's budget is known to have left (None: no figure)."""
+        return self._requests.remaining
+
+    @property
     def paced(self) -> bool:
         """Whether any limit paces requests (else only concurrency and pauses bind)."""
         return not (
@@ -232,8 +237,9 @@ class Admission:
             and self._tokens.remaining is None
         )
 
-    def take_now(self) -> int | None:
-        """A ticket at once when nothing limits this model (the common case), else None."""
+    def take_now(self, count: int = 1) -> int | None:
+        """The first of `count` tickets at once when nothing limits this model (the common
+        case), else None. No budget is known, so there is no figure to correct for them."""
         if (
             self.rpm is None
             and self.tpm is None
@@ -242,8 +248,8 @@ class Admission:
             and self._tokens.remaining is None
             and self.paused_until <= time.monotonic()
         ):
-            self._sent += 1
-            return self._sent
+            self._sent += count
+            return self._sent - count + 1
         return None
 
     async def wait(self, tokens: float) -> int:

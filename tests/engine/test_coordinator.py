@@ -40,6 +40,11 @@ async def test_unlimited_models_lease_tickets_in_blocks() -> None:
     tickets = [await a.wait(10) for _ in range(8)] + [await b.wait(10) for _ in range(8)]
     assert len(set(tickets)) == 16  # one numbering for the whole run
     assert calls == 4  # each engine: a first block of one round (4), then of 4 rounds
+    # With no budget to correct, a block is a number: no ticket kept in the coordinator (a
+    # per-ticket record of a block cost the parent ~5 us per response and grew unbounded).
+    admission = coordinator.admissions[0]
+    assert admission.unsent is not None and len(admission.unsent) == 0
+    assert not admission._ticket_tokens
 
 
 async def test_rpm_is_one_bucket_for_all_engines() -> None:
@@ -128,3 +133,30 @@ async def test_tickets_leased_just_before_a_budget_figure_count_as_spent() -> No
         if left == 5:  # the figure may be low: a probe asks soon, not at the 5 s reset
             with anyio.fail_after(1.0):
                 await admission.wait(1.0)
+
+
+@pytest.mark.parametrize(("left", "leases"), [("1000", 1), ("20", 4)])
+async def test_a_budget_with_room_is_leased_a_share_at_a_time(left: str, leases: int) -> None:
+    # Paced by a server's budget, an engine asks for what waits now (a stock would be sent
+    # after the budget moved on), unless the budget has ample room for the whole run
+    # (4 x its concurrency of 8): then its share at once, so its requests do not each wait
+    # for a lease (the first 600 of a shared RPM run went one lease per request).
+    coordinator = hub()
+    limits = engines(coordinator)[0]
+    admission = limits.admissions[0]
+    ticket = await admission.wait(1.0)
+    headers = {"x-ratelimit-remaining-requests": left, "x-ratelimit-reset-requests": "5s"}
+    admission.observe_headers(headers, ticket)
+    await limits.flush()
+    calls = 0
+    real_call = coordinator.call
+
+    async def counted(method: str, *args: object) -> object:
+        nonlocal calls
+        calls += method == "lease"
+        return await real_call(method, *args)
+
+    coordinator.call = counted  # type: ignore[method-assign]
+    for _ in range(4):  # one at a time, as requests that find a free slot
+        await admission.wait(1.0)
+    assert calls == leases
