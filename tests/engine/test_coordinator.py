@@ -8,7 +8,13 @@ import anyio
 import pytest
 
 from llamabatch.engine.breaker import CircuitBreaker
-from llamabatch.engine.coordinator import UNSENT_WINDOW_S, LimitHub, SharedLimits
+from llamabatch.engine.coordinator import (
+    QUIET_REPORT_INTERVAL_S,
+    REPORT_INTERVAL_S,
+    UNSENT_WINDOW_S,
+    LimitHub,
+    SharedLimits,
+)
 from llamabatch.engine.ratelimit import Admission
 from llamabatch.errors import RequestError
 
@@ -160,3 +166,12 @@ async def test_a_budget_with_room_is_leased_a_share_at_a_time(left: str, leases:
     for _ in range(4):  # one at a time, as requests that find a free slot
         await admission.wait(1.0)
     assert calls == leases
+
+
+async def test_routine_outcomes_travel_less_often_while_nothing_limits_the_model() -> None:
+    # Every report wakes the coordinator (the run's parent process). Successes of a model
+    # nothing limits only feed a rate to learn at a first 429: they can wait longer.
+    limits = engines(hub())[0]
+    assert limits._interval() == QUIET_REPORT_INTERVAL_S
+    limits.admissions[0].on_rate_limited(0.0)
+    assert limits._interval() == REPORT_INTERVAL_S
