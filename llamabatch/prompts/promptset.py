@@ -15,9 +15,15 @@ import pyarrow as pa
 from llamabatch.errors import PromptError
 from llamabatch.prompts.formats import DETECT_ROWS, Layout, Pipeline, describe
 from llamabatch.prompts.prompt import Prompt, RowError, id_hash, parse_row
-from llamabatch.prompts.readers import BATCH_ROWS, file_kind, read_records
+from llamabatch.prompts.readers import BATCH_ROWS, file_kind, read_records, wanted
 
 MAX_REPORTED_ERRORS: Final = 20
+# A run's validation pass keeps the prompts of a file this small (in bytes and in valid
+# rows), so the requests are built from them rather than from a second read and parse
+# of the file (~6 µs a row); a larger file is read again, batch by batch: memory stays
+# bounded however long the prompt set.
+KEEP_BYTES: Final = 8 * 2**20
+KEEP_ROWS: Final = 65_536
 
 
 @dataclass(kw_only=True)
@@ -71,6 +77,7 @@ class PromptSet:
         self.limit = limit
         self.report: ScanReport | None = None
         self._pipeline: Pipeline | None = None
+        self._kept: list[tuple[int, Prompt]] | None = None  # (row, prompt) of a kept scan
 
     @property
     def pipeline(self) -> Pipeline:
@@ -91,19 +98,26 @@ class PromptSet:
         check: Callable[[Prompt], None] | None = None,
         *,
         max_errors: int | None = MAX_REPORTED_ERRORS,
+        keep: bool = False,
     ) -> ScanReport:
-        """Validate every row (without keeping them) and infer carried-through column types.
+        """Validate every row and infer carried-through column types.
 
         `visit` sees each valid prompt (resume uses it to compare with stored rows);
         `check` may refuse a prompt with RowError (a run checks rows against its models).
         Ids are kept as 64-bit hashes, 8 bytes a row, so a file of millions of
-        prompts is checked for duplicates in little memory.
+        prompts is checked for duplicates in little memory. With `keep`, the valid
+        prompts of a small file (KEEP_BYTES, KEEP_ROWS) are kept for iteration, which
+        then does not read the file again.
         """
         report = ScanReport(path=self.path, max_errors=max_errors)
         pipeline = self.pipeline
         pipeline.dropped.clear()
         hashes, row_numbers = array("Q"), array("Q")
         inferred: dict[str, set[str]] = {}
+        self._kept = None
+        kept: list[tuple[int, Prompt]] | None = None
+        if keep and self.path.stat().st_size <= KEEP_BYTES:
+            kept = []
         for row_no, row in self._rows():
             assert row is not None
             report.rows += 1
@@ -120,12 +134,19 @@ class PromptSet:
             report.turn_rows += 1 if prompt.turns is None else len(prompt.turns)
             if visit is not None:
                 visit(row_no, prompt)
+            if kept is not None:
+                kept.append((row_no, prompt))
+                if len(kept) > KEEP_ROWS:
+                    kept = None
             for name, value in prompt.extra.items():
                 inferred.setdefault(name, set()).add(_kind(value))
         report.format, report.dropped = pipeline.format, dict(pipeline.dropped)
         self._report_duplicates(report, hashes, row_numbers)
         report.extra_types = self._extra_types(inferred)
         self.report = report
+        if kept is not None:
+            skipped = report.skipped_rows  # duplicates are found after the rows were kept
+            self._kept = [(n, p) for n, p in kept if n not in skipped] if skipped else kept
         return report
 
     def _report_duplicates(self, report: ScanReport, hashes: array[int], rows: array[int]) -> None:
@@ -167,6 +188,9 @@ class PromptSet:
 
     def _prompts(self, only: bytearray | None) -> Iterator[Prompt | None]:
         """Valid prompts up to `limit`; None for a valid row that `only` (by row) excludes."""
+        if self._kept is not None:
+            yield from self._kept_prompts(only)
+            return
         skipped = self.report.skipped_rows if self.report else set()
         emitted = 0
         for row_no, row in self._rows(only):
@@ -182,6 +206,17 @@ class PromptSet:
                 yield parse_row(row)
             except RowError as exc:
                 raise PromptError(f"{self._where(row_no)}: {exc}") from None
+
+    def _kept_prompts(self, only: bytearray | None) -> Iterator[Prompt | None]:
+        """`_prompts` from the prompts the scan kept (the file is not read again)."""
+        assert self._kept is not None
+        kept = self._kept if self.limit is None else self._kept[: self.limit]
+        if only is None:
+            for _, prompt in kept:
+                yield prompt
+            return
+        for row_no, prompt in kept:
+            yield prompt if wanted(only, row_no) else None
 
     def batches(
         self, size: int = BATCH_ROWS, *, only: bytearray | None = None

@@ -119,7 +119,8 @@ async def _validate(
             drift(row_no, prompt)
             cache(row_no, prompt)
 
-        report = await anyio.to_thread.run_sync(prompts.scan, visit, check)
+        scan = functools.partial(prompts.scan, visit, check, keep=True)
+        report = await anyio.to_thread.run_sync(scan)
         drift.finish()
     except BaseException:
         cache.discard()

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -162,3 +163,35 @@ def test_200k_rows_stream_without_loading_the_file(tmp_path: Path) -> None:
     # Iteration holds one batch at a time: memory grows by a small fraction of
     # the ~55 MB file (holding every prompt would take several times the file).
     assert grown < size / 4, (grown, size)
+
+
+def _sent(prompts: PromptSet, only: bytearray | None = None) -> list[tuple[str, list[Any]]]:
+    return [(p.id, p.messages) for batch in prompts.batches(3, only=only) for p in batch]
+
+
+@pytest.mark.parametrize("limit", [None, 4])
+def test_a_kept_scan_gives_what_reading_again_gives(tmp_path: Path, limit: int | None) -> None:
+    rows: list[Any] = [{"id": f"p{i}", "prompt": f"q{i}"} for i in range(8)]
+    rows[2] = "{broken"
+    rows[5] = {"id": "p1", "prompt": "a duplicate id"}
+    path = write_jsonl(tmp_path / "p.jsonl", rows)
+    only = bytearray([1, 1, 0, 1, 1, 1, 1, 0, 1])  # by line: lines 2 and 7 are finished
+    kept, read = PromptSet(path, limit=limit), PromptSet(path, limit=limit)
+    kept.scan(keep=True)
+    read.scan()
+    for mark in (None, only):
+        assert _sent(kept, mark) == _sent(read, mark)
+    assert "p1" in [i for i, _ in _sent(kept)] and len(_sent(kept)) == (limit or 6)
+
+
+def test_a_kept_scan_is_not_read_again_a_large_file_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_jsonl(tmp_path / "p.jsonl", [{"id": f"p{i}", "prompt": "old"} for i in range(3)])
+    small, large = PromptSet(path), PromptSet(path)
+    small.scan(keep=True)
+    monkeypatch.setattr("llamabatch.prompts.promptset.KEEP_ROWS", 2)
+    large.scan(keep=True)
+    write_jsonl(path, [{"id": f"p{i}", "prompt": "new"} for i in range(3)])
+    assert {m[0]["content"] for _, m in _sent(small)} == {"old"}  # validated once, kept
+    assert {m[0]["content"] for _, m in _sent(large)} == {"new"}  # read batch by batch
