@@ -53,6 +53,9 @@ class RowBuilder:
         self._blank["run_id"] = run_id
         self._blank["cached"] = False
         self._extras = list(extra_types.items())
+        # Per model (by identity; the config is held so its id stays its own): the blank
+        # row with the model's columns filled, copied for each of its rows.
+        self._models: dict[int, tuple[ModelConfig, dict[str, Any]]] = {}
 
     def build(self, job: Job, resp: Response, error: RequestError | None) -> dict[str, Any]:
         row = self._identity(job)
@@ -87,25 +90,28 @@ class RowBuilder:
     def _identity(self, job: Job) -> dict[str, Any]:
         """A fresh row with what the job itself says: key, prompt columns, attempts, times."""
         prompt, model = job.prompt, job.model
-        row = self._blank.copy()
+        known = self._models.get(id(model))
+        if known is None or known[0] is not model:
+            blank = {**self._blank, "model": model.name, "provider": model.provider}
+            blank["model_id"] = model.model
+            known = self._models[id(model)] = (model, blank)
+        row = known[1].copy()
         for name, arrow_type in self._extras:
             row[name] = carried_value(prompt.extra.get(name), arrow_type)
-        row.update(
-            model=model.name,
-            provider=model.provider,
-            model_id=model.model,
-            prompt_id=prompt.id,
-            prompt_hash=prompt.content_hash,
-            sample=job.sample,
-            turn=job.turn,
-            attempts=job.attempts,
-            queue_s=job.queue_s,
-            request_params=job.params_json,
-            started_at=int((job.started_wall or time.time()) * 1e6),
-            finished_at=int(time.time() * 1e6),
-            scheduled_at=None if job.scheduled_wall is None else int(job.scheduled_wall * 1e6),
-            expected=prompt.expected_for(job.turn),
-        )
+        # Item by item: a row is built per request, and update(**kw) builds a dict first.
+        row["prompt_id"] = prompt.id
+        row["prompt_hash"] = prompt.content_hash
+        row["sample"] = job.sample
+        row["turn"] = job.turn
+        row["attempts"] = job.attempts
+        row["queue_s"] = job.queue_s
+        row["request_params"] = job.params_json
+        now = time.time()
+        row["started_at"] = int((job.started_wall or now) * 1e6)
+        row["finished_at"] = int(now * 1e6)
+        if job.scheduled_wall is not None:
+            row["scheduled_at"] = int(job.scheduled_wall * 1e6)
+        row["expected"] = prompt.expected if job.turn is None else prompt.expected_for(job.turn)
         return row
 
     def _scrub(self, row: dict[str, Any]) -> bool:
@@ -132,16 +138,14 @@ def _fill_ok(row: dict[str, Any], messages: list[dict[str, Any]], resp: Response
     total = resp.total_tokens
     if total is None or prompt_source != "server" or completion_source != "server":
         total = prompt_tokens + completion_tokens
-    row.update(
-        status="ok",
-        output_text=text,
-        finish_reason=resp.finish_reason,
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=total,
-        prompt_tokens_source=prompt_source,
-        completion_tokens_source=completion_source,
-        usage_source=max(prompt_source, completion_source, key=EXACTNESS.index),
-        **timings(resp, completion_tokens),
-        **resp.extra_columns(),
-    )
+    row["status"] = "ok"
+    row["output_text"] = text
+    row["finish_reason"] = resp.finish_reason
+    row["prompt_tokens"] = prompt_tokens
+    row["completion_tokens"] = completion_tokens
+    row["total_tokens"] = total
+    row["prompt_tokens_source"] = prompt_source
+    row["completion_tokens_source"] = completion_source
+    row["usage_source"] = max(prompt_source, completion_source, key=EXACTNESS.index)
+    row.update(timings(resp, completion_tokens))
+    row.update(resp.extra_columns())
