@@ -222,11 +222,11 @@ class Engine:
         waited_from = time.perf_counter() if scheduled is None else scheduled
         if scheduled is not None:
             job.scheduled_wall = time.time() - (time.perf_counter() - scheduled)
-        resp = fresh()
+        resp: Response | None = None  # the latest attempt's
         while True:
             if lane.stopped is not None:
                 job.queue_s += time.perf_counter() - waited_from
-                finish(resp, lane.not_sent())
+                finish(resp or fresh(), lane.not_sent())
                 return None
             try:
                 probe = await lane.breaker.wait() if lane.breaker.is_open else False

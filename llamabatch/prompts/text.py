@@ -36,7 +36,11 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_prompt_tokens(messages: Messages) -> int:
     """A rough token count of what the messages say."""
-    chars = sum(len(content_text(m.get("content"))) for m in messages if isinstance(m, Mapping))
+    chars = 0
+    for m in messages:  # per request: a plain loop, and no ABC check for a plain dict
+        if m.__class__ is dict or isinstance(m, Mapping):
+            content = m.get("content")
+            chars += len(content) if content.__class__ is str else len(content_text(content))
     return round(chars / CHARS_PER_TOKEN)
 
 
