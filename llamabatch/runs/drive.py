@@ -25,12 +25,12 @@ from llamabatch.prompts import PromptSet
 from llamabatch.results import DoneIndex, ResultWriter, RowBuilder, Sink
 from llamabatch.results.cache import ResponseCache
 from llamabatch.results.remote import Remote, remote_of
-from llamabatch.runs.batch import BatchDriver
 from llamabatch.runs.flushing import flush_periodically, store_cached
 from llamabatch.runs.servers import local_servers, prompt_renderer
 from llamabatch.wire import Transport
 
 if TYPE_CHECKING:
+    from llamabatch.runs.batch import BatchDriver
     from llamabatch.runs.raypool import RayPool
     from llamabatch.runs.workers import WorkerPool
 
@@ -119,6 +119,8 @@ class ActiveRun:
         ):
             engine: Engine | BatchDriver | WorkerPool | RayPool
             if config.mode == "batch":
+                from llamabatch.runs.batch import BatchDriver  # not loaded by a streamed run
+
                 engine = BatchDriver(
                     config=config,
                     prompts=self.prompts,
