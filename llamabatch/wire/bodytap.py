@@ -215,8 +215,8 @@ class BodyTap(asyncio.Protocol):
             if self._paced is None:  # a fast stream? (the first token's read, then the next)
                 # Pausing costs two syscalls: more than a read that comes that late anyway.
                 now = time.perf_counter()
-                if self._paced_t:
-                    self._paced = now - self._paced_t < pacer.period_s
+                if self._paced_t:  # two events or more per period, or a pause saves no read
+                    self._paced = now - self._paced_t < pacer.period_s / 2
                 self._paced_t = now
             if self._paced:
                 pacer.pause(self._transport)
@@ -333,8 +333,9 @@ class Pacer:
     `last_token_t` (so `itl_mean_s`) may take the time of the events after the
     last token that came in the same read (at most PACE_S later). With raw
     chunk times (`[run] chunk_times`) streams are not paced; nor are streams
-    whose reads come PACE_S or more apart (most at a real server's token rate:
-    pausing one would cost more than the read it saves).
+    whose reads come PACE_S / 2 or more apart (most at a real server's token
+    rate): a pause and resume costs more than half a read (cachegrind, here),
+    so it must save at least one.
     """
 
     def __init__(self, period_s: float = PACE_S) -> None:
