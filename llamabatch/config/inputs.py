@@ -44,7 +44,8 @@ def local_input(text: str, setting: str = "run.input") -> Path:
     parts = urlsplit(text)
     if parts.scheme == "file":
         return Path(parts.path)
-    shown = f"{parts.scheme}://{parts.netloc}{parts.path}"  # no query: it may hold options
+    # No user:secret@ and no query (it may hold options): the line goes to terminals and logs.
+    shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
     raise ConfigError(
         f"{setting} {shown}: prompt files are read from a local path only; copy it here first "
         f"(e.g. aws s3 cp {shown} prompts.jsonl; for --ray, to the same path on every node)"

@@ -50,3 +50,12 @@ def test_validate_refuses_an_s3_prompt_file_in_one_line(capsys: pytest.CaptureFi
     err = capsys.readouterr().err.strip()
     assert err.startswith("llamabatch: error: prompt file s3://bucket/p.jsonl: prompt files are")
     assert len(err.splitlines()) == 1
+
+
+def test_credentials_in_an_s3_prompt_uri_never_reach_the_error(tmp_path: Path) -> None:
+    config = config_file(tmp_path, "s3://AKIAEXAMPLE:hunter2secret@bucket/p.jsonl?token=t0k")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    message = str(caught.value)
+    assert "run.input s3://bucket/p.jsonl: prompt files are read" in message
+    assert "hunter2secret" not in message and "AKIAEXAMPLE" not in message and "t0k" not in message
