@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Final
 
 import anyio
@@ -66,17 +67,21 @@ def _no_sigterm_warning(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("SIGTERM handler is not set")
 
 
-async def join(ray: Any, address: str | None, **options: Any) -> None:
+async def join(
+    ray: Any, address: str | None, local: Mapping[str, Any] | None = None, **options: Any
+) -> None:
     """`ray.init(address, **options)`; UsageError if a cluster's address does not let it
     return within `JOIN_S` (a local cluster of our own is not bounded: it starts here).
 
-    Joining a cluster runs in a thread, which Ray leaves SIGTERM alone in: the run handles
-    it as it handles Ctrl-C."""
+    `local`: more options for a cluster of our own only (Ray refuses `_system_config`
+    from a driver joining one, also when `RAY_ADDRESS` alone names it). Joining a cluster
+    runs in a thread, which Ray leaves SIGTERM alone in: the run handles it as it
+    handles Ctrl-C."""
     named = cluster_address(address)
     if named is None or named[0] == "local":
         # Here, not in a thread: the local cluster's processes die with the thread that
         # started them (Ray gives them PR_SET_PDEATHSIG, which is per thread).
-        ray.init(address=address, **options)
+        ray.init(address=address, **options, **(local or {}))
         return
     outcome: list[BaseException | None] = []
 

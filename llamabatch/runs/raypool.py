@@ -167,7 +167,7 @@ class RayPool:
                 include_dashboard=False,
                 logging_level=logging.WARNING,
                 # A local cluster of our own: no metrics or event-loop statistics to keep.
-                _system_config=None if self.address else LOCAL_SYSTEM_CONFIG,
+                local={"_system_config": LOCAL_SYSTEM_CONFIG},
             )
         limiter = None
         try:

@@ -67,20 +67,27 @@ async def test_a_closed_ray_address_fails_in_one_line_before_anything_is_sent(
     assert not (tmp_path / "out").exists()  # refused before the output was made
 
 
+@pytest.mark.parametrize("given", ["--ray-address", "RAY_ADDRESS"])
 async def test_an_address_where_no_ray_cluster_answers_fails_in_bounded_time(
-    tmp_path: Path,
+    tmp_path: Path, given: str
 ) -> None:
     # A port that takes connections and never answers: Ray's driver would retry for ever.
+    # Via RAY_ADDRESS the driver joins too (it once asked Ray for a local cluster's
+    # _system_config, which Ray refuses from a driver joining a cluster).
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         async with SimServer(default=FAST) as sim:
             config = write_config(tmp_path, sim.base_url)
-            code, err = await cli(["run", str(config), "-q", "--ray", "--ray-address", address], {})
+            args = ["run", str(config), "-q", "--ray"]
+            if given == "--ray-address":
+                code, err = await cli([*args, "--ray-address", address], {})
+            else:
+                code, err = await cli(args, {"RAY_ADDRESS": address})
             assert sim.stats.requests == 0
     assert code == 2, err
-    assert f"--ray-address {address}: the Ray cluster there did not let this driver join" in err
+    assert f"{given} {address}: the Ray cluster there did not let this driver join" in err
     assert "Traceback" not in err and "SIGTERM handler" not in err, err
 
 
