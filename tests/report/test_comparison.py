@@ -85,15 +85,16 @@ async def test_a_small_drop_is_not_significant_unless_flips_are_gated(
     few = eval_prompts(tmp_path / "few.jsonl", 4)
     base = await eval_run(tmp_path / "base", few, {"a": 1.0})
     cand = await eval_run(tmp_path / "cand", few, {"a": 0.0})
-    # All 4 prompts fail now, but 4 pairs cannot reach p < 0.05 (exact p = 2/16).
-    assert compare(tmp_path, base, cand) == 0
+    # All 4 prompts fail now, but 4 pairs cannot reach p < 0.05 (exact p = 2/16). Latency is
+    # left out: one scheduling stall among 4 rows of a busy machine moves their p90 x65.
+    assert compare(tmp_path, base, cand, "--no-latency") == 0
     data = json.loads((tmp_path / "c.json").read_text())
     (score,) = [r for r in data["rules"] if r["rule"] == "score:exact"]
     assert score["details"]["p_value"] == pytest.approx(0.125) and not score["regressed"]
     assert len(data["flips"]) == 4
     suite = junitparser.JUnitXml.fromfile(str(tmp_path / "junit.xml"))
-    assert (suite.tests, suite.failures, suite.skipped) == (10, 0, 4)
-    assert compare(tmp_path, base, cand, "--max-flips", "0") == 1
+    assert (suite.tests, suite.failures, suite.skipped) == (6, 0, 4)
+    assert compare(tmp_path, base, cand, "--no-latency", "--max-flips", "0") == 1
     suite = junitparser.JUnitXml.fromfile(str(tmp_path / "junit.xml"))
     assert (suite.failures, suite.skipped) == (5, 0)
 
