@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from llamabatch import SimProfile, SimServer, arun
 from llamabatch.errors import LeaseLost
 from llamabatch.results import remote
 from llamabatch.results.remote import Lease, Remote
-from tests.helpers import sim_config
+from tests.helpers import prompt_rows, sim_config, write_jsonl
 from tests.s3server import S3, s3_server
 
 pytestmark = pytest.mark.anyio
@@ -110,3 +112,42 @@ async def test_a_run_whose_lease_is_taken_stops_and_keeps_its_rows(
         assert sim.stats.requests - sent == again.ok  # rows kept were not sent again
     rows = pd.read_parquet(uri)
     assert len(rows) == n and rows["prompt_id"].is_unique and (rows["status"] == "ok").all()
+
+
+# The command line, renewing its lease every 0.1 s (LEASE_TTL_S / 3 = 20 s otherwise).
+CLI = (
+    "import sys; from llamabatch.results import remote; remote.RENEW_S = 0.1; "
+    "from llamabatch.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+async def test_the_command_line_says_how_to_publish_the_kept_rows(tmp_path: Path, s3: S3) -> None:
+    slow = SimProfile(ttft_s=0.05, tokens_per_s=100.0, output_tokens=10, jitter=0.0)
+    other = {
+        "holder": "llamabatch run (pid 8 on node-2)",
+        "token": "theirs",
+        "renewed": time.time(),
+    }
+    async with SimServer(default=slow) as sim:
+        prompts = write_jsonl(tmp_path / "p.jsonl", prompt_rows(200))
+        config = tmp_path / "run.toml"
+        config.write_text(
+            f'[run]\ninput = "{prompts}"\noutput = "{s3.uri("cli")}"\n[engine]\nconcurrency = 4\n'
+            f'[[models]]\nname = "m"\nprovider = "openai"\nmodel = "m"\n'
+            f'base_url = "{sim.base_url}"\n'
+        )
+        argv = [sys.executable, "-c", CLI, "run", str(config), "-q"]
+        async with await anyio.open_process(argv, env={**os.environ, **s3.env}) as process:
+            await sim.wait_for_requests(8)
+            with s3.fs().open_output_stream(f"{s3.bucket}/cli/_lease.json") as stream:
+                stream.write(json.dumps(other).encode())
+            assert process.stderr is not None
+            with anyio.fail_after(60):
+                err = b"".join([chunk async for chunk in process.stderr]).decode()
+                code = await process.wait()
+        assert sim.stats.requests < 200
+    assert code == 2, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"llamabatch: error: {s3.uri('cli')}: this run lost its lease"), line
+    assert "llamabatch run (pid 8 on node-2) holds it now" in line
+    assert "once that run is done, publish this run's rows with: llamabatch run " in line
