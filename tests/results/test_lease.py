@@ -40,6 +40,15 @@ def age(s3: S3, name: str, record: dict[str, object]) -> None:
         stream.write(json.dumps(stale).encode())
 
 
+async def hold(s3: S3, name: str, record: dict[str, object]) -> None:
+    """Another run holding the lease of `name`: it writes its record, and again every 0.2 s
+    (as a holder renews it) until cancelled."""
+    while True:
+        with s3.fs().open_output_stream(f"{s3.bucket}/{name}/_lease.json") as stream:
+            stream.write(json.dumps(record).encode())
+        await anyio.sleep(0.2)
+
+
 def test_a_stalled_holder_finds_its_lease_taken_and_does_not_steal_it_back(s3: S3) -> None:
     uri = s3.uri("two")
     first = Lease(Remote(uri), "run")  # a Remote each: as two processes
@@ -91,8 +100,7 @@ async def test_a_run_whose_lease_is_taken_stops_and_keeps_its_rows(
 
         async def take_over() -> None:
             await sim.wait_for_requests(12)
-            with s3.fs().open_output_stream(f"{s3.bucket}/taken/_lease.json") as stream:
-                stream.write(json.dumps(other).encode())
+            await hold(s3, "taken", other)
 
         caught: LeaseLost | None = None
         async with anyio.create_task_group() as tg:
@@ -101,6 +109,7 @@ async def test_a_run_whose_lease_is_taken_stops_and_keeps_its_rows(
                 await arun(config, output=uri)
             except LeaseLost as exc:
                 caught = exc
+            tg.cancel_scope.cancel()
         sent = sim.stats.requests
         assert caught is not None and sent < n  # it stopped
         message = str(caught)
@@ -139,12 +148,15 @@ async def test_the_command_line_says_how_to_publish_the_kept_rows(tmp_path: Path
         argv = [sys.executable, "-c", CLI, "run", str(config), "-q"]
         async with await anyio.open_process(argv, env={**os.environ, **s3.env}) as process:
             await sim.wait_for_requests(8)
-            with s3.fs().open_output_stream(f"{s3.bucket}/cli/_lease.json") as stream:
-                stream.write(json.dumps(other).encode())
             assert process.stderr is not None
             with anyio.fail_after(60):
-                err = b"".join([chunk async for chunk in process.stderr]).decode()
-                code = await process.wait()
+                async with anyio.create_task_group() as tg:
+                    # The other run holds the lease and renews it (a write landing between
+                    # a renewal's read and write is overwritten: no conditional write).
+                    tg.start_soon(hold, s3, "cli", other)
+                    err = b"".join([chunk async for chunk in process.stderr]).decode()
+                    code = await process.wait()
+                    tg.cancel_scope.cancel()
         assert sim.stats.requests < 200
     assert code == 2, err
     (line,) = err.strip().splitlines()
