@@ -166,12 +166,7 @@ class BodyTap(asyncio.Protocol):
         stream = self._stream
         total = stream.total_bytes
         if total != self.offsets[-1]:  # not only the head or chunk framing
-            self.offsets.append(total)
-            stamped = self._stamped
-            stamp = stamped.stamp if stamped is not None else None
-            self.stamps.append(time.perf_counter() if stamp is None else stamp)
-            if total > self._limit:
-                self._fail(too_large(self._limit))
+            if not self._noted(total):
                 return
             if self._watching or _ERROR_KEY in data or _ERROR_KEY in self._edge + data[:_EDGE]:
                 self._check()
@@ -180,6 +175,17 @@ class BodyTap(asyncio.Protocol):
             self._edge = data[-_EDGE:]
         if stream.is_eof():
             self.detach()  # aiohttp may pool the connection now: its next reads are not ours
+
+    def _noted(self, total: int) -> bool:
+        """Note a read that brought the body to `total` bytes, at its stamp; False if too large."""
+        stamped = self._stamped
+        stamp = stamped.stamp if stamped is not None else None
+        self.offsets.append(total)
+        self.stamps.append(time.perf_counter() if stamp is None else stamp)
+        if total > self._limit:
+            self._fail(too_large(self._limit))
+            return False
+        return True
 
     def _chunk_received(self, data: bytes) -> None:
         """A read of a chunked body the tap decodes: noted like aiohttp's would be."""
@@ -191,12 +197,7 @@ class BodyTap(asyncio.Protocol):
         if body:
             self._parts.append(body)
             self._taken = total = self._taken + len(body)
-            self.offsets.append(total)
-            stamped = self._stamped
-            stamp = stamped.stamp if stamped is not None else None
-            self.stamps.append(time.perf_counter() if stamp is None else stamp)
-            if total > self._limit:
-                self._fail(too_large(self._limit))
+            if not self._noted(total):
                 return
             edge = self._edge
             if self._watching or _ERROR_KEY in body or (edge and _ERROR_KEY in edge + body[:_EDGE]):
