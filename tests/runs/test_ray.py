@@ -267,6 +267,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 async def test_killed_driver_of_a_ray_cluster_ends_its_actors_there(tmp_path: Path) -> None:
     # A cluster started apart (`ray start --head`, as on real machines) outlives the driver:
     # Ray must end the job's actors when the driver dies, and the cluster takes the resume.
@@ -285,6 +293,11 @@ async def test_killed_driver_of_a_ray_cluster_ends_its_actors_there(tmp_path: Pa
     )
     try:
         address = f"127.0.0.1:{port}"
+        # `ray start --head` returns once the head listens; with --block it does not return,
+        # so wait for its port (a driver refuses an address that accepts no connection).
+        with anyio.fail_after(120):
+            while not accepts(port):
+                await anyio.sleep(0.2)
         n, concurrency = 200, 8
         async with SimServer(default=PROFILE) as sim:
             config = write_config(tmp_path, sim.base_url, n)
