@@ -19,6 +19,7 @@ from llamabatch.errors import RequestError
 from llamabatch.wire import Response
 from llamabatch.wire.openai import OpenAIProvider
 from llamabatch.wire.transport import Transport
+from tests.wire.rawhttp import read_request
 
 PROVIDER = OpenAIProvider()
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -45,9 +46,7 @@ def raw_server(script: Callable[[socket.socket], None]) -> Iterator[str]:
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            request = b""
-            while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
-                request += conn.recv(65536)
+            read_request(conn)
             script(conn)
 
     with socket.create_server(("127.0.0.1", 0)) as listener:

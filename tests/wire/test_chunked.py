@@ -9,12 +9,11 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from llamabatch.config import ModelConfig
 from llamabatch.errors import RequestError
 from llamabatch.wire import Response, wireclock
 from llamabatch.wire.chunked import ChunkedBody, ChunkError
-from llamabatch.wire.openai import OpenAIProvider
 from llamabatch.wire.transport import Transport
+from tests.wire.rawhttp import openai_request, read_request
 
 EVENTS = [
     b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n',
@@ -81,9 +80,7 @@ def per_write_server(listener: socket.socket, replies: int, raw: bytes) -> None:
     conn, _ = listener.accept()
     with conn:
         for _ in range(replies):
-            request = b""
-            while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
-                request += conn.recv(65536)
+            read_request(conn)
             conn.sendall(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                 b"Transfer-Encoding: chunked\r\n\r\n"
@@ -106,11 +103,7 @@ async def send_all(raw: bytes, replies: int) -> tuple[list[Response | RequestErr
         )
         server.start()
         port = listener.getsockname()[1]
-        model = ModelConfig(
-            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
-        )
-        provider = OpenAIProvider()
-        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        provider, request = openai_request(port)
         results: list[Response | RequestError] = []
         async with Transport() as transport:
             for _ in range(replies):

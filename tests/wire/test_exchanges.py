@@ -16,6 +16,7 @@ from llamabatch.wire import transport as transport_module
 from llamabatch.wire.openai import OpenAIProvider
 from llamabatch.wire.transport import Transport
 from tests.helpers import FAST
+from tests.wire.rawhttp import read_request
 
 pytestmark = pytest.mark.skipif(not wireclock.SUPPORTED, reason="kernel receive stamps are Linux")
 
@@ -28,9 +29,7 @@ def two_replies_server(listener: socket.socket) -> None:
     conn, _ = listener.accept()
     with conn:
         for _ in range(2):
-            request = b""
-            while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
-                request += conn.recv(65536)
+            read_request(conn)
             conn.sendall(HEAD % len(BODY) + BODY)
         conn.recv(1)
 

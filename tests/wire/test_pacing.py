@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from llamabatch.config import ModelConfig
 from llamabatch.wire import Response, bodytap, wireclock
-from llamabatch.wire.openai import OpenAIProvider
 from llamabatch.wire.transport import Transport
+from tests.wire.rawhttp import chunk, openai_request, read_request
 
 pytestmark = pytest.mark.skipif(not wireclock.SUPPORTED, reason="kernel receive stamps are Linux")
 
@@ -21,17 +20,11 @@ NEAR_S = 0.02  # as the other wire-timing tests: a loaded machine's scheduling
 PERIOD_S = 0.05
 
 
-def chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-
 def token_server(listener: socket.socket, sent: list[float], gap_s: float = GAP_S) -> None:
     """The head and a role event, then a token every `gap_s`, each in its own chunked write."""
     conn, _ = listener.accept()
     with conn:
-        request = b""
-        while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
-            request += conn.recv(65536)
+        read_request(conn)
         conn.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
@@ -67,11 +60,7 @@ async def stream(
         server = threading.Thread(target=token_server, args=(listener, sent, gap_s), daemon=True)
         server.start()
         port = listener.getsockname()[1]
-        model = ModelConfig(
-            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
-        )
-        provider = OpenAIProvider()
-        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        provider, request = openai_request(port)
         resp = Response(chunk_times=chunk_times)
         async with Transport() as transport:
             transport._pacer = pacer or transport._pacer

@@ -17,6 +17,7 @@ from llamabatch.config import ModelConfig
 from llamabatch.wire import Response
 from llamabatch.wire.openai import OpenAIProvider
 from llamabatch.wire.transport import Transport
+from tests.wire.rawhttp import read_request
 
 THINK_S = 0.2  # the server's time before its reply's first byte
 
@@ -46,9 +47,7 @@ def thinking_server(listener: socket.socket, context: ssl.SSLContext) -> None:
     """One TLS 1.3 connection (session tickets follow the handshake); the reply after THINK_S."""
     raw, _ = listener.accept()
     with context.wrap_socket(raw, server_side=True) as conn:
-        request = b""
-        while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
-            request += conn.recv(65536)
+        read_request(conn)
         time.sleep(THINK_S)
         events = (
             b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'

@@ -13,12 +13,11 @@ import anyio
 import pytest
 
 from llamabatch import SimServer, arun
-from llamabatch.config import ModelConfig
 from llamabatch.wire import Response, wireclock
 from llamabatch.wire import transport as transport_module
-from llamabatch.wire.openai import OpenAIProvider
 from llamabatch.wire.transport import Transport
 from tests.helpers import FAST, sim_config
+from tests.wire.rawhttp import chunk, openai_request, read_request
 
 pytestmark = pytest.mark.skipif(not wireclock.SUPPORTED, reason="kernel receive stamps are Linux")
 
@@ -26,17 +25,11 @@ FIRST_TOKEN_AFTER_S = 0.05
 LOOP_BLOCKED_S = 0.5
 
 
-def chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-
 def slow_stream_server(listener: socket.socket, opened: threading.Event) -> None:
     """Headers at once, the first token 50 ms later, the end 50 ms after that (HTTP chunked)."""
     conn, _ = listener.accept()
     with conn:
-        request = b""
-        while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
-            request += conn.recv(65536)
+        read_request(conn)
         conn.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
@@ -58,11 +51,7 @@ async def test_ttft_and_latency_are_when_bytes_arrived_even_if_the_loop_was_busy
         server = threading.Thread(target=slow_stream_server, args=(listener, opened), daemon=True)
         server.start()
         port = listener.getsockname()[1]
-        model = ModelConfig(
-            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
-        )
-        provider = OpenAIProvider()
-        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        provider, request = openai_request(port)
         resp = Response()
 
         async def block_the_loop() -> None:
@@ -127,9 +116,7 @@ def spaced_chunks_server(
     """The head with an opening event, then one token every 60 ms, then the end."""
     conn, _ = listener.accept()
     with conn:
-        request = b""
-        while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
-            request += conn.recv(65536)
+        read_request(conn)
         conn.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
@@ -161,11 +148,7 @@ async def test_the_first_token_is_timed_by_its_own_arrival_when_later_ones_queue
         )
         server.start()
         port = listener.getsockname()[1]
-        model = ModelConfig(
-            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
-        )
-        provider = OpenAIProvider()
-        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        provider, request = openai_request(port)
         resp = Response(chunk_times=True)
 
         async def block_the_loop() -> None:
@@ -197,9 +180,7 @@ def whole_replies_server(listener: socket.socket, replies: int) -> None:
     conn, _ = listener.accept()
     with conn:
         for _ in range(replies):
-            request = b""
-            while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
-                request += conn.recv(65536)
+            read_request(conn)
             conn.sendall(head % len(body) + body)
         conn.recv(1)
 
@@ -213,11 +194,7 @@ async def test_a_connection_reused_after_a_body_that_came_whole_with_its_head_re
         server = threading.Thread(target=whole_replies_server, args=(listener, 3), daemon=True)
         server.start()
         port = listener.getsockname()[1]
-        model = ModelConfig(
-            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
-        )
-        provider = OpenAIProvider()
-        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        provider, request = openai_request(port)
         switch = sys.getswitchinterval()
         async with Transport() as transport:
             for _ in range(3):
@@ -242,9 +219,7 @@ def second_reply_waits_server(listener: socket.socket, go: threading.Event) -> N
     conn, _ = listener.accept()
     with conn:
         for reply in range(2):
-            request = b""
-            while b"\r\n\r\n" not in request or not request.rstrip().endswith(b"}"):
-                request += conn.recv(65536)
+            read_request(conn)
             if reply:
                 go.wait(10)
             conn.sendall(head % len(body) + body)
@@ -264,11 +239,7 @@ async def test_a_request_that_ends_leaves_the_watch_of_the_next_request_on_its_c
         server.daemon = True
         server.start()
         port = listener.getsockname()[1]
-        model = ModelConfig(
-            name="m", provider="openai", model="m", base_url=f"http://127.0.0.1:{port}/v1"
-        )
-        provider = OpenAIProvider()
-        request = provider.build_request(model, [{"role": "user", "content": "hi"}], {}, None)
+        provider, request = openai_request(port)
         a_reads, b_wrote = anyio.Event(), anyio.Event()
         read_stream = transport_module.read_stream
 
